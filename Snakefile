@@ -1,0 +1,28 @@
+# The CSL adversarial-robustness study. A table of contents: every stage is one rules file,
+# every helper lives in workflow/rules/common.smk, all logic in the `pipeline` package.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/embed.smk"
+include: "workflow/rules/decode.smk"
+include: "workflow/rules/pretrain.smk"
+include: "workflow/rules/mine.smk"
+include: "workflow/rules/finetune.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/analyse.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        final_outputs(),

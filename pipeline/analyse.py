@@ -1,0 +1,119 @@
+"""Stage `analyse`: representation statistics of every encoder of one dataset.
+
+For each encoder, on train and test features (L2-normalised, no augmentation):
+uniformity (Wang and Isola, t = 2), mean intra- and inter-class cosine distance, the
+nearest-other-class centroid margin distribution and the class-pair distance matrix; on
+the test split also alignment between two augmented views (the encoder's own pretraining
+augmentation). Writes `representation.json` and a heat-map PNG of class-pair distances.
+
+    python -m pipeline.analyse --cfg '<json of analyse>' --data results/decode/digits \
+        --encoder simclr:0:results/pretrain/digits/simclr/seed0/encoder.pt [...] \
+        --out-json .../representation.json --out-png .../heatmaps.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from pipeline import runtime
+from pipeline.augment import augment
+from pipeline.classifier import load_encoder
+from pipeline.config import AnalyseConfig, ModelConfig, from_dict, from_json
+from pipeline.data import Split, embed, load_split
+from pipeline.io import atomic_path, read_json, write_json
+from pipeline.representation import alignment, centroid_margins, class_distance_matrix, intra_inter, uniformity
+
+
+def subset(split: Split, n: int) -> Split:
+    """The first n samples (decode order is stratified enough for statistics)."""
+    if n >= len(split):
+        return split
+    idx = torch.arange(n)
+    return Split(x=split.x[:n] if isinstance(split.x, torch.Tensor) else split.x[:n], y=split.y[idx.to(split.y.device)], device=split.device)
+
+
+def split_stats(f: torch.Tensor, y: torch.Tensor, classes: int, t: float) -> dict:
+    intra, inter = intra_inter(f, y)
+    margins = centroid_margins(f, y, classes)
+    q = torch.quantile(margins, torch.tensor([0.1, 0.5, 0.9], device=margins.device)).tolist()
+    return {"uniformity": uniformity(f, t), "intra_class_distance": intra, "inter_class_distance": inter,
+            "margin": {"mean": float(margins.mean()), "p10": q[0], "median": q[1], "p90": q[2],
+                       "negative_share": float((margins < 0).float().mean())},
+            "class_distances": class_distance_matrix(f, y, classes).tolist()}
+
+
+def encoder_stats(path: Path, train: Split, test: Split, classes: int, cfg: AnalyseConfig, rt) -> dict:
+    encoder, state = load_encoder(path, rt.device)
+    norm = lambda s: torch.nn.functional.normalize(embed(encoder, s, cfg.batch_size), dim=1)  # noqa: E731
+    out = {"train": split_stats(norm(train), train.y, classes, cfg.uniformity_t),
+           "test": split_stats(norm(test), test.y, classes, cfg.uniformity_t)}
+    spec = from_dict(ModelConfig, json.loads(state["config"])["model"], "pretrain.model").augment
+    gen = torch.Generator(device=rt.device).manual_seed(0)
+    with torch.no_grad():
+        x = test.batch(torch.arange(len(test), device=rt.device))
+        f1 = torch.nn.functional.normalize(encoder(augment(x, spec, gen)), dim=1)
+        f2 = torch.nn.functional.normalize(encoder(augment(x, spec, gen)), dim=1)
+    out["test"]["alignment"] = alignment(f1, f2)
+    return out
+
+
+def plot_heatmaps(stats: dict, png: Path) -> None:
+    """One panel per method (first seed): mean cosine distance between class pairs on the test split."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    first = {}
+    for key, s in stats.items():
+        first.setdefault(key.split(":")[0], s)
+    fig, axes = plt.subplots(1, len(first), figsize=(3.2 * len(first), 3.2), squeeze=False)
+    vmax = max(max(max(r) for r in s["test"]["class_distances"]) for s in first.values())
+    for ax, (method, s) in zip(axes[0], first.items()):
+        im = ax.imshow(s["test"]["class_distances"], vmin=0, vmax=vmax, cmap="viridis")
+        ax.set_title(f"{method}\nunif {s['test']['uniformity']:.2f}", fontsize=9)
+        ax.set_xlabel("class")
+        ax.set_ylabel("class")
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="mean cosine distance")
+    fig.suptitle("Class-pair distances (test features; diagonal = within class)", fontsize=10)
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def run(cfg: AnalyseConfig, data_dir: Path, encoders: list[tuple[str, int, Path]], out_json: Path, out_png: Path, threads: int = 1) -> dict:
+    rt = runtime.setup(cfg.device, "fp32", threads)
+    classes = read_json(data_dir / "meta.json")["num_classes"]
+    train = subset(load_split(data_dir, "train", rt.device), cfg.max_samples)
+    test = subset(load_split(data_dir, "test", rt.device), cfg.max_samples)
+    stats = {f"{method}:{seed}": encoder_stats(path, train, test, classes, cfg, rt) for method, seed, path in encoders}
+    plot_heatmaps(stats, out_png)
+    write_json(out_json, {"encoders": stats, "config": cfg.__dict__})
+    return stats
+
+
+def parse_encoder(text: str) -> tuple[str, int, Path]:
+    method, seed, path = text.split(":", 2)
+    return method, int(seed), Path(path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cfg", required=True, help="JSON of the `analyse` section")
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--encoder", type=parse_encoder, action="append", required=True, help="method:seed:path")
+    parser.add_argument("--out-json", type=Path, required=True)
+    parser.add_argument("--out-png", type=Path, required=True)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    stats = run(from_json(AnalyseConfig, args.cfg, "analyse"), args.data, args.encoder, args.out_json, args.out_png, args.threads)
+    print(f"analyse: {len(stats)} encoders", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

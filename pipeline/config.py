@@ -1,0 +1,180 @@
+"""Typed mirror of `workflow/schemas/config.schema.yaml`: one frozen dataclass per section.
+
+The schema is the single source of defaults (Snakemake's `validate` fills them in); these
+dataclasses have no defaults, so a stage run by hand with an incomplete or misspelt config
+fails at once, naming the key. `tests/test_config.py` checks that the fields and the
+schema's properties are the same sets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pipeline.augment import AugmentSpec
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config value is missing, unknown or of the wrong type; the message names the key."""
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    videos_per_class: int
+    frames: int
+    canvas: int
+    sprite: int
+    max_speed: float
+    fps: int
+    crf: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    source: str
+    root: str
+    size: int
+    test_fraction: float
+    split_seed: int
+    fold: int
+    frames: int
+    stride: int
+    clips_per_video: int
+    max_bad_fraction: float
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: str
+    width: int
+    small_input: bool
+    proj_hidden: int
+    proj_dim: int
+    epochs: int
+    batch_size: int
+    optimizer: str
+    lr: float
+    weight_decay: float
+    warmup_epochs: int
+    temperature: float
+    checkpoint_every: int
+    knn_every: int
+    knn_k: int
+    augment: AugmentSpec
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    loss: str
+    false_negatives: str
+    fn_mode: str
+    focal_margin: float
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """What one pretrain job receives: its modality's model section and its method."""
+
+    device: str
+    precision: str
+    budget_mb: float
+    model: ModelConfig
+    method: MethodConfig
+
+
+@dataclass(frozen=True)
+class MineConfig:
+    device: str
+    warmup_method: str
+    algorithm: str
+    clusters: list[int]
+    restarts: int
+    iterations: int
+    knn_k: int
+    threshold: float
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    device: str
+    protocols: list[str]
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    device: str
+    precision: str
+    max_samples: int
+    batch_size: int
+    epsilons: list[float]
+    attacks: dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class AnalyseConfig:
+    device: str
+    max_samples: int
+    uniformity_t: float
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    supervised_method: str
+    csl_method: str
+
+
+def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
+    """Build dataclass `cls` from a dict, rejecting unknown keys, missing keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
+    missing = sorted(names - set(data))
+    if missing:
+        raise ConfigError(f"{where}: missing key(s) {missing}")
+    return cls(**{name: _coerce(hints[name], data[name], f"{where}.{name}") for name in names})
+
+
+def from_json(cls: type[T], text: str, where: str = "config") -> T:
+    return from_dict(cls, json.loads(text), where)
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, where)  # type: ignore[arg-type]
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(hint)
+        return [_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if hint is Any:
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and (type(value) is not hint):
+        raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
+    return value

@@ -1,0 +1,87 @@
+"""Decoded uint8 arrays -> float batches on the device, without DataLoader workers.
+
+The decode stage writes `{split}_x.npy` (uint8, images (N,H,W,C), clips (N,T,H,W,C)) and
+`{split}_y.npy` (int64). A split is moved to the device once when it fits in the given
+memory budget; otherwise it stays memory-mapped and each batch is gathered, pinned and
+copied asynchronously.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.io import read_json, read_npy
+
+
+@dataclass
+class Split:
+    """One split of a decoded dataset. `x` is a device tensor or a memory-mapped array."""
+
+    x: torch.Tensor | np.ndarray  # uint8 (N,H,W,C) or (N,T,H,W,C)
+    y: torch.Tensor  # int64 (N,), on the device
+    device: torch.device
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    @property
+    def is_video(self) -> bool:
+        return self.x.ndim == 5
+
+    def batch(self, idx: torch.Tensor) -> torch.Tensor:
+        """Float batch in [0, 1] on the device: (B,C,H,W) or (B,C,T,H,W)."""
+        if isinstance(self.x, torch.Tensor):
+            raw = self.x[idx.to(self.x.device)]
+        else:
+            host = torch.from_numpy(np.ascontiguousarray(self.x[np.sort(idx.cpu().numpy())]))
+            order = torch.argsort(torch.argsort(idx.cpu()))  # undo the sort used for fast mmap reads
+            raw = host[order]
+            if self.device.type == "cuda":
+                raw = raw.pin_memory()
+            raw = raw.to(self.device, non_blocking=True)
+        return to_float(raw)
+
+
+def to_float(raw: torch.Tensor) -> torch.Tensor:
+    """uint8 channels-last -> float32 channels-first in [0, 1]."""
+    perm = (0, 3, 1, 2) if raw.dim() == 4 else (0, 4, 1, 2, 3)
+    return raw.permute(perm).float().div_(255)
+
+
+def load_split(data_dir: str | Path, split: str, device: torch.device, budget_mb: float = 4096) -> Split:
+    """Load `split` ("train"/"test") of a decode output; on the device if it fits in `budget_mb`."""
+    data_dir = Path(data_dir)
+    x = read_npy(data_dir / f"{split}_x.npy", mmap=True)
+    y = torch.from_numpy(read_npy(data_dir / f"{split}_y.npy")).to(device)
+    fits = x.nbytes / 2**20 <= budget_mb
+    xt: torch.Tensor | np.ndarray = torch.from_numpy(np.array(x)).to(device) if fits else x
+    return Split(x=xt, y=y, device=device)
+
+
+def num_classes(data_dir: str | Path) -> int:
+    return int(read_json(Path(data_dir) / "meta.json")["num_classes"])
+
+
+def batch_indices(
+    n: int, batch_size: int, *, shuffle: bool, drop_last: bool, generator: torch.Generator | None = None
+) -> Iterator[torch.Tensor]:
+    """Index batches over range(n): a random permutation per call when `shuffle`."""
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    stop = n - n % batch_size if drop_last and n >= batch_size else n
+    for start in range(0, stop, batch_size):
+        yield order[start : start + batch_size]
+
+
+@torch.no_grad()
+def embed(model: torch.nn.Module, split: Split, batch_size: int) -> torch.Tensor:
+    """Features of a whole split without augmentation, model in eval mode. (N, D) float32."""
+    was_training = model.training
+    model.eval()
+    feats = [model(split.batch(idx)).float() for idx in batch_indices(len(split), batch_size, shuffle=False, drop_last=False)]
+    model.train(was_training)
+    return torch.cat(feats)

@@ -1,0 +1,73 @@
+"""Hash the source files a stage imports, so Snakemake reruns a stage when its code changes.
+
+Snakemake tracks only the text of `shell:`/`run:` blocks, not imported modules. Each rule
+therefore gets `params: code=source_hash("pipeline.<stage>")`: a hash over the stage module
+and every `pipeline.*` module it imports, transitively, found by parsing imports with `ast`
+(no import, so the Snakefile stays free of torch). Editing a file only the evaluate stage
+imports changes only evaluate's hash.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
+PACKAGE = "pipeline"
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def module_file(module: str) -> Path | None:
+    """Path of a `pipeline.*` module (package `__init__.py` or plain module), or None."""
+    parts = module.split(".")[1:]
+    if not parts:
+        return PACKAGE_DIR / "__init__.py"
+    rel = Path(*parts)
+    for candidate in (PACKAGE_DIR / rel / "__init__.py", PACKAGE_DIR / rel.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def imported_modules(path: Path, module: str) -> set[str]:
+    """The `pipeline.*` modules imported by one source file (absolute and relative imports)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    is_pkg = path.name == "__init__.py"
+    base = module.split(".") if is_pkg else module.split(".")[:-1]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            parent = base[: len(base) - node.level + 1] if node.level else []
+            target = ".".join([*parent, *(node.module.split(".") if node.module else [])])
+            found.add(target)
+            found.update(f"{target}.{alias.name}" for alias in node.names)
+    return {m for m in found if m == PACKAGE or m.startswith(PACKAGE + ".")}
+
+
+def stage_sources(module: str) -> list[Path]:
+    """Every pipeline source file `module` depends on, itself and parent packages included."""
+    seen: dict[str, Path] = {}
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__ and a/b/__init__
+            parent = ".".join(parts[:i])
+            path = module_file(parent)
+            if path is not None and parent not in seen:
+                seen[parent] = path
+                todo.extend(imported_modules(path, parent))
+    return sorted(seen.values())
+
+
+@lru_cache(maxsize=None)
+def source_hash(module: str) -> str:
+    """Short sha256 over the relative paths and contents of `stage_sources(module)`."""
+    digest = hashlib.sha256()
+    for path in stage_sources(module):
+        digest.update(str(path.relative_to(PACKAGE_DIR)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,273 @@
+"""Stage `report`: the study's tables, gap analysis, plots and sanity checks.
+
+Reads every evaluate / finetune / pretrain / mine / analyse output of the grid (paths
+follow the workflow's layout) and writes into `--out`:
+    robustness.csv     long table: dataset, method, protocol, seed, attack, eps, accuracy
+    summary.csv        mean, std and seed count per (dataset, method, protocol, attack, eps)
+    gap.csv            share of the CSL-to-supervised robust-accuracy gap each variant closes
+    representation.csv alignment, uniformity, class distances and margins per encoder
+    cost.csv           wall time per stage and job from the metrics files
+    report.md          all tables in Markdown, plus the checks section
+    <dataset>_accuracy_vs_eps.png, <dataset>_gap_closed.png, <dataset>_uniformity.png
+
+Gap closed for a variant V at one attack and eps:
+    (RA_V - RA_CSL) / (RA_SUP - RA_CSL)
+computed from the seed means; the +- is the std over seeds of the same ratio computed
+per seed (seeds paired by number). It is left empty where |RA_SUP - RA_CSL| < 0.5 %,
+where the ratio is meaningless.
+
+    python -m pipeline.report --cfg '<json of report>' --grid '<json>' --results results --out results/report
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from pipeline.config import ReportConfig, from_json
+from pipeline.io import atomic_path, read_json
+
+MIN_GAP = 0.005  # below this supervised-vs-CSL gap, "share closed" is not reported
+
+
+def mean_std(values: list[float]) -> tuple[float, float, int]:
+    n = len(values)
+    if n == 0:
+        return math.nan, math.nan, 0
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return mean, std, n
+
+
+def eval_path(results: Path, dataset: str, method: str, seed: int, protocol: str) -> Path:
+    return results / "evaluate" / dataset / method / f"seed{seed}" / protocol / "robustness.json"
+
+
+def load_rows(results: Path, grid: dict) -> tuple[list[dict], list[str]]:
+    """Long-format accuracy rows and the evaluate-stage warnings, for every job of the grid."""
+    rows, warnings = [], []
+    for dataset in grid["datasets"]:
+        for method in grid["methods"]:
+            for protocol in grid["protocols"]:
+                for seed in grid["seeds"]:
+                    path = eval_path(results, dataset, method, seed, protocol)
+                    if not path.exists():  # a run by hand on a partial grid: flagged, not fatal
+                        warnings.append(f"{dataset}/{method}/seed{seed}/{protocol}: missing {path}")
+                        continue
+                    r = read_json(path)
+                    base = {"dataset": dataset, "method": method, "protocol": protocol, "seed": seed}
+                    rows.append({**base, "attack": "clean", "eps": 0.0, "accuracy": r["clean_accuracy"]})
+                    for attack, per_eps in r["attacks"].items():
+                        rows += [{**base, "attack": attack, "eps": float(e), "accuracy": v["accuracy"]} for e, v in per_eps.items()]
+                    warnings += [f"{dataset}/{method}/seed{seed}/{protocol}: {w}" for w in r["warnings"]]
+    return rows, warnings
+
+
+def summarise(rows: list[dict]) -> dict[tuple, tuple[float, float, int]]:
+    """(dataset, method, protocol, attack, eps) -> (mean, std, seeds)."""
+    groups: dict[tuple, list[float]] = defaultdict(list)
+    for r in rows:
+        groups[(r["dataset"], r["method"], r["protocol"], r["attack"], r["eps"])].append(r["accuracy"])
+    return {k: mean_std(v) for k, v in groups.items()}
+
+
+def per_seed(rows: list[dict]) -> dict[tuple, float]:
+    return {(r["dataset"], r["method"], r["protocol"], r["attack"], r["eps"], r["seed"]): r["accuracy"] for r in rows}
+
+
+def gap_rows(rows: list[dict], grid: dict, cfg: ReportConfig) -> list[dict]:
+    """Share of the CSL-to-supervised gap each other method closes, per attack and eps."""
+    summary: dict = defaultdict(lambda: (math.nan, math.nan, 0), summarise(rows))
+    seeded: dict = defaultdict(lambda: math.nan, per_seed(rows))
+    out = []
+    keys = sorted({(r["dataset"], r["protocol"], r["attack"], r["eps"]) for r in rows if r["attack"] != "clean"})
+    for dataset, protocol, attack, eps in keys:
+        sup = summary[(dataset, cfg.supervised_method, protocol, attack, eps)][0]
+        csl = summary[(dataset, cfg.csl_method, protocol, attack, eps)][0]
+        for method in grid["methods"]:
+            if method in (cfg.supervised_method, cfg.csl_method):
+                continue
+            var = summary[(dataset, method, protocol, attack, eps)][0]
+            share = (var - csl) / (sup - csl) if abs(sup - csl) >= MIN_GAP else math.nan
+            seed_shares = []
+            for s in grid["seeds"]:
+                g = seeded[(dataset, cfg.supervised_method, protocol, attack, eps, s)] - seeded[(dataset, cfg.csl_method, protocol, attack, eps, s)]
+                if abs(g) >= MIN_GAP:  # False for NaN (a missing seed) too
+                    seed_shares.append((seeded[(dataset, method, protocol, attack, eps, s)] - seeded[(dataset, cfg.csl_method, protocol, attack, eps, s)]) / g)
+            out.append({"dataset": dataset, "protocol": protocol, "attack": attack, "eps": eps, "method": method,
+                        "ra_supervised": sup, "ra_csl": csl, "ra_method": var, "gap": sup - csl,
+                        "share_closed": share, "share_closed_std": mean_std(seed_shares)[1], "seeds": len(seed_shares)})
+    return out
+
+
+def representation_rows(results: Path, grid: dict) -> list[dict]:
+    out = []
+    for dataset in grid["datasets"]:
+        stats = read_json(results / "analyse" / dataset / "representation.json")["encoders"]
+        for key, s in stats.items():
+            method, seed = key.split(":")
+            t = s["test"]
+            out.append({"dataset": dataset, "method": method, "seed": int(seed), "alignment": t["alignment"],
+                        "uniformity": t["uniformity"], "uniformity_train": s["train"]["uniformity"],
+                        "intra_class_distance": t["intra_class_distance"], "inter_class_distance": t["inter_class_distance"],
+                        "margin_mean": t["margin"]["mean"], "margin_negative_share": t["margin"]["negative_share"]})
+    return out
+
+
+def cost_rows(results: Path, grid: dict) -> list[dict]:
+    """Wall time of the training stages from their metrics files (Snakemake's benchmarks/ has RSS)."""
+    out = []
+    for dataset in grid["datasets"]:
+        for method in grid["methods"]:
+            for seed in grid["seeds"]:
+                m = read_json(results / "pretrain" / dataset / method / f"seed{seed}" / "metrics.json")
+                out.append({"stage": "pretrain", "dataset": dataset, "method": method, "seed": seed,
+                            "seconds": m["train_seconds"], "peak_memory_mb": m["peak_memory_mb"], "device": m["runtime"]["device_name"]})
+                for protocol in grid["protocols"]:
+                    f = read_json(results / "finetune" / dataset / method / f"seed{seed}" / protocol / "metrics.json")
+                    out.append({"stage": f"finetune_{protocol}", "dataset": dataset, "method": method, "seed": seed,
+                                "seconds": f["seconds"], "peak_memory_mb": 0.0, "device": f["runtime"]["device_name"]})
+    return out
+
+
+def mining_rows(results: Path, grid: dict) -> list[dict]:
+    out = []
+    for dataset in grid["datasets"]:
+        for seed in grid["seeds"]:
+            path = results / "mine" / dataset / f"seed{seed}" / "quality.json"
+            if grid.get("mined") and path.exists():
+                q = read_json(path)
+                out.append({"dataset": dataset, "seed": seed, "algorithm": q["algorithm"], "pair_precision": q["pair_precision"],
+                            "pair_recall": q["pair_recall"], "purity": q["purity"], "nmi": q["nmi"],
+                            "pairs_lost_per_anchor": q["pairs_lost_per_anchor"]["mean"]})
+    return out
+
+
+def checks(rows: list[dict], eval_warnings: list[str], grid: dict) -> list[str]:
+    """Suspicious results, shown in the report instead of being hidden."""
+    found = list(eval_warnings)
+    summary = summarise(rows)
+    for (dataset, method, protocol, attack, eps), (_, _, n) in summary.items():
+        if n < len(grid["seeds"]):
+            found.append(f"{dataset}/{method}/{protocol} {attack}@{eps}: {n} seeds, {len(grid['seeds'])} configured")
+    return found
+
+
+def fmt(mean: float, std: float) -> str:
+    return "n/a" if math.isnan(mean) else f"{100 * mean:.1f} ± {100 * std:.1f}"
+
+
+def markdown_table(header: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in body]) + "\n"
+
+
+def accuracy_markdown(summary: dict, dataset: str, grid: dict) -> str:
+    summary = defaultdict(lambda: (math.nan, math.nan, 0), summary)
+    attacks = sorted({k[3] for k in summary if k[0] == dataset and k[3] != "clean"}, key=lambda a: (a == "any", a))
+    eps_list = sorted({k[4] for k in summary if k[0] == dataset and k[3] != "clean"})
+    header = ["method", "protocol", "seeds", "clean"] + [f"{a} {e:g}/255" for a in attacks for e in eps_list]
+    body = []
+    for method in grid["methods"]:
+        for protocol in grid["protocols"]:
+            clean = summary[(dataset, method, protocol, "clean", 0.0)]
+            cells = [fmt(*summary[(dataset, method, protocol, a, e)][:2]) for a in attacks for e in eps_list]
+            body.append([method, protocol, str(clean[2]), fmt(*clean[:2]), *cells])
+    return markdown_table(header, body)
+
+
+def gap_markdown(gaps: list[dict], dataset: str, rep: list[dict]) -> str:
+    unif = defaultdict(list)
+    for r in rep:
+        if r["dataset"] == dataset:
+            unif[r["method"]].append(r["uniformity"])
+    header = ["method", "protocol", "attack", "eps/255", "RA sup", "RA csl", "RA method", "gap closed", "uniformity (test)"]
+    body = [[g["method"], g["protocol"], g["attack"], f"{g['eps']:g}", f"{100 * g['ra_supervised']:.1f}", f"{100 * g['ra_csl']:.1f}",
+             f"{100 * g['ra_method']:.1f}",
+             "n/a (gap < 0.5%)" if math.isnan(g["share_closed"]) else f"{100 * g['share_closed']:.0f}% ± {100 * g['share_closed_std']:.0f}",
+             f"{mean_std(unif[g['method']])[0]:.3f}"]
+            for g in gaps if g["dataset"] == dataset and g["attack"] in ("pgd", "any")]
+    return markdown_table(header, body)
+
+
+def representation_markdown(rep: list[dict], dataset: str, grid: dict) -> str:
+    header = ["method", "alignment", "uniformity", "intra-class dist", "inter-class dist", "margin mean", "negative-margin share"]
+    body = []
+    for method in grid["methods"]:
+        rs = [r for r in rep if r["dataset"] == dataset and r["method"] == method]
+        cell = lambda key: fmt(*mean_std([r[key] for r in rs])[:2]).replace("±", "±")  # noqa: E731
+        body.append([method] + [f"{mean_std([r[k] for r in rs])[0]:.3f} ± {mean_std([r[k] for r in rs])[1]:.3f}"
+                                for k in ("alignment", "uniformity", "intra_class_distance", "inter_class_distance", "margin_mean", "margin_negative_share")])
+        del cell
+    return markdown_table(header, body)
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with atomic_path(path) as tmp:
+        tmp.write_text(buf.getvalue())
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def run(cfg: ReportConfig, grid: dict, results: Path, out: Path) -> dict:
+    from pipeline import report_plots
+
+    rows, eval_warnings = load_rows(results, grid)
+    summary = summarise(rows)
+    gaps = gap_rows(rows, grid, cfg)
+    rep = representation_rows(results, grid)
+    mining = mining_rows(results, grid)
+    found = checks(rows, eval_warnings, grid)
+    write_csv(out / "robustness.csv", rows)
+    write_csv(out / "summary.csv", [dict(zip(("dataset", "method", "protocol", "attack", "eps"), k)) | {"mean": v[0], "std": v[1], "seeds": v[2]}
+                                    for k, v in sorted(summary.items())])
+    write_csv(out / "gap.csv", gaps)
+    write_csv(out / "representation.csv", rep)
+    write_csv(out / "cost.csv", cost_rows(results, grid))
+    md = [f"# Results\n\nSupervised baseline: `{cfg.supervised_method}`; CSL method: `{cfg.csl_method}`. "
+          "Accuracies in %, mean ± std over seeds.\n"]
+    for dataset, modality in grid["datasets"].items():
+        md.append(f"\n## {dataset} ({modality})\n\n### Accuracy under attack\n\n{accuracy_markdown(summary, dataset, grid)}")
+        md.append(f"\n### Share of the {cfg.csl_method}-to-{cfg.supervised_method} gap closed\n\n{gap_markdown(gaps, dataset, rep)}")
+        md.append(f"\n### Representation\n\n{representation_markdown(rep, dataset, grid)}")
+        report_plots.accuracy_vs_eps(summary, dataset, grid, out / f"{dataset}_accuracy_vs_eps.png")
+        report_plots.gap_closed(gaps, dataset, out / f"{dataset}_gap_closed.png")
+        report_plots.uniformity_vs_robust(rep, rows, dataset, grid, out / f"{dataset}_uniformity.png")
+    if mining:
+        md.append("\n## False-negative mining quality\n\n" + markdown_table(
+            ["dataset", "seed", "algorithm", "pair precision", "pair recall", "purity", "NMI", "pairs lost / anchor"],
+            [[m["dataset"], str(m["seed"]), m["algorithm"], f"{m['pair_precision']:.3f}", f"{m['pair_recall']:.3f}",
+              "n/a" if m["purity"] is None else f"{m['purity']:.3f}", "n/a" if m["nmi"] is None else f"{m['nmi']:.3f}",
+              f"{m['pairs_lost_per_anchor']:.1f}"] for m in mining]))
+    md.append("\n## Checks\n\n" + ("\n".join(f"- {c}" for c in found) if found else "No suspicious results.") + "\n")
+    write_text(out / "report.md", "".join(md))
+    return {"rows": len(rows), "checks": found}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cfg", required=True, help="JSON of the `report` section")
+    parser.add_argument("--grid", required=True, help="JSON: datasets {name: modality}, methods, seeds, protocols, mined")
+    parser.add_argument("--results", type=Path, default=Path("results"))
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    summary = run(from_json(ReportConfig, args.cfg, "report"), json.loads(args.grid), args.results, args.out)
+    print(f"report: {summary['rows']} rows, {len(summary['checks'])} checks", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""The report's matplotlib figures; one colour per method across every plot."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from pipeline.io import atomic_path  # noqa: E402
+
+
+def method_colours(methods: list[str]) -> dict[str, tuple]:
+    cmap = plt.get_cmap("tab10")
+    return {m: cmap(i % 10) for i, m in enumerate(methods)}
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def accuracy_vs_eps(summary: dict, dataset: str, grid: dict, path: Path) -> None:
+    """One panel per attack: accuracy (mean, shaded std over seeds) vs eps, a line per method."""
+    attacks = sorted({k[3] for k in summary if k[0] == dataset and k[3] != "clean"}, key=lambda a: (a == "any", a))
+    colours = method_colours(grid["methods"])
+    protocol = grid["protocols"][0]
+    fig, axes = plt.subplots(1, len(attacks), figsize=(4.2 * len(attacks), 3.6), squeeze=False, sharey=True)
+    for ax, attack in zip(axes[0], attacks):
+        for method in grid["methods"]:
+            pts = sorted((k[4], v) for k, v in summary.items() if k[:4] == (dataset, method, protocol, attack))
+            clean = summary[(dataset, method, protocol, "clean", 0.0)]
+            eps = [0.0] + [p[0] for p in pts]
+            mean = [100 * clean[0]] + [100 * p[1][0] for p in pts]
+            std = [100 * clean[1]] + [100 * p[1][1] for p in pts]
+            ax.plot(eps, mean, marker="o", ms=3, color=colours[method], label=method)
+            ax.fill_between(eps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], color=colours[method], alpha=0.15)
+        ax.set_title(f"{attack.upper() if attack != 'any' else 'worst case over attacks'}")
+        ax.set_xlabel("eps (x 1/255, Linf)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(f"test accuracy (%), {protocol}")
+    axes[0][-1].legend(fontsize=7, loc="lower left")
+    fig.suptitle(f"{dataset}: robust accuracy vs perturbation size (mean ± std over seeds)", fontsize=10)
+    _save(fig, path)
+
+
+def gap_closed(gaps: list[dict], dataset: str, path: Path) -> None:
+    """Bars: share of the CSL-to-supervised PGD gap each variant closes, per eps."""
+    rows = [g for g in gaps if g["dataset"] == dataset and g["attack"] == "pgd"]
+    methods = list(dict.fromkeys(g["method"] for g in rows))
+    eps_list = sorted({g["eps"] for g in rows})
+    colours = method_colours(methods)
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(eps_list) * max(1, len(methods)) / 2, 3.6))
+    width = 0.8 / max(1, len(methods))
+    for i, method in enumerate(methods):
+        vals = {g["eps"]: g for g in rows if g["method"] == method}
+        xs = [j + i * width for j in range(len(eps_list))]
+        ys = [0 if math.isnan(vals[e]["share_closed"]) else 100 * vals[e]["share_closed"] for e in eps_list]
+        err = [0 if math.isnan(vals[e]["share_closed_std"]) else 100 * vals[e]["share_closed_std"] for e in eps_list]
+        ax.bar(xs, ys, width, yerr=err, color=colours[method], label=method, capsize=2)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.axhline(100, color="grey", lw=0.8, ls="--")
+    ax.set_xticks([j + width * (len(methods) - 1) / 2 for j in range(len(eps_list))], [f"{e:g}/255" for e in eps_list])
+    ax.set_ylabel("gap closed (%)")
+    ax.set_title(f"{dataset}: share of the PGD robustness gap closed (100% = supervised)", fontsize=10)
+    ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def uniformity_vs_robust(rep: list[dict], rows: list[dict], dataset: str, grid: dict, path: Path) -> None:
+    """Scatter: test uniformity vs PGD accuracy at the middle eps, one point per encoder."""
+    pgd = [r for r in rows if r["dataset"] == dataset and r["attack"] == "pgd" and r["protocol"] == grid["protocols"][0]]
+    eps_list = sorted({r["eps"] for r in pgd})
+    if not eps_list:
+        return
+    eps = eps_list[len(eps_list) // 2]
+    acc = {(r["method"], r["seed"]): r["accuracy"] for r in pgd if r["eps"] == eps}
+    colours = method_colours(grid["methods"])
+    fig, ax = plt.subplots(figsize=(5, 3.8))
+    seen = defaultdict(bool)
+    for r in rep:
+        if r["dataset"] != dataset or (r["method"], r["seed"]) not in acc:
+            continue
+        ax.scatter(r["uniformity"], 100 * acc[(r["method"], r["seed"])], color=colours[r["method"]],
+                   label=None if seen[r["method"]] else r["method"], s=25)
+        seen[r["method"]] = True
+    ax.set_xlabel("uniformity of test features (lower = more uniform)")
+    ax.set_ylabel(f"PGD accuracy at {eps:g}/255 (%)")
+    ax.set_title(f"{dataset}: uniformity vs robustness", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    _save(fig, path)

@@ -1,0 +1,47 @@
+"""Representation statistics on L2-normalised features (pure functions, tested on closed forms)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def alignment(f1: torch.Tensor, f2: torch.Tensor, alpha: float = 2) -> float:
+    """Wang and Isola's L_align = E ||f(x) - f(x+)||_2^alpha over positive pairs (N, D) x (N, D)."""
+    return float((f1 - f2).norm(dim=1).pow(alpha).mean())
+
+
+def uniformity(f: torch.Tensor, t: float = 2) -> float:
+    """Wang and Isola's L_unif = log E_{i<j} exp(-t ||f_i - f_j||^2). Lower = more uniform."""
+    return float(torch.pdist(f.double(), p=2).pow(2).mul(-t).exp().mean().log())
+
+
+def class_distance_matrix(f: torch.Tensor, y: torch.Tensor, classes: int) -> torch.Tensor:
+    """(C, C) mean cosine distance 1 - cos between members of class a and class b (a != b pairs only on the diagonal)."""
+    onehot = torch.nn.functional.one_hot(y, classes).double()  # (N, C)
+    dist = 1 - (f @ f.T).double()  # (N, N)
+    sums = onehot.T @ dist @ onehot  # (C, C) sum of distances over member pairs
+    counts = onehot.sum(0)
+    pairs = counts[:, None] * counts[None, :] - torch.diag(counts)  # exclude i == j on the diagonal
+    return (sums / pairs.clamp(min=1)).float()
+
+
+def intra_inter(f: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """Mean cosine distance over same-class pairs (i != j) and over different-class pairs."""
+    dist = 1 - f @ f.T
+    same = y[:, None] == y[None, :]
+    off = ~torch.eye(len(y), dtype=torch.bool, device=f.device)
+    return float(dist[same & off].mean()), float(dist[~same].mean())
+
+
+def centroid_margins(f: torch.Tensor, y: torch.Tensor, classes: int) -> torch.Tensor:
+    """Per sample: cosine distance to the nearest other-class centroid minus to its own. (N,)
+
+    Positive means the sample sits closer to its own class; small margins mean classes
+    crowd each other on the hypersphere.
+    """
+    centroids = torch.zeros(classes, f.shape[1], dtype=f.dtype, device=f.device).index_add_(0, y, f)
+    centroids = torch.nn.functional.normalize(centroids, dim=1)
+    dist = 1 - f @ centroids.T  # (N, C)
+    own = dist.gather(1, y[:, None]).squeeze(1)
+    other = dist.scatter(1, y[:, None], float("inf")).min(1).values
+    return other - own

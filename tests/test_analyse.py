@@ -1,0 +1,58 @@
+"""Representation statistics equal their closed forms on constructed point sets."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from pipeline.config import AnalyseConfig, PretrainConfig, from_dict
+from pipeline.representation import alignment, centroid_margins, class_distance_matrix, intra_inter, uniformity
+from tests.conftest import pretrain_cfg, schema_defaults
+
+
+def test_uniformity_closed_forms():
+    same = torch.tensor([[1.0, 0.0]] * 5)
+    assert uniformity(same) == pytest.approx(0.0)  # all distances 0: log(mean(exp(0))) = 0
+    antipodal = torch.tensor([[1.0, 0.0], [-1.0, 0.0]])
+    assert uniformity(antipodal, t=2) == pytest.approx(-8.0)  # ||x - (-x)||^2 = 4
+    square = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])
+    # 4 neighbours at squared distance 2 and 2 antipodal pairs at 4
+    assert uniformity(square, t=2) == pytest.approx(math.log((4 * math.exp(-4) + 2 * math.exp(-8)) / 6))
+
+
+def test_alignment_closed_forms():
+    f = torch.nn.functional.normalize(torch.randn(10, 4), dim=1)
+    assert alignment(f, f) == pytest.approx(0.0)
+    assert alignment(f, -f) == pytest.approx(4.0)
+
+
+def test_class_distances_on_two_tight_orthogonal_classes():
+    f = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    y = torch.tensor([0, 0, 1, 1])
+    intra, inter = intra_inter(f, y)
+    assert intra == pytest.approx(0.0) and inter == pytest.approx(1.0)
+    assert torch.allclose(class_distance_matrix(f, y, 2), torch.tensor([[0.0, 1.0], [1.0, 0.0]]))
+    assert torch.allclose(centroid_margins(f, y, 2), torch.ones(4))
+
+
+def test_margin_is_negative_for_a_sample_on_the_wrong_side():
+    f = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [0.0, 1.0]])
+    y = torch.tensor([0, 0, 1, 1, 0])  # the last class-0 sample sits in class 1's cluster
+    m = centroid_margins(f, y, 2)
+    assert m[4] < 0 and (m[2:4] > 0).all()
+
+
+def test_analyse_stage_writes_stats_and_heatmap(tmp_path, digits_dir):
+    from pipeline import analyse, pretrain
+
+    cfg = pretrain_cfg({"loss": "nt_xent"}, {"epochs": 1})
+    pretrain.run(from_dict(PretrainConfig, cfg), json.dumps(cfg), 0, digits_dir, None, tmp_path / "enc.pt", tmp_path / "m.json")
+    acfg = from_dict(AnalyseConfig, schema_defaults("analyse", {"device": "cpu", "max_samples": 200}))
+    stats = analyse.run(acfg, digits_dir, [("simclr", 0, tmp_path / "enc.pt")], tmp_path / "rep.json", tmp_path / "heat.png")
+    test = stats["simclr:0"]["test"]
+    assert -4 <= test["uniformity"] <= 0 and 0 <= test["alignment"] <= 4
+    assert len(test["class_distances"]) == 10
+    assert (tmp_path / "heat.png").stat().st_size > 1000

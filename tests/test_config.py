@@ -1,0 +1,70 @@
+"""The schema and its typed mirror agree; bad configs fail early and name the key."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import yaml
+
+from pipeline import config as C
+from tests.conftest import REPO, SCHEMA, validated
+
+
+def schema_props(*path: str) -> set[str]:
+    schema = yaml.safe_load(SCHEMA.read_text())
+    node = schema
+    for key in path:
+        node = schema["$defs"][key] if key in schema["$defs"] and node is schema else node["properties"][key]
+        if "$ref" in node:
+            node = schema["$defs"][node["$ref"].split("/")[-1]]
+        if "additionalProperties" in node and isinstance(node["additionalProperties"], dict):
+            node = node["additionalProperties"]
+    return set(node["properties"])
+
+
+def fields(cls) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+@pytest.mark.parametrize("cls,path", [
+    (C.EmbedConfig, ("embed",)), (C.DecodeConfig, ("decode",)), (C.ModelConfig, ("model",)), (C.MethodConfig, ("method",)),
+    (C.MineConfig, ("mine",)), (C.FinetuneConfig, ("finetune",)), (C.EvaluateConfig, ("evaluate",)),
+    (C.AnalyseConfig, ("analyse",)), (C.ReportConfig, ("report",)),
+])
+def test_dataclasses_mirror_the_schema(cls, path):
+    assert fields(cls) == schema_props(*path)
+
+
+def test_augment_spec_mirrors_the_schema():
+    schema = yaml.safe_load(SCHEMA.read_text())
+    assert fields(C.AugmentSpec) == set(schema["$defs"]["model"]["properties"]["augment"]["properties"])
+
+
+def test_default_and_test_configs_validate_and_build():
+    for path in (REPO / "config" / "config.yaml", REPO / ".test" / "config.yaml"):
+        cfg = validated(yaml.safe_load(path.read_text()))
+        C.from_dict(C.MineConfig, cfg["mine"])
+        C.from_dict(C.EvaluateConfig, cfg["evaluate"])
+        for method in cfg["pretrain"]["methods"].values():
+            C.from_dict(C.PretrainConfig, {"device": "cpu", "precision": "auto", "budget_mb": 1.0,
+                                           "model": cfg["pretrain"]["image"], "method": method})
+
+
+def test_typed_mirror_rejects_unknown_missing_and_mistyped_keys():
+    good = {"supervised_method": "a", "csl_method": "b"}
+    with pytest.raises(C.ConfigError, match=r"report: unknown key\(s\) \['csl_methd'\]"):
+        C.from_dict(C.ReportConfig, {**good, "csl_methd": "b"}, "report")
+    with pytest.raises(C.ConfigError, match="missing key"):
+        C.from_dict(C.ReportConfig, {"supervised_method": "a"}, "report")
+    with pytest.raises(C.ConfigError, match="report.csl_method: expected str"):
+        C.from_dict(C.ReportConfig, {**good, "csl_method": 3}, "report")
+
+
+def test_schema_rejects_a_misspelt_key_naming_it():
+    from snakemake.exceptions import WorkflowError
+
+    cfg = yaml.safe_load((REPO / ".test" / "config.yaml").read_text())
+    cfg["evaluate"]["attacks"]["pgd"]["stpes"] = 3
+    with pytest.raises(WorkflowError, match="stpes"):
+        validated(cfg)

@@ -1,0 +1,60 @@
+"""Backbone registry: every entry builds, runs forward and backward, and the small ResNet is faithful."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipeline.models import Classifier, Encoder, Normalize
+from pipeline.models.backbones import BACKBONES, VIDEO_BACKBONES
+
+
+def count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_small_resnet_at_full_width_has_torchvision_resnet18_parameters():
+    from torchvision.models import resnet18
+
+    small, _ = BACKBONES["resnet_small"](64, False)
+    tv = resnet18(weights=None)
+    assert count(small) == count(tv) - count(tv.fc)
+
+
+def test_small_r3d_at_full_width_matches_torchvision_r3d_layout():
+    from torchvision.models.video import r3d_18
+
+    from pipeline.models.resnet_small import SmallResNet
+
+    ours = SmallResNet([64, 128, 256, 512], [2, 2, 2, 2], dims=3, small_input=False)
+    tv = r3d_18(weights=None)
+    assert count(ours) == count(tv) - count(tv.fc)
+
+
+SMALL_INPUT = {"x3d_xs": (1, 3, 4, 32, 32), "x3d_s": (1, 3, 4, 32, 32)}
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_backbone_forward_backward(name):
+    width = 64 if name in {"resnet18", "r3d_18", "r2plus1d_18", "mc3_18"} else 4
+    shape = SMALL_INPUT.get(name, (2, 3, 4, 16, 16) if name in VIDEO_BACKBONES else (2, 3, 16, 16))
+    encoder = Encoder(name, width, True, [0.5] * 3, [0.25] * 3)
+    model = Classifier(encoder, 5)
+    x = torch.rand(shape)
+    logits = model(x)
+    assert logits.shape == (shape[0], 5) and torch.isfinite(logits).all()
+    logits.sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing
+
+
+def test_normalize_handles_images_and_clips():
+    norm = Normalize([0.1, 0.2, 0.3], [0.5, 0.5, 0.5])
+    img, clip = torch.ones(2, 3, 4, 4), torch.ones(2, 3, 5, 4, 4)
+    assert torch.allclose(norm(img)[:, 1], torch.full((2, 4, 4), 1.6))
+    assert torch.allclose(norm(clip)[:, 2], torch.full((2, 5, 4, 4), 1.4))
+
+
+def test_fixed_width_backbones_refuse_other_widths():
+    with pytest.raises(ValueError, match="fixed width 64"):
+        BACKBONES["resnet18"](16, True)

@@ -1,0 +1,87 @@
+"""Report tables from hand-made metrics files: values, mean/std, gap arithmetic, plots."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import ReportConfig
+from pipeline.report import MIN_GAP, run
+
+# RA at PGD eps 8 per (method, seed); clean is 0.9 everywhere.
+RA = {("supervised", 0): 0.60, ("supervised", 1): 0.70, ("simclr", 0): 0.20, ("simclr", 1): 0.30,
+      ("simclr_oracle_elim", 0): 0.40, ("simclr_oracle_elim", 1): 0.45}
+GRID = {"datasets": {"toy": "image"}, "methods": ["supervised", "simclr", "simclr_oracle_elim"], "seeds": [0, 1],
+        "protocols": ["slf"], "mined": False}
+
+
+def write(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
+@pytest.fixture()
+def results(tmp_path):
+    r = tmp_path / "results"
+    ok = {"within_eps": True, "in_range": True, "max_linf": 0.0}
+    encoders = {}
+    for (method, seed), ra in RA.items():
+        base = f"toy/{method}/seed{seed}"
+        write(r / f"evaluate/{base}/slf/robustness.json", {
+            "clean_accuracy": 0.9, "warnings": ["pgd: made-up warning"] if method == "simclr" and seed == 1 else [],
+            "attacks": {"pgd": {"4.0": {"accuracy": ra + 0.1, **ok}, "8.0": {"accuracy": ra, **ok}}}})
+        write(r / f"pretrain/{base}/metrics.json", {"train_seconds": 1.5, "peak_memory_mb": 0.0, "runtime": {"device_name": "cpu"}})
+        write(r / f"finetune/{base}/slf/metrics.json", {"seconds": 0.5, "runtime": {"device_name": "cpu"}})
+        stats = {"uniformity": -2.0 - seed, "alignment": 0.2, "intra_class_distance": 0.1, "inter_class_distance": 0.5,
+                 "margin": {"mean": 0.1, "negative_share": 0.0}, "class_distances": [[0.1, 0.5], [0.5, 0.1]]}
+        encoders[f"{method}:{seed}"] = {"train": stats, "test": stats}
+    write(r / "analyse/toy/representation.json", {"encoders": encoders})
+    return r
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_tables_and_gap_arithmetic(tmp_path, results):
+    out = tmp_path / "report"
+    summary = run(ReportConfig(supervised_method="supervised", csl_method="simclr"), GRID, results, out)
+    rows = read_csv(out / "summary.csv")
+    pgd8 = {r["method"]: r for r in rows if r["attack"] == "pgd" and float(r["eps"]) == 8.0}
+    assert float(pgd8["supervised"]["mean"]) == pytest.approx(0.65)
+    assert float(pgd8["supervised"]["std"]) == pytest.approx(math.sqrt(0.005))  # sample std of 0.6, 0.7
+    assert pgd8["simclr"]["seeds"] == "2"
+    gap = [g for g in read_csv(out / "gap.csv") if float(g["eps"]) == 8.0][0]
+    # (0.425 - 0.25) / (0.65 - 0.25) from means; per seed (0.2/0.4, 0.15/0.4)
+    assert float(gap["share_closed"]) == pytest.approx(0.175 / 0.4)
+    assert float(gap["share_closed_std"]) == pytest.approx(math.sqrt(((0.5 - 0.4375) ** 2 + (0.375 - 0.4375) ** 2) / 1))
+    md = (out / "report.md").read_text()
+    assert "44% ± 9" in md and "65.0 ± 7.1" in md
+    assert "made-up warning" in md and summary["checks"]
+    for name in ("toy_accuracy_vs_eps.png", "toy_gap_closed.png", "toy_uniformity.png"):
+        assert (out / name).stat().st_size > 2000
+
+
+def test_tiny_gap_is_not_reported(tmp_path, results):
+    for seed in (0, 1):
+        p = results / f"evaluate/toy/supervised/seed{seed}/slf/robustness.json"
+        d = json.loads(p.read_text())
+        d["attacks"]["pgd"]["8.0"]["accuracy"] = RA[("simclr", seed)] + MIN_GAP / 10
+        p.write_text(json.dumps(d))
+    run(ReportConfig(supervised_method="supervised", csl_method="simclr"), GRID, results, tmp_path / "rep")
+    gap = [g for g in read_csv(tmp_path / "rep" / "gap.csv") if float(g["eps"]) == 8.0][0]
+    assert gap["share_closed"] == "nan"
+    assert "n/a (gap < 0.5%)" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_fewer_seeds_than_configured_is_flagged(tmp_path, results):
+    (results / "evaluate/toy/simclr_oracle_elim/seed1/slf/robustness.json").unlink()
+    summary = run(ReportConfig(supervised_method="supervised", csl_method="simclr"), GRID, results, tmp_path / "rep")
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert any("simclr_oracle_elim/seed1/slf: missing" in c for c in summary["checks"])
+    assert "simclr_oracle_elim/slf pgd@8.0: 1 seeds, 2 configured" in md

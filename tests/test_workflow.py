@@ -1,0 +1,119 @@
+"""The Snakemake DAG end to end on the tiny config, and the caching contract.
+
+A copy of the workflow runs in a temporary folder (so editing a source file there is
+safe); later tests dry-run changed configs or sources against the finished results and
+check which rules Snakemake plans to rerun.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.workflow
+COPIED = ["Snakefile", "workflow", "pipeline", "config", ".test"]
+
+
+def snakemake(workdir: Path, *args: str, configfile: str = ".test/config.yaml") -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", configfile, "--replace-workflow-config", *args]
+    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=600)
+
+
+def planned(workdir: Path, configfile: str = ".test/config.yaml") -> dict[str, int]:
+    """Rule -> job count of a dry run ({} when there is nothing to do)."""
+    proc = snakemake(workdir, "-n", configfile=configfile)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    out = proc.stdout + proc.stderr
+    if "Nothing to be done" in out:
+        return {}
+    stats = out.split("Job stats:")[1].split("total")[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)}
+
+
+def changed_config(workdir: Path, edit) -> str:
+    cfg = yaml.safe_load((workdir / ".test" / "config.yaml").read_text())
+    edit(cfg)
+    path = workdir / "changed.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path.name
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("study")
+    for name in COPIED:
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, workdir / name)
+    for cache in workdir.rglob("__pycache__"):
+        shutil.rmtree(cache)
+    proc = snakemake(workdir)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    return workdir
+
+
+def test_tiny_study_produces_the_report(study):
+    md = (study / "results" / "report" / "report.md").read_text()
+    for dataset in ("digits (image)", "moving_digits (video)"):
+        assert dataset in md
+    for method in ("supervised", "simclr", "simclr_oracle_elim", "simclr_mined_elim"):
+        assert f"| {method} | slf |" in md
+    assert "False-negative mining quality" in md
+    assert (study / "results" / "report" / "moving_digits_accuracy_vs_eps.png").stat().st_size > 2000
+    meta = yaml.safe_load((study / "results" / "decode" / "moving_digits" / "meta.json").read_text())
+    assert meta["train"]["decoders"] == {"decord": meta["train"]["shape"][0]}
+
+
+def test_second_dry_run_has_nothing_to_do(study):
+    assert planned(study) == {}
+
+
+def test_evaluate_setting_reruns_only_evaluate_and_report(study):
+    cfg = changed_config(study, lambda c: c["evaluate"]["attacks"]["pgd"].update(steps=3))
+    assert set(planned(study, cfg)) == {"evaluate", "report", "all"}
+
+
+def test_pretrain_setting_reruns_downstream_but_not_decode(study):
+    cfg = changed_config(study, lambda c: c["pretrain"]["image"].update(epochs=2))
+    jobs = planned(study, cfg)
+    assert set(jobs) == {"pretrain", "mine", "finetune", "evaluate", "analyse", "report", "all"}
+    assert jobs["pretrain"] == 4 and jobs["mine"] == 1 and jobs["analyse"] == 1  # images only: videos untouched
+
+
+def test_editing_evaluate_only_source_reruns_only_evaluate(study):
+    source = study / "pipeline" / "evaluate.py"
+    original = source.read_text()
+    try:
+        source.write_text(original + "\n# a comment changes the stage's code hash\n")
+        assert set(planned(study)) == {"evaluate", "report", "all"}
+    finally:
+        source.write_text(original)
+    assert planned(study) == {}
+
+
+def test_snakemake_html_report(study):
+    proc = snakemake(study, "--report", "report.html")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    html = (study / "report.html").read_text(errors="replace")
+    assert len(html) > 50_000 and "accuracy_vs_eps" in html
+
+
+def test_misspelt_key_stops_before_any_job(tmp_path):
+    for name in COPIED:
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
+    cfg = changed_config(tmp_path, lambda c: c["evaluate"]["attacks"]["pgd"].update(stpes=3))
+    proc = snakemake(tmp_path, configfile=cfg)
+    assert proc.returncode != 0 and "stpes" in proc.stderr + proc.stdout
+    assert not (tmp_path / "results").exists()
+    cfg = changed_config(tmp_path, lambda c: c.update(datasets=["digits", "cifar"]))
+    proc = snakemake(tmp_path, "-n", configfile=cfg)
+    out = proc.stderr + proc.stdout
+    assert proc.returncode != 0 and "config error at 'datasets[1]'" in out and "cifar" in out

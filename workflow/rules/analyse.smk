@@ -1,0 +1,26 @@
+rule analyse:
+    """Representation statistics (alignment, uniformity, class distances, margins) of a dataset's encoders."""
+    input:
+        meta=f"{RESULTS}/decode/{{dataset}}/meta.json",
+        encoders=dataset_encoders,
+    output:
+        stats=f"{RESULTS}/analyse/{{dataset}}/representation.json",
+        heatmaps=report(
+            f"{RESULTS}/analyse/{{dataset}}/heatmaps.png",
+            caption="../report/heatmaps.rst",
+            category="Representation",
+            labels={"dataset": "{dataset}", "figure": "class-pair distances"},
+        ),
+    params:
+        cfg=section_cfg("analyse"),
+        code=code_hash("analyse"),
+        data=data_dir,
+        encoders=encoder_args,
+    threads: 1
+    log:
+        f"{RESULTS}/logs/analyse/{{dataset}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/analyse/{{dataset}}.tsv"
+    shell:
+        "{PYTHON:q} -m pipeline.analyse --cfg {params.cfg:q} --data {params.data:q} {params.encoders} "
+        "--out-json {output.stats:q} --out-png {output.heatmaps:q} --threads {threads} > {log:q} 2>&1"

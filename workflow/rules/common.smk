@@ -1,0 +1,171 @@
+# Helpers shared by the rules: config validation, the study grid, per-job parameters.
+import json
+import os
+import sys
+
+sys.path.insert(0, workflow.basedir)  # this checkout's `pipeline`, even if another is installed
+
+from pipeline.datasets import SOURCE_MODALITY
+from pipeline.provenance import source_hash
+from snakemake.utils import validate
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+PYTHON = sys.executable  # the interpreter running Snakemake, so jobs see the same packages
+RESULTS = "results"
+SEEDS = config["seeds"]
+DATASETS = config["datasets"]
+METHODS = list(config["pretrain"]["methods"])
+PROTOCOLS = config["finetune"]["protocols"]
+
+
+def config_error(key, message):
+    raise ValueError(f"config error at '{key}': {message}")
+
+
+def check_references():
+    """Cross-key checks the JSON schema cannot express; each names the offending key."""
+    for i, ds in enumerate(DATASETS):
+        if ds not in config["decode"]:
+            config_error(f"datasets[{i}]", f"'{ds}' has no entry under decode: (have {sorted(config['decode'])})")
+    if not METHODS:
+        config_error("pretrain.methods", "no pretraining method configured")
+    for key in ("supervised_method", "csl_method"):
+        if config["report"][key] not in METHODS:
+            config_error(f"report.{key}", f"'{config['report'][key]}' is not one of pretrain.methods {METHODS}")
+    warmup = config["mine"]["warmup_method"]
+    if any(m.get("false_negatives") == "mined" for m in config["pretrain"]["methods"].values()):
+        if warmup not in METHODS:
+            config_error("mine.warmup_method", f"'{warmup}' is not one of pretrain.methods {METHODS}")
+        if config["pretrain"]["methods"][warmup].get("false_negatives") == "mined":
+            config_error("mine.warmup_method", f"'{warmup}' itself uses mined false negatives (a cycle)")
+    for ds in DATASETS:
+        root = config["decode"][ds]["root"]
+        if root.startswith(f"{RESULTS}/embed/") and root.split("/")[2] not in config["embed"]:
+            config_error(f"decode.{ds}.root", f"{root} is under {RESULTS}/embed/ but embed: has no '{root.split('/')[2]}'")
+
+
+check_references()
+
+
+wildcard_constraints:
+    dataset="[A-Za-z0-9_]+",
+    method="[A-Za-z0-9_]+",
+    seed=r"\d+",
+    protocol="[a-z]+",
+    name="[A-Za-z0-9_]+",
+
+
+def as_json(data):
+    return json.dumps(data, sort_keys=True)
+
+
+def code_hash(stage):
+    """Hash of the pipeline sources the stage imports: Snakemake does not track imported code."""
+    return source_hash(f"pipeline.{stage}")
+
+
+def modality(dataset):
+    return SOURCE_MODALITY[config["decode"][dataset]["source"]]
+
+
+def uses_mined(method):
+    return config["pretrain"]["methods"][method]["false_negatives"] == "mined"
+
+
+# ---- paths ------------------------------------------------------------------------------
+def decode_dir(dataset):
+    return f"{RESULTS}/decode/{dataset}"
+
+
+def data_dir(wildcards):
+    return decode_dir(wildcards.dataset)
+
+
+def output_dir(name):
+    """Params function: the folder of the named output (stages write several files there)."""
+
+    def folder(wildcards, output):
+        return os.path.dirname(output[name])
+
+    return folder
+
+
+def encoder_path(dataset, method, seed):
+    return f"{RESULTS}/pretrain/{dataset}/{method}/seed{seed}/encoder.pt"
+
+
+# ---- per-job inputs and parameters ------------------------------------------------------
+def embed_cfg(wildcards):
+    return as_json(config["embed"][wildcards.name])
+
+
+def decode_cfg(wildcards):
+    return as_json(config["decode"][wildcards.dataset])
+
+
+def decode_inputs(wildcards):
+    """An embedded dataset's videos come from the embed rule; a user's dataset is read in place."""
+    root = config["decode"][wildcards.dataset]["root"]
+    return [root] if root.startswith(f"{RESULTS}/embed/") else []
+
+
+def pretrain_cfg(wildcards):
+    section = config["pretrain"]
+    return as_json({
+        "device": section["device"], "precision": section["precision"], "budget_mb": section["budget_mb"],
+        "model": section[modality(wildcards.dataset)], "method": section["methods"][wildcards.method],
+    })
+
+
+def pretrain_inputs(wildcards):
+    inputs = {"meta": f"{decode_dir(wildcards.dataset)}/meta.json"}
+    if uses_mined(wildcards.method):
+        inputs["mined"] = f"{RESULTS}/mine/{wildcards.dataset}/seed{wildcards.seed}/false_negatives.npz"
+    return inputs
+
+
+def mined_arg(wildcards, input):
+    return f"--mined {input.mined}" if uses_mined(wildcards.method) else ""
+
+
+def warmup_encoder(wildcards):
+    return encoder_path(wildcards.dataset, config["mine"]["warmup_method"], wildcards.seed)
+
+
+def section_cfg(stage):
+    return as_json(config[stage])
+
+
+def dataset_encoders(wildcards):
+    return [encoder_path(wildcards.dataset, m, s) for m in sorted(METHODS) for s in SEEDS]
+
+
+def encoder_args(wildcards):
+    """Sorted, so that reordering methods in the config does not look like a change."""
+    return " ".join(f"--encoder {m}:{s}:{encoder_path(wildcards.dataset, m, s)}" for m in sorted(METHODS) for s in SEEDS)
+
+
+def report_grid():
+    return as_json({
+        "datasets": {ds: modality(ds) for ds in DATASETS}, "methods": METHODS, "seeds": SEEDS,
+        "protocols": PROTOCOLS, "mined": any(uses_mined(m) for m in METHODS),
+    })
+
+
+def report_inputs():
+    grid = dict(dataset=DATASETS, method=METHODS, seed=SEEDS, protocol=PROTOCOLS)
+    inputs = {
+        "evaluate": expand(f"{RESULTS}/evaluate/{{dataset}}/{{method}}/seed{{seed}}/{{protocol}}/robustness.json", **grid),
+        "finetune": expand(f"{RESULTS}/finetune/{{dataset}}/{{method}}/seed{{seed}}/{{protocol}}/metrics.json", **grid),
+        "pretrain": expand(f"{RESULTS}/pretrain/{{dataset}}/{{method}}/seed{{seed}}/metrics.json", dataset=DATASETS, method=METHODS, seed=SEEDS),
+        "analyse": expand(f"{RESULTS}/analyse/{{dataset}}/representation.json", dataset=DATASETS),
+    }
+    if any(uses_mined(m) for m in METHODS):
+        inputs["mine"] = expand(f"{RESULTS}/mine/{{dataset}}/seed{{seed}}/quality.json", dataset=DATASETS, seed=SEEDS)
+    return inputs
+
+
+def final_outputs():
+    return [f"{RESULTS}/report/report.md"]

@@ -1,0 +1,19 @@
+rule evaluate:
+    """Clean and adversarial accuracy of one classifier on the test split."""
+    input:
+        meta=f"{RESULTS}/decode/{{dataset}}/meta.json",
+        model=f"{RESULTS}/finetune/{{dataset}}/{{method}}/seed{{seed}}/{{protocol}}/classifier.pt",
+    output:
+        f"{RESULTS}/evaluate/{{dataset}}/{{method}}/seed{{seed}}/{{protocol}}/robustness.json",
+    params:
+        cfg=section_cfg("evaluate"),
+        code=code_hash("evaluate"),
+        data=data_dir,
+    threads: 1
+    log:
+        f"{RESULTS}/logs/evaluate/{{dataset}}/{{method}}/seed{{seed}}/{{protocol}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate/{{dataset}}/{{method}}/seed{{seed}}/{{protocol}}.tsv"
+    shell:
+        "{PYTHON:q} -m pipeline.evaluate --cfg {params.cfg:q} --seed {wildcards.seed} --data {params.data:q} "
+        "--model {input.model:q} --out {output:q} --threads {threads} > {log:q} 2>&1"

@@ -1,0 +1,21 @@
+rule finetune:
+    """Train a classifier on a pretrained encoder under one protocol (slf: frozen encoder, linear head)."""
+    input:
+        meta=f"{RESULTS}/decode/{{dataset}}/meta.json",
+        encoder=f"{RESULTS}/pretrain/{{dataset}}/{{method}}/seed{{seed}}/encoder.pt",
+    output:
+        model=f"{RESULTS}/finetune/{{dataset}}/{{method}}/seed{{seed}}/{{protocol}}/classifier.pt",
+        metrics=f"{RESULTS}/finetune/{{dataset}}/{{method}}/seed{{seed}}/{{protocol}}/metrics.json",
+    params:
+        cfg=section_cfg("finetune"),
+        code=code_hash("finetune"),
+        data=data_dir,
+    threads: 1
+    log:
+        f"{RESULTS}/logs/finetune/{{dataset}}/{{method}}/seed{{seed}}/{{protocol}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/finetune/{{dataset}}/{{method}}/seed{{seed}}/{{protocol}}.tsv"
+    shell:
+        "{PYTHON:q} -m pipeline.finetune --cfg {params.cfg:q} --protocol {wildcards.protocol} --seed {wildcards.seed} "
+        "--data {params.data:q} --encoder {input.encoder:q} --out-model {output.model:q} "
+        "--out-metrics {output.metrics:q} --threads {threads} > {log:q} 2>&1"

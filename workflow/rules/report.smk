@@ -1,0 +1,42 @@
+localrules:
+    report,
+
+
+rule report:
+    """Tables (CSV, Markdown), the gap analysis, plots and the checks section."""
+    input:
+        **report_inputs(),
+    output:
+        markdown=report(f"{RESULTS}/report/report.md", caption="../report/tables.rst", category="Tables", labels={"file": "report.md"}),
+        robustness=report(f"{RESULTS}/report/robustness.csv", caption="../report/tables.rst", category="Tables", labels={"file": "robustness.csv"}),
+        summary=report(f"{RESULTS}/report/summary.csv", caption="../report/tables.rst", category="Tables", labels={"file": "summary.csv"}),
+        gap=report(f"{RESULTS}/report/gap.csv", caption="../report/gap.rst", category="Tables", labels={"file": "gap.csv"}),
+        representation=report(f"{RESULTS}/report/representation.csv", caption="../report/tables.rst", category="Tables", labels={"file": "representation.csv"}),
+        cost=report(f"{RESULTS}/report/cost.csv", caption="../report/tables.rst", category="Tables", labels={"file": "cost.csv"}),
+        accuracy=report(
+            expand(f"{RESULTS}/report/{{dataset}}_accuracy_vs_eps.png", dataset=DATASETS),
+            caption="../report/accuracy.rst",
+            category="Robustness",
+        ),
+        gap_plot=report(
+            expand(f"{RESULTS}/report/{{dataset}}_gap_closed.png", dataset=DATASETS),
+            caption="../report/gap.rst",
+            category="Robustness",
+        ),
+        uniformity=report(
+            expand(f"{RESULTS}/report/{{dataset}}_uniformity.png", dataset=DATASETS),
+            caption="../report/uniformity.rst",
+            category="Representation",
+        ),
+    params:
+        cfg=section_cfg("report"),
+        grid=report_grid(),
+        code=code_hash("report"),
+        out=f"{RESULTS}/report",
+    log:
+        f"{RESULTS}/logs/report/report.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/report/report.tsv"
+    shell:
+        "{PYTHON:q} -m pipeline.report --cfg {params.cfg:q} --grid {params.grid:q} --results {RESULTS} "
+        "--out {params.out:q} > {log:q} 2>&1"
