@@ -77,6 +77,7 @@ class MethodConfig:
     false_negatives: str
     fn_mode: str
     focal_margin: float
+    seeds: list[int]  # grid-only: which seeds the workflow runs (empty = all); unused by the stage
 
 
 @dataclass(frozen=True)

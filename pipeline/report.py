@@ -45,6 +45,11 @@ def mean_std(values: list[float]) -> tuple[float, float, int]:
     return mean, std, n
 
 
+def seeds_of(grid: dict, method: str) -> list[int]:
+    """A method's configured seeds (the study's seeds unless the method sets its own)."""
+    return grid.get("method_seeds", {}).get(method) or grid["seeds"]
+
+
 def eval_path(results: Path, dataset: str, method: str, seed: int, protocol: str) -> Path:
     return results / "evaluate" / dataset / method / f"seed{seed}" / protocol / "robustness.json"
 
@@ -55,7 +60,7 @@ def load_rows(results: Path, grid: dict) -> tuple[list[dict], list[str]]:
     for dataset in grid["datasets"]:
         for method in grid["methods"]:
             for protocol in grid["protocols"]:
-                for seed in grid["seeds"]:
+                for seed in seeds_of(grid, method):
                     path = eval_path(results, dataset, method, seed, protocol)
                     if not path.exists():  # a run by hand on a partial grid: flagged, not fatal
                         warnings.append(f"{dataset}/{method}/seed{seed}/{protocol}: missing {path}")
@@ -96,7 +101,7 @@ def gap_rows(rows: list[dict], grid: dict, cfg: ReportConfig) -> list[dict]:
             var = summary[(dataset, method, protocol, attack, eps)][0]
             share = (var - csl) / (sup - csl) if abs(sup - csl) >= MIN_GAP else math.nan
             seed_shares = []
-            for s in grid["seeds"]:
+            for s in set(seeds_of(grid, method)) & set(seeds_of(grid, cfg.csl_method)) & set(seeds_of(grid, cfg.supervised_method)):
                 g = seeded[(dataset, cfg.supervised_method, protocol, attack, eps, s)] - seeded[(dataset, cfg.csl_method, protocol, attack, eps, s)]
                 if abs(g) >= MIN_GAP:  # False for NaN (a missing seed) too
                     seed_shares.append((seeded[(dataset, method, protocol, attack, eps, s)] - seeded[(dataset, cfg.csl_method, protocol, attack, eps, s)]) / g)
@@ -125,7 +130,7 @@ def cost_rows(results: Path, grid: dict) -> list[dict]:
     out = []
     for dataset in grid["datasets"]:
         for method in grid["methods"]:
-            for seed in grid["seeds"]:
+            for seed in seeds_of(grid, method):
                 m = read_json(results / "pretrain" / dataset / method / f"seed{seed}" / "metrics.json")
                 out.append({"stage": "pretrain", "dataset": dataset, "method": method, "seed": seed,
                             "seconds": m["train_seconds"], "peak_memory_mb": m["peak_memory_mb"], "device": m["runtime"]["device_name"]})
@@ -154,8 +159,8 @@ def checks(rows: list[dict], eval_warnings: list[str], grid: dict) -> list[str]:
     found = list(eval_warnings)
     summary = summarise(rows)
     for (dataset, method, protocol, attack, eps), (_, _, n) in summary.items():
-        if n < len(grid["seeds"]):
-            found.append(f"{dataset}/{method}/{protocol} {attack}@{eps}: {n} seeds, {len(grid['seeds'])} configured")
+        if n < len(seeds_of(grid, method)):
+            found.append(f"{dataset}/{method}/{protocol} {attack}@{eps}: {n} seeds, {len(seeds_of(grid, method))} configured")
     return found
 
 

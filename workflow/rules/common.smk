@@ -40,6 +40,11 @@ def check_references():
             config_error("mine.warmup_method", f"'{warmup}' is not one of pretrain.methods {METHODS}")
         if config["pretrain"]["methods"][warmup].get("false_negatives") == "mined":
             config_error("mine.warmup_method", f"'{warmup}' itself uses mined false negatives (a cycle)")
+        warm_seeds = set(config["pretrain"]["methods"][warmup]["seeds"] or SEEDS)
+        for name, m in config["pretrain"]["methods"].items():
+            missing = set(m["seeds"] or SEEDS) - warm_seeds
+            if m["false_negatives"] == "mined" and missing:
+                config_error(f"pretrain.methods.{name}.seeds", f"seeds {sorted(missing)} have no {warmup} warm-up run to mine from")
     for ds in DATASETS:
         root = config["decode"][ds]["root"]
         if root.startswith(f"{RESULTS}/embed/") and root.split("/")[2] not in config["embed"]:
@@ -138,32 +143,49 @@ def section_cfg(stage):
     return as_json(config[stage])
 
 
+def method_seeds(method):
+    """A method's own `seeds`, else the study's: expensive methods may run fewer seeds."""
+    return config["pretrain"]["methods"][method]["seeds"] or SEEDS
+
+
+def runs():
+    """Every (method, seed) pair of the study, in config order."""
+    return [(m, s) for m in METHODS for s in method_seeds(m)]
+
+
 def dataset_encoders(wildcards):
-    return [encoder_path(wildcards.dataset, m, s) for m in sorted(METHODS) for s in SEEDS]
+    return [encoder_path(wildcards.dataset, m, s) for m, s in sorted(runs())]
 
 
 def encoder_args(wildcards):
     """Sorted, so that reordering methods in the config does not look like a change."""
-    return " ".join(f"--encoder {m}:{s}:{encoder_path(wildcards.dataset, m, s)}" for m in sorted(METHODS) for s in SEEDS)
+    return " ".join(f"--encoder {m}:{s}:{encoder_path(wildcards.dataset, m, s)}" for m, s in sorted(runs()))
 
 
 def report_grid():
     return as_json({
         "datasets": {ds: modality(ds) for ds in DATASETS}, "methods": METHODS, "seeds": SEEDS,
+        "method_seeds": {m: method_seeds(m) for m in METHODS},
         "protocols": PROTOCOLS, "mined": any(uses_mined(m) for m in METHODS),
     })
 
 
+def mined_seeds():
+    return sorted({s for m, s in runs() if uses_mined(m)})
+
+
 def report_inputs():
-    grid = dict(dataset=DATASETS, method=METHODS, seed=SEEDS, protocol=PROTOCOLS)
+    job = "{dataset}/{method}/seed{seed}"
     inputs = {
-        "evaluate": expand(f"{RESULTS}/evaluate/{{dataset}}/{{method}}/seed{{seed}}/{{protocol}}/robustness.json", **grid),
-        "finetune": expand(f"{RESULTS}/finetune/{{dataset}}/{{method}}/seed{{seed}}/{{protocol}}/metrics.json", **grid),
-        "pretrain": expand(f"{RESULTS}/pretrain/{{dataset}}/{{method}}/seed{{seed}}/metrics.json", dataset=DATASETS, method=METHODS, seed=SEEDS),
+        "evaluate": [f"{RESULTS}/evaluate/{job}/{p}/robustness.json".format(dataset=d, method=m, seed=s)
+                     for d in DATASETS for m, s in runs() for p in PROTOCOLS],
+        "finetune": [f"{RESULTS}/finetune/{job}/{p}/metrics.json".format(dataset=d, method=m, seed=s)
+                     for d in DATASETS for m, s in runs() for p in PROTOCOLS],
+        "pretrain": [f"{RESULTS}/pretrain/{job}/metrics.json".format(dataset=d, method=m, seed=s) for d in DATASETS for m, s in runs()],
         "analyse": expand(f"{RESULTS}/analyse/{{dataset}}/representation.json", dataset=DATASETS),
     }
-    if any(uses_mined(m) for m in METHODS):
-        inputs["mine"] = expand(f"{RESULTS}/mine/{{dataset}}/seed{{seed}}/quality.json", dataset=DATASETS, seed=SEEDS)
+    if mined_seeds():
+        inputs["mine"] = expand(f"{RESULTS}/mine/{{dataset}}/seed{{seed}}/quality.json", dataset=DATASETS, seed=mined_seeds())
     return inputs
 
 
