@@ -6,9 +6,10 @@ follow the workflow's layout) and writes into `--out`:
     summary.csv        mean, std and seed count per (dataset, method, protocol, attack, eps)
     gap.csv            share of the CSL-to-supervised robust-accuracy gap each variant closes
     representation.csv alignment, uniformity, class distances and margins per encoder
-    cost.csv           wall time per stage and job from the metrics files
+    cost.csv           wall time, max RSS, CPU time and device per job (Snakemake's benchmark files)
     report.md          all tables in Markdown, plus the checks section
-    <dataset>_accuracy_vs_eps.png, <dataset>_gap_closed.png, <dataset>_uniformity.png
+    <dataset>_accuracy_vs_eps.png, <dataset>_gap_closed.png, <dataset>_uniformity.png,
+    <dataset>_training.png (pretraining loss curves)
 
 Gap closed for a variant V at one attack and eps:
     (RA_V - RA_CSL) / (RA_SUP - RA_CSL)
@@ -125,20 +126,48 @@ def representation_rows(results: Path, grid: dict) -> list[dict]:
     return out
 
 
-def cost_rows(results: Path, grid: dict) -> list[dict]:
-    """Wall time of the training stages from their metrics files (Snakemake's benchmarks/ has RSS)."""
-    out = []
-    for dataset in grid["datasets"]:
-        for method in grid["methods"]:
-            for seed in seeds_of(grid, method):
-                m = read_json(results / "pretrain" / dataset / method / f"seed{seed}" / "metrics.json")
-                out.append({"stage": "pretrain", "dataset": dataset, "method": method, "seed": seed,
-                            "seconds": m["train_seconds"], "peak_memory_mb": m["peak_memory_mb"], "device": m["runtime"]["device_name"]})
-                for protocol in grid["protocols"]:
-                    f = read_json(results / "finetune" / dataset / method / f"seed{seed}" / protocol / "metrics.json")
-                    out.append({"stage": f"finetune_{protocol}", "dataset": dataset, "method": method, "seed": seed,
-                                "seconds": f["seconds"], "peak_memory_mb": 0.0, "device": f["runtime"]["device_name"]})
-    return out
+def job_device(results: Path, stage: str, job: str) -> str:
+    """The device a job ran on, from its own result file (Snakemake's benchmark does not know it)."""
+    for name in ("metrics.json", "robustness.json", "quality.json"):
+        path = results / stage / job / name
+        if path.exists():
+            return read_json(path).get("runtime", {}).get("device", "cpu")
+    return "cpu"
+
+
+def cost_rows(results: Path) -> list[dict]:
+    """One row per job from Snakemake's `benchmark:` files: wall time, max RSS, CPU time, device."""
+    rows = []
+    for tsv in sorted((results / "benchmarks").rglob("*.tsv")):
+        stage = tsv.relative_to(results / "benchmarks").parts[0]
+        job = str(tsv.relative_to(results / "benchmarks" / stage).with_suffix(""))
+        header, *lines = tsv.read_text().splitlines()
+        rec = dict(zip(header.split("\t"), lines[-1].split("\t")))
+        number = lambda key: float(rec[key]) if rec.get(key, "NA") not in ("NA", "-") else math.nan  # noqa: E731
+        rows.append({"stage": stage, "job": job, "seconds": number("s"), "max_rss_mb": number("max_rss"),
+                     "cpu_seconds": number("cpu_time"), "device": job_device(results, stage, job)})
+    return rows
+
+
+def peak_gpu_memory(results: Path, grid: dict) -> dict[str, float]:
+    """Largest `peak_memory_mb` per stage over the pretrain/finetune metrics (0 on CPU)."""
+    peaks: dict[str, float] = defaultdict(float)
+    for stage in ("pretrain", "finetune"):
+        for path in (results / stage).rglob("metrics.json"):
+            peaks[stage] = max(peaks[stage], float(read_json(path).get("peak_memory_mb", 0.0)))
+    return peaks
+
+
+def cost_markdown(rows: list[dict], peaks: dict[str, float]) -> str:
+    stages = list(dict.fromkeys(r["stage"] for r in rows))
+    body = []
+    for stage in stages:
+        rs = [r for r in rows if r["stage"] == stage]
+        secs = [r["seconds"] for r in rs]
+        gpu_hours = sum(r["seconds"] for r in rs if r["device"].startswith("cuda")) / 3600
+        body.append([stage, str(len(rs)), f"{sum(secs):.1f}", f"{sum(secs) / len(secs):.1f}", f"{max(secs):.1f}",
+                     f"{max(r['max_rss_mb'] for r in rs):.0f}", f"{gpu_hours:.3f}", f"{peaks.get(stage, 0.0):.0f}"])
+    return markdown_table(["stage", "jobs", "total s", "mean s", "max s", "max RSS MB", "GPU-hours", "peak GPU MB"], body)
 
 
 def mining_rows(results: Path, grid: dict) -> list[dict]:
@@ -242,7 +271,8 @@ def run(cfg: ReportConfig, grid: dict, results: Path, out: Path) -> dict:
                                     for k, v in sorted(summary.items())])
     write_csv(out / "gap.csv", gaps)
     write_csv(out / "representation.csv", rep)
-    write_csv(out / "cost.csv", cost_rows(results, grid))
+    costs = cost_rows(results)
+    write_csv(out / "cost.csv", costs)
     md = [f"# Results\n\nSupervised baseline: `{cfg.supervised_method}`; CSL method: `{cfg.csl_method}`. "
           "Accuracies in %, mean ± std over seeds.\n"]
     for dataset, modality in grid["datasets"].items():
@@ -252,12 +282,15 @@ def run(cfg: ReportConfig, grid: dict, results: Path, out: Path) -> dict:
         report_plots.accuracy_vs_eps(summary, dataset, grid, out / f"{dataset}_accuracy_vs_eps.png")
         report_plots.gap_closed(gaps, dataset, out / f"{dataset}_gap_closed.png")
         report_plots.uniformity_vs_robust(rep, rows, dataset, grid, out / f"{dataset}_uniformity.png")
+        report_plots.training_curves(results, dataset, grid, out / f"{dataset}_training.png")
     if mining:
         md.append("\n## False-negative mining quality\n\n" + markdown_table(
             ["dataset", "seed", "algorithm", "pair precision", "pair recall", "purity", "NMI", "pairs lost / anchor"],
             [[m["dataset"], str(m["seed"]), m["algorithm"], f"{m['pair_precision']:.3f}", f"{m['pair_recall']:.3f}",
               "n/a" if m["purity"] is None else f"{m['purity']:.3f}", "n/a" if m["nmi"] is None else f"{m['nmi']:.3f}",
               f"{m['pairs_lost_per_anchor']:.1f}"] for m in mining]))
+    if costs:
+        md.append("\n## Cost (Snakemake benchmark files; wall seconds per job)\n\n" + cost_markdown(costs, peak_gpu_memory(results, grid)))
     md.append("\n## Checks\n\n" + ("\n".join(f"- {c}" for c in found) if found else "No suspicious results.") + "\n")
     write_text(out / "report.md", "".join(md))
     return {"rows": len(rows), "checks": found}

@@ -95,3 +95,31 @@ def uniformity_vs_robust(rep: list[dict], rows: list[dict], dataset: str, grid: 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     _save(fig, path)
+
+
+def training_curves(results: Path, dataset: str, grid: dict, path: Path) -> None:
+    """Small multiples: pretraining loss per epoch for each method, one thin line per seed."""
+    from pipeline.io import read_json
+
+    methods = grid["methods"]
+    colours = method_colours(methods)
+    cols = min(4, len(methods))
+    rows = math.ceil(len(methods) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
+    for ax, method in zip(axes.flat, methods):
+        seeds = grid.get("method_seeds", {}).get(method) or grid["seeds"]
+        for seed in seeds:
+            metrics = results / "pretrain" / dataset / method / f"seed{seed}" / "metrics.json"
+            if metrics.exists():
+                history = read_json(metrics)["history"]
+                ax.plot([h["epoch"] for h in history], [h["loss"] for h in history], color=colours[method], lw=1, alpha=0.8)
+        ax.set_title(method, fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(methods):]:
+        ax.axis("off")
+    axes[0][0].set_ylabel("training loss", fontsize=8)
+    fig.suptitle(f"{dataset}: pretraining loss (one line per seed)", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)

@@ -34,7 +34,12 @@ def results(tmp_path):
         write(r / f"evaluate/{base}/slf/robustness.json", {
             "clean_accuracy": 0.9, "warnings": ["pgd: made-up warning"] if method == "simclr" and seed == 1 else [],
             "attacks": {"pgd": {"4.0": {"accuracy": ra + 0.1, **ok}, "8.0": {"accuracy": ra, **ok}}}})
-        write(r / f"pretrain/{base}/metrics.json", {"train_seconds": 1.5, "peak_memory_mb": 0.0, "runtime": {"device_name": "cpu"}})
+        write(r / f"pretrain/{base}/metrics.json", {"train_seconds": 1.5, "peak_memory_mb": 0.0, "runtime": {"device_name": "cpu"},
+                                                    "history": [{"epoch": 1, "loss": 5.0}, {"epoch": 2, "loss": 4.0}]})
+        bench = r / f"benchmarks/pretrain/{base}.tsv"
+        bench.parent.mkdir(parents=True, exist_ok=True)
+        bench.write_text("s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+                         f"{2.0 + seed}\t0:00:02\t{100 + seed}\t1\t1\t1\t0\t0\t50\t1.5\n")
         write(r / f"finetune/{base}/slf/metrics.json", {"seconds": 0.5, "runtime": {"device_name": "cpu"}})
         stats = {"uniformity": -2.0 - seed, "alignment": 0.2, "intra_class_distance": 0.1, "inter_class_distance": 0.5,
                  "margin": {"mean": 0.1, "negative_share": 0.0}, "class_distances": [[0.1, 0.5], [0.5, 0.1]]}
@@ -63,7 +68,9 @@ def test_tables_and_gap_arithmetic(tmp_path, results):
     md = (out / "report.md").read_text()
     assert "44% ± 9" in md and "65.0 ± 7.1" in md
     assert "made-up warning" in md and summary["checks"]
-    for name in ("toy_accuracy_vs_eps.png", "toy_gap_closed.png", "toy_uniformity.png"):
+    # cost: 6 pretrain jobs of 2 s (seed 0) and 3 s (seed 1): total 15 s, max RSS 101 MB
+    assert "| pretrain | 6 | 15.0 | 2.5 | 3.0 | 101 | 0.000 | 0 |" in md
+    for name in ("toy_accuracy_vs_eps.png", "toy_gap_closed.png", "toy_uniformity.png", "toy_training.png"):
         assert (out / name).stat().st_size > 2000
 
 

@@ -2,6 +2,7 @@
 import json
 import os
 import sys
+from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)  # this checkout's `pipeline`, even if another is installed
 
@@ -47,8 +48,15 @@ def check_references():
                 config_error(f"pretrain.methods.{name}.seeds", f"seeds {sorted(missing)} have no {warmup} warm-up run to mine from")
     for ds in DATASETS:
         root = config["decode"][ds]["root"]
-        if root.startswith(f"{RESULTS}/embed/") and root.split("/")[2] not in config["embed"]:
-            config_error(f"decode.{ds}.root", f"{root} is under {RESULTS}/embed/ but embed: has no '{root.split('/')[2]}'")
+        name = embedded_name(root)
+        if name is not None and name not in config["embed"]:
+            config_error(f"decode.{ds}.root", f"{root} is under {RESULTS}/embed but embed: has no '{name}'")
+
+
+def embedded_name(root):
+    """The embed entry a decode root points into (results/embed/<name>), else None."""
+    parts = Path(root).parts
+    return parts[2] if len(parts) == 3 and parts[:2] == (RESULTS, "embed") else None
 
 
 check_references()
@@ -97,6 +105,11 @@ def output_dir(name):
     return folder
 
 
+def results_root(wildcards, input):
+    """The results folder, derived from an input (results/analyse/<dataset>/representation.json)."""
+    return str(Path(input.analyse[0]).parents[2])
+
+
 def encoder_path(dataset, method, seed):
     return f"{RESULTS}/pretrain/{dataset}/{method}/seed{seed}/encoder.pt"
 
@@ -113,7 +126,7 @@ def decode_cfg(wildcards):
 def decode_inputs(wildcards):
     """An embedded dataset's videos come from the embed rule; a user's dataset is read in place."""
     root = config["decode"][wildcards.dataset]["root"]
-    return [root] if root.startswith(f"{RESULTS}/embed/") else []
+    return [root] if embedded_name(root) is not None else []
 
 
 def pretrain_cfg(wildcards):

@@ -23,6 +23,11 @@ rule report:
             caption="../report/gap.rst",
             category="Robustness",
         ),
+        training=report(
+            expand(f"{RESULTS}/report/{{dataset}}_training.png", dataset=DATASETS),
+            caption="../report/training.rst",
+            category="Training",
+        ),
         uniformity=report(
             expand(f"{RESULTS}/report/{{dataset}}_uniformity.png", dataset=DATASETS),
             caption="../report/uniformity.rst",
@@ -32,11 +37,12 @@ rule report:
         cfg=section_cfg("report"),
         grid=report_grid(),
         code=code_hash("report"),
-        out=f"{RESULTS}/report",
+        out=output_dir("markdown"),
+        results=results_root,
     log:
         f"{RESULTS}/logs/report/report.log",
     benchmark:
         f"{RESULTS}/benchmarks/report/report.tsv"
     shell:
-        "{PYTHON:q} -m pipeline.report --cfg {params.cfg:q} --grid {params.grid:q} --results {RESULTS} "
+        "{PYTHON:q} -m pipeline.report --cfg {params.cfg:q} --grid {params.grid:q} --results {params.results:q} "
         "--out {params.out:q} > {log:q} 2>&1"
