@@ -5,7 +5,12 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The default study, unless a study file is given with --configfile: that file then replaces it
+# (Snakemake would otherwise merge the two, and it does not forward --replace-workflow-config to
+# cluster jobs, so the choice is made here, identically in every job).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 report: "workflow/report/workflow.rst"

@@ -32,6 +32,7 @@ class AugmentSpec:
     hue: float  # max hue rotation as a fraction of a full turn (0.5 = 180 degrees)
     grayscale: float  # probability of converting to grayscale
     temporal_crop: int  # clips only: frames kept by a random temporal crop (0 = all frames)
+    blur: float  # probability of a Gaussian blur (sigma uniform in [0.1, 2] px, SimCLR); 0 = off
 
 
 def _uniform(n: int, low: float, high: float, like: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
@@ -115,10 +116,40 @@ def temporal_crop(x: torch.Tensor, frames: int, gen: torch.Generator | None) -> 
     return x.gather(2, idx.expand(n, c, frames, h, w))
 
 
+def gaussian_kernels(sigma: torch.Tensor, size: int) -> torch.Tensor:
+    """Normalised 1-D Gaussian kernels, one per sigma. (N,) -> (N, size); size is odd."""
+    r = torch.arange(size, device=sigma.device, dtype=sigma.dtype) - size // 2
+    k = torch.exp(-(r[None] ** 2) / (2 * sigma[:, None] ** 2))
+    return k / k.sum(dim=1, keepdim=True)
+
+
+def gaussian_blur(x: torch.Tensor, p: float, gen: torch.Generator | None) -> torch.Tensor:
+    """SimCLR's blur: with probability p, sigma ~ U(0.1, 2) px, kernel ~10% of the side (odd).
+
+    Per-sample kernels as one grouped, separable convolution over the whole batch (a clip's
+    frames share the sample's kernel). No random numbers are drawn when p == 0, so turning
+    blur off leaves every other augmentation's draws unchanged.
+    """
+    if p <= 0:
+        return x
+    n, shape = x.shape[0], x.shape
+    size = max(3, int(0.1 * shape[-1]) // 2 * 2 + 1)
+    sigma = _uniform(n, 0.1, 2.0, x, gen)
+    apply = _per_sample(torch.rand(n, device=x.device, generator=gen) < p, x)
+    flat = x.reshape(1, -1, shape[-2], shape[-1])  # (1, N*C*T, H, W): one group per plane
+    planes = flat.shape[1] // n
+    k = gaussian_kernels(sigma, size).to(x.dtype).repeat_interleave(planes, dim=0)  # (N*C*T, size)
+    pad = size // 2
+    y = F.conv2d(F.pad(flat, (pad, pad, 0, 0), mode="reflect"), k[:, None, None, :], groups=flat.shape[1])
+    y = F.conv2d(F.pad(y, (0, 0, pad, pad), mode="reflect"), k[:, None, :, None], groups=flat.shape[1])
+    return torch.where(apply, y.view(shape), x)
+
+
 def augment(x: torch.Tensor, spec: AugmentSpec, gen: torch.Generator | None = None) -> torch.Tensor:
     """One SimCLR view of a float batch in [0, 1]: images (N,C,H,W) or clips (N,C,T,H,W)."""
     if x.dim() == 5:
         x = temporal_crop(x, spec.temporal_crop, gen)
     x = resized_crop_flip(x, spec.crop_scale_min, spec.flip, gen)
     x = color_jitter(x, spec, gen)
-    return random_grayscale(x, spec.grayscale, gen)
+    x = random_grayscale(x, spec.grayscale, gen)
+    return gaussian_blur(x, spec.blur, gen)

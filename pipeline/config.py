@@ -40,7 +40,10 @@ class EmbedConfig:
 class DecodeConfig:
     source: str
     root: str
+    download: bool
+    verify_checksums: bool
     size: int
+    resize: str
     test_fraction: float
     split_seed: int
     fold: int
@@ -68,7 +71,17 @@ class ModelConfig:
     checkpoint_every: int
     knn_every: int
     knn_k: int
+    compile: bool
     augment: AugmentSpec
+
+
+@dataclass(frozen=True)
+class InnerAttackConfig:
+    eps: float  # units of 1/255
+    steps: int
+    step_size: float  # fraction of eps
+    random_start: bool
+    bn_mode: str  # "eval" or "train": BatchNorm mode during the inner attack
 
 
 @dataclass(frozen=True)
@@ -77,6 +90,10 @@ class MethodConfig:
     false_negatives: str
     fn_mode: str
     focal_margin: float
+    online_threshold: float
+    online_warmup_epochs: int
+    adv_weight: float
+    attack: InnerAttackConfig
     seeds: list[int]  # grid-only: which seeds the workflow runs (empty = all); unused by the stage
 
 
@@ -106,12 +123,84 @@ class MineConfig:
 
 @dataclass(frozen=True)
 class FinetuneConfig:
+    """The `finetune` section. A job receives it with `protocols` cut down to its own entry."""
+
     device: str
-    protocols: list[str]
-    epochs: int
+    precision: str
+    protocols: dict[str, dict[str, Any]]  # name -> entry; alf/aff entries parse into AdversarialConfig
+    epochs: int  # epochs, batch_size, lr, weight_decay: the SLF head (and the clean start of `dynamic`)
     batch_size: int
     lr: float
     weight_decay: float
+
+
+@dataclass(frozen=True)
+class TradesConfig:
+    beta: float
+
+
+@dataclass(frozen=True)
+class FastAtConfig:
+    step_size: float
+    guard: str
+    guard_drop: float
+
+
+@dataclass(frozen=True)
+class SpatConfig:
+    scale: float
+    margin: float
+    n: float
+    beta: float
+
+
+@dataclass(frozen=True)
+class DynamicConfig:
+    start: float
+    increase: float
+    backoff: float
+    tolerance: float
+    check_every: int
+    adv_weight: float
+
+
+@dataclass(frozen=True)
+class AdversarialConfig:
+    """One ALF/AFF protocol entry (`$defs/adversarial` of the schema)."""
+
+    methods: list[str]  # grid-only (methods, seeds): which jobs the workflow runs; unused by the stage
+    seeds: list[int]
+    training: str
+    epochs: int
+    batch_size: int
+    optimizer: str
+    lr: float
+    encoder_lr: float
+    weight_decay: float
+    eps: float  # units of 1/255
+    steps: int
+    step_size: float  # fraction of eps
+    attack_bn: str
+    holdout: int
+    monitor_steps: int
+    trades: TradesConfig
+    fgsm_rs: FastAtConfig
+    spat: SpatConfig
+    dynamic: DynamicConfig
+
+
+@dataclass(frozen=True)
+class StepsCheckConfig:
+    factor: int
+    max_samples: int
+    tolerance: float
+
+
+@dataclass(frozen=True)
+class CorruptionsConfig:
+    names: list[str]
+    severities: list[int]
+    max_samples: int
 
 
 @dataclass(frozen=True)
@@ -121,7 +210,11 @@ class EvaluateConfig:
     max_samples: int
     batch_size: int
     epsilons: list[float]
+    epsilons_l2: list[float]
+    cascade: bool
+    pgd_steps_check: StepsCheckConfig
     attacks: dict[str, dict[str, Any]]
+    corruptions: CorruptionsConfig
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,15 @@
 The decode stage writes `{split}_x.npy` (uint8, images (N,H,W,C), clips (N,T,H,W,C)) and
 `{split}_y.npy` (int64). A split is moved to the device once when it fits in the given
 memory budget; otherwise it stays memory-mapped and each batch is gathered, pinned and
-copied asynchronously.
+copied asynchronously; `prefetched` reads the next batch in a background thread (and, on
+CUDA, copies it on a side stream) while the current one trains.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +36,11 @@ class Split:
     def is_video(self) -> bool:
         return self.x.ndim == 5
 
+    @property
+    def streamed(self) -> bool:
+        """True when the data stays memory-mapped on the host (it did not fit the budget)."""
+        return not isinstance(self.x, torch.Tensor)
+
     def batch(self, idx: torch.Tensor) -> torch.Tensor:
         """Float batch in [0, 1] on the device: (B,C,H,W) or (B,C,T,H,W)."""
         if isinstance(self.x, torch.Tensor):
@@ -47,10 +55,49 @@ class Split:
         return to_float(raw)
 
 
+def prefetched(split: Split, batches: Sequence[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (idx on the device, float batch) for each index batch, in order.
+
+    A device-resident split is gathered in place. A streamed split is read one batch ahead
+    by a background thread: the memory-map gather and the pinned host-to-device copy of
+    batch k+1 overlap the training step on batch k (on CUDA the copy runs on its own
+    stream, and the consumer waits for it before use).
+    """
+    if not split.streamed:
+        for idx in batches:
+            idx = idx.to(split.device)
+            yield idx, split.batch(idx)
+        return
+    stream = torch.cuda.Stream(split.device) if split.device.type == "cuda" else None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:
+        pending = pool.submit(_load, split, batches[0], stream) if batches else None
+        for k in range(len(batches)):
+            x, event = pending.result()
+            pending = pool.submit(_load, split, batches[k + 1], stream) if k + 1 < len(batches) else None
+            if event is not None:
+                torch.cuda.current_stream(split.device).wait_event(event)
+                x.record_stream(torch.cuda.current_stream(split.device))
+            yield batches[k].to(split.device), x
+
+
+def _load(split: Split, idx: torch.Tensor, stream: torch.cuda.Stream | None) -> tuple[torch.Tensor, object]:
+    """One streamed batch (runs in the prefetch thread); on CUDA on `stream`, with its done-event."""
+    ctx = torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
+    with ctx:
+        x = split.batch(idx)
+        event = stream.record_event() if stream is not None else None
+    return x, event
+
+
 def to_float(raw: torch.Tensor) -> torch.Tensor:
-    """uint8 channels-last -> float32 channels-first in [0, 1]."""
+    """uint8 channels-last -> float32 channels-first in [0, 1], contiguous.
+
+    Contiguous on purpose: torch 2.14's CPU backward corrupts the heap ("corrupted double-linked
+    list") on some conv stacks fed channels-last-strided inputs, which a bare permute produces.
+    On CUDA, `Runtime.to_memory_format` then chooses channels_last explicitly.
+    """
     perm = (0, 3, 1, 2) if raw.dim() == 4 else (0, 4, 1, 2, 3)
-    return raw.permute(perm).float().div_(255)
+    return raw.permute(perm).contiguous().float().div_(255)
 
 
 def load_split(data_dir: str | Path, split: str, device: torch.device, budget_mb: float = 4096) -> Split:

@@ -1,11 +1,33 @@
-"""Stage `evaluate`: clean and adversarial accuracy of one classifier on the test split.
+"""Stage `evaluate`: clean, adversarial and corruption accuracy of one classifier on the test split.
 
-Every attack of the registry named in the config runs at every epsilon (Linf, units of
-1/255) on inputs in [0, 1], model in eval mode, in float32 unless `precision: bf16`. The
-result records per attack and epsilon the accuracy, the sample count, the time and the
-throughput, plus the per-sample worst case over all attacks ("any"), and sanity checks:
-||x_adv - x||_inf <= eps and x_adv in [0, 1], robust <= clean, robust accuracy
-non-increasing in epsilon.
+Attacks (registry `pipeline.attacks`) run on inputs in [0, 1] with normalisation inside the
+model, model in eval mode, float32 unless `precision: bf16` (recorded). Linf attacks run at
+`epsilons` (units of 1/255), L2 attacks at `epsilons_l2` (input units). Protocol, as in
+AutoAttack: for every epsilon the attacks of one norm form a cascade in registry order
+(cheap and white-box first); with `cascade: true` each attack runs only on the samples
+still robust, and its `accuracy` is the robust accuracy after it and every attack before it
+("robust accuracy after X" in AutoAttack's log); with `cascade: false` each attack runs on
+every sample and its accuracy is its own. `autoattack` is a cascade itself and always runs
+on every clean-correct sample, so its number is AutoAttack's. "any" (Linf) and "any_l2"
+hold the per-sample worst case over all attacks of the norm, on the first samples that
+every attack covered (an attack's `max_samples` limits it to the first N samples).
+
+Sanity checks, recorded in `warnings` (the report lists them): ||delta|| <= eps and x_adv in
+[0, 1]; robust <= clean; robust accuracy non-increasing in eps (within one sample); PGD
+with `pgd_steps_check.factor` times more steps is not more than `tolerance` less
+successful; the black-box Square attack breaking samples the white-box attacks before it
+could not (gradient masking); plus the warnings of pyautoattack's own checks.
+
+Corruptions (`pipeline.corruptions`) run at each severity on the first
+`corruptions.max_samples` samples; their mean accuracy is `corruption_mean_accuracy`.
+
+Everything lands in ONE file, `robustness.json` (attacks under `attacks`, corruptions under
+`corruptions`), which keeps the DAG at one job per classifier. A killed run resumes: every
+(attack, eps) and (corruption, severity) unit writes its per-sample result to
+`.<out name>.partial/` next to the output (AutoAttack also its `state_path` there), and
+each unit is seeded from (seed, unit) alone, so a resumed run gives the same numbers as an
+uninterrupted one. The folder is removed once the output is written; a changed config,
+model, dataset or code invalidates it.
 
     python -m pipeline.evaluate --cfg '<json of evaluate>' --seed 0 --data results/decode/digits \
         --model .../classifier.pt --out .../robustness.json
@@ -14,20 +36,38 @@ non-increasing in epsilon.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import hashlib
+import inspect
+import json
+import logging
+import shutil
 import sys
 import time
+import warnings as pywarnings
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
 
 from pipeline import runtime
-from pipeline.attacks import ATTACKS
+from pipeline.attacks import ATTACKS, BLACK_BOX, DESCRIBE, IMPLEMENTATION, NORM, STANDALONE
+from pipeline.attacks.adapters import num_classes
+from pipeline.attacks.autoattack import state_robust_flags
 from pipeline.classifier import load_classifier
 from pipeline.config import EvaluateConfig, from_json
+from pipeline.corruptions import CORRUPTIONS, applicable
 from pipeline.data import Split, batch_indices, load_split
-from pipeline.io import write_json
+from pipeline.io import read_json, write_json
+from pipeline.provenance import source_hash
 
-BOUND_TOLERANCE = 1e-6  # float32 rounding of x + delta
+BOUND_TOLERANCE = 1e-6  # float32 rounding of x + delta (relative for L2)
+STAGE_KEYS = {"max_samples", "epsilons"}  # attack settings the stage consumes; the rest go to the attack
+GROUPS = (("Linf", "any", 1 / 255), ("L2", "any_l2", 1.0))  # norm, worst-case key, eps unit
 
 
 @torch.no_grad()
@@ -35,68 +75,307 @@ def predict(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model(x).argmax(1)
 
 
-def attack_split(model, split: Split, n: int, cfg: EvaluateConfig, rt, name: str, eps: float, gen) -> dict:
-    """Run one attack at one eps over the first n samples; per-sample correctness and bound checks."""
-    correct, max_delta, in_range = [], 0.0, True
+# ---- resumable units ----------------------------------------------------------------------
+class Partials:
+    """Per-unit result files in `.<out name>.partial/` next to the output, valid for one fingerprint."""
+
+    def __init__(self, out: Path, fingerprint: str) -> None:
+        self.folder = out.parent / f".{out.name}.partial"
+        stamp = self.folder / "fingerprint.txt"
+        if self.folder.exists() and (not stamp.exists() or stamp.read_text() != fingerprint):
+            shutil.rmtree(self.folder)  # left by a run with another config, model or code
+        self.folder.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(fingerprint)
+        self.resumed = 0
+
+    def path(self, key: str, suffix: str = ".json") -> Path:
+        return self.folder / (key.replace("@", "_eps").replace(":", "_") + suffix)
+
+    def get_or_run(self, key: str, fn: Callable[[], dict]) -> dict:
+        """The stored record of unit `key`, or run `fn()` and store its record."""
+        if self.path(key).exists():
+            self.resumed += 1
+            return read_json(self.path(key))
+        record = fn()
+        write_json(self.path(key), record)
+        return record
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def fingerprint(cfg: EvaluateConfig, seed: int, data_dir: Path, model_path: Path) -> str:
+    """Hash of everything a unit's result depends on."""
+    digest = hashlib.sha256(json.dumps(dataclasses.asdict(cfg), sort_keys=True).encode())
+    digest.update(f"{seed}|{source_hash('pipeline.evaluate')}".encode())
+    digest.update((Path(data_dir) / "meta.json").read_bytes())
+    digest.update(Path(model_path).read_bytes())
+    return digest.hexdigest()
+
+
+def unit_seed(seed: int, key: str) -> int:
+    """A unit's seed depends only on the run's seed and the unit, not on what ran before."""
+    return zlib.crc32(f"{seed}:{key}".encode()) & 0x7FFFFFFF
+
+
+@contextlib.contextmanager
+def library_warnings() -> Iterator[list[str]]:
+    """Collect what attack libraries warn about (pyautoattack logs its checks to 'auto-attack')."""
+    found: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: found.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("auto-attack")
+    logger.addHandler(handler)
+    with pywarnings.catch_warnings(record=True) as caught:
+        pywarnings.simplefilter("always")
+        try:
+            yield found
+        finally:
+            logger.removeHandler(handler)
+            found += [str(w.message) for w in caught if "autoattack" in w.filename]
+
+
+# ---- one attack at one eps ------------------------------------------------------------------
+@dataclass
+class Context:
+    """What every unit of one evaluation needs."""
+
+    model: torch.nn.Module
+    data: Split
+    cfg: EvaluateConfig
+    rt: runtime.Runtime
+    seed: int
+    n: int
+    partials: Partials
+
+
+def call_attack(name: str, model, x, y, eps: float, settings: dict, seed: int, state_path: Path, batch_size: int) -> torch.Tensor:
+    """Registry call, filling the optional arguments an attack declares (see pipeline.attacks)."""
+    fn = ATTACKS[name]
+    params = inspect.signature(fn).parameters
+    offered = {"generator": lambda: torch.Generator(device=x.device).manual_seed(seed), "seed": lambda: seed,
+               "state_path": lambda: state_path, "batch_size": lambda: batch_size}
+    extra = {k: make() for k, make in offered.items() if k in params}
+    torch.manual_seed(seed)  # libraries that draw from the global RNG
+    return fn(model, x, y, eps=eps, **{k: v for k, v in settings.items() if k not in STAGE_KEYS}, **extra)
+
+
+def delta_norms(x_adv: torch.Tensor, x: torch.Tensor, norm: str) -> torch.Tensor:
+    delta = (x_adv - x).flatten(1)
+    return delta.abs().amax(1) if norm == "Linf" else delta.norm(dim=1)
+
+
+def chunks(ctx: Context, name: str, idx: torch.Tensor) -> list[torch.Tensor]:
+    """Attacks that batch themselves (AutoAttack) get all samples at once, the others batches."""
+    if "batch_size" in inspect.signature(ATTACKS[name]).parameters or len(idx) == 0:
+        return [idx]
+    return [idx[b] for b in batch_indices(len(idx), ctx.cfg.batch_size, shuffle=False, drop_last=False)]
+
+
+def attack_samples(ctx: Context, name: str, eps: float, idx: torch.Tensor, key: str, seed: int) -> dict:
+    """Attack the samples `idx` (indices into the test split): per-sample correctness and bound checks."""
+    norm, settings, state = NORM[name], ctx.cfg.attacks[name], ctx.partials.path(key, ".aa_state.json")
+    correct, norms, in_range, found = [], [torch.zeros(0)], True, []
     start = time.perf_counter()
-    settings = cfg.attacks[name]
-    for idx in batch_indices(n, cfg.batch_size, shuffle=False, drop_last=False):
-        idx = idx.to(rt.device)
-        x, y = split.batch(idx), split.y[idx]
-        extra = {"generator": gen} if name == "pgd" else {}
-        with rt.autocast():
-            x_adv = ATTACKS[name](model, x, y, eps=eps, **settings, **extra)
-        max_delta = max(max_delta, float((x_adv - x).abs().max()))
+    for k, part in enumerate(chunks(ctx, name, idx)):
+        if len(part) == 0:
+            continue
+        x, y = ctx.data.batch(part.to(ctx.rt.device)), ctx.data.y[part.to(ctx.rt.device)]
+        with ctx.rt.autocast(), library_warnings() as caught:
+            x_adv = call_attack(name, ctx.model, x, y, eps, settings, seed + k, state, ctx.cfg.batch_size)
+        found += caught
+        correct.append((predict(ctx.model, x_adv) == y).cpu())
+        norms.append(delta_norms(x_adv.float(), x, norm).cpu())
         in_range &= bool((x_adv >= 0).all() and (x_adv <= 1).all())
-        correct.append(predict(model, x_adv) == y)
+    flags = torch.cat(correct) if correct else torch.zeros(0, dtype=torch.bool)
+    recorded = state_robust_flags(state)  # samples AutoAttack broke before a kill (their x_adv is gone)
+    if recorded is not None and len(recorded) == len(flags):
+        flags &= recorded
     seconds = time.perf_counter() - start
-    flags = torch.cat(correct)
-    return {"correct": flags, "accuracy": float(flags.float().mean()), "seconds": round(seconds, 4),
-            "samples_per_s": round(n / seconds, 1), "max_linf": max_delta,
-            "within_eps": max_delta <= eps + BOUND_TOLERANCE, "in_range": in_range}
+    max_norm = float(torch.cat(norms).max()) if len(idx) else 0.0
+    return {"correct": flags.tolist(), "attacked": len(idx), "seconds": round(seconds, 4), "max_norm": max_norm,
+            "within_eps": max_norm <= eps * (1 + BOUND_TOLERANCE) + BOUND_TOLERANCE, "in_range": in_range,
+            "library_warnings": sorted(set(found))}
 
 
-def sanity(results: dict, clean: float, epsilons: list[float]) -> list[str]:
-    """Warnings the report shows in its checks section (empty when all is well)."""
-    warnings = []
+def attack_limit(ctx: Context, name: str) -> int:
+    return min(ctx.n, ctx.cfg.attacks[name].get("max_samples", ctx.n))
+
+
+def cascade_step(ctx: Context, name: str, eps: float, eps_key: str, robust: torch.Tensor) -> dict:
+    """Run one attack of an eps's cascade and update `robust` (n,) in place; returns its record."""
+    m = attack_limit(ctx, name)
+    chained = ctx.cfg.cascade and name not in STANDALONE
+    targets = robust[:m].nonzero().squeeze(1) if chained else torch.arange(m)
+    key = f"{name}@{eps_key}"
+    unit = ctx.partials.get_or_run(key, partial(attack_samples, ctx, name, eps, targets, key, unit_seed(ctx.seed, key)))
+    own = robust[:m].clone() if chained else torch.zeros(m, dtype=torch.bool)
+    own[targets] = torch.tensor(unit.pop("correct"), dtype=torch.bool)
+    before = int(robust[:m].sum())
+    robust[:m] &= own
+    return {**unit, "accuracy": float(own.float().mean()) if m else 0.0, "samples": m, "broken": before - int(robust[:m].sum()),
+            "samples_per_s": round(unit["attacked"] / max(unit["seconds"], 1e-9), 1), "norm": NORM[name], "cascade": chained}
+
+
+def attack_epsilons(ctx: Context, name: str, epsilons: list[float]) -> list[float]:
+    """The eps an attack runs at: its own `epsilons` (a subset, to save time) or all of its norm's."""
+    own = ctx.cfg.attacks[name].get("epsilons") or []
+    return [e for e in epsilons if e in own] if own else list(epsilons)
+
+
+def run_group(ctx: Context, names: list[str], epsilons: list[float], unit: float, clean: torch.Tensor) -> tuple[dict, dict]:
+    """Every attack of one norm at every eps: (per-attack records, worst-case records)."""
+    results: dict = {name: {} for name in names}
+    worst: dict = {}
+    for e in epsilons:
+        robust, eps_key = clean.clone(), str(float(e))
+        active = [name for name in names if e in attack_epsilons(ctx, name, epsilons)]
+        n_any = min(attack_limit(ctx, name) for name in active)
+        for name in active:
+            results[name][eps_key] = r = cascade_step(ctx, name, e * unit, eps_key, robust)
+            r["clean_accuracy"] = float(clean[: r["samples"]].float().mean())
+            print(f"evaluate {name} eps {e:g}: accuracy {r['accuracy']:.4f} ({r['samples_per_s']:.0f} samples/s)", file=sys.stderr)
+        worst[eps_key] = {"accuracy": float(robust[:n_any].float().mean()), "samples": n_any, "within_eps": True, "in_range": True,
+                          "max_norm": 0.0, "clean_accuracy": float(clean[:n_any].float().mean()), "attacks": active}
+    return results, worst
+
+
+# ---- sanity checks --------------------------------------------------------------------------
+def sanity(results: dict, epsilons: dict[str, list[float]]) -> list[str]:
+    """Warnings the report shows in its checks section (empty when all is well).
+
+    `results`: attack -> eps key -> record with accuracy, clean_accuracy, samples, max_norm,
+    within_eps, in_range; `epsilons`: attack -> its eps values in order.
+    """
+    found = []
     for name, per_eps in results.items():
-        accs = [per_eps[str(e)]["accuracy"] for e in epsilons]
         for e, r in per_eps.items():
             if not (r["within_eps"] and r["in_range"]):
-                warnings.append(f"{name} eps {e}: perturbation outside the eps-ball or [0,1] (max {r['max_linf']:.6f})")
-            if r["accuracy"] > clean + 1e-9:
-                warnings.append(f"{name} eps {e}: robust accuracy {r['accuracy']:.4f} above clean {clean:.4f}")
-        if any(b > a + 1e-9 for a, b in zip(accs, accs[1:])):
-            warnings.append(f"{name}: robust accuracy increases with eps {accs} (gradient masking or too few steps?)")
-    return warnings
+                found.append(f"{name} eps {e}: perturbation outside the eps-ball or [0,1] (max norm {r['max_norm']:.6f})")
+            if r["accuracy"] > r["clean_accuracy"] + 1e-9:
+                found.append(f"{name} eps {e}: robust accuracy {r['accuracy']:.4f} above clean {r['clean_accuracy']:.4f}")
+            found += [f"{name} eps {e}: library check: {w}" for w in r.get("library_warnings", [])]
+        accs = [per_eps[str(float(e))]["accuracy"] for e in epsilons.get(name, []) if str(float(e)) in per_eps]
+        slack = 1 / max(1, min(r["samples"] for r in per_eps.values())) + 1e-9 if per_eps else 0.0  # one sample
+        if any(b > a + slack for a, b in zip(accs, accs[1:], strict=False)):
+            found.append(f"{name}: robust accuracy increases with eps {accs} (gradient masking or too few steps?)")
+    return found
+
+
+def black_box_warnings(results: dict, cascade: bool) -> list[str]:
+    """Square (no gradients) breaking samples the white-box attacks before it could not: gradient masking."""
+    found = []
+    for name in BLACK_BOX & set(results):
+        for e, r in results[name].items():
+            white = [a for a in results if a not in BLACK_BOX and a in ATTACKS and NORM[a] == NORM[name] and e in results[a]
+                     and list(ATTACKS).index(a) < list(ATTACKS).index(name)]
+            gain = r["broken"] if cascade else min((results[a][e]["accuracy"] for a in white), default=0.0) - r["accuracy"]
+            if white and gain > (0 if cascade else 1 / max(1, r["samples"])):
+                found.append(f"{name} eps {e}: black-box attack beat the white-box attacks {white} ({gain:g}): gradient masking?")
+    return found
+
+
+def steps_check(ctx: Context) -> tuple[dict, list[str]]:
+    """PGD with `factor` times more steps must not be more than `tolerance` less successful (largest eps)."""
+    check = ctx.cfg.pgd_steps_check
+    if check.factor < 2 or "pgd" not in ctx.cfg.attacks:
+        return {}, []
+    eps, m = max(ctx.cfg.epsilons), min(ctx.n, check.max_samples)
+    settings = dict(ctx.cfg.attacks["pgd"])
+    accs = {}
+    for steps in (settings.get("steps", 10), settings.get("steps", 10) * check.factor):
+        key = f"pgd_steps{steps}@{float(eps)}"
+        run = dataclasses.replace(ctx, cfg=dataclasses.replace(ctx.cfg, attacks={**ctx.cfg.attacks, "pgd": {**settings, "steps": steps}}))
+        seed = unit_seed(ctx.seed, f"pgd_steps_check@{eps}")  # the same random start for both
+        r = ctx.partials.get_or_run(key, partial(attack_samples, run, "pgd", eps / 255, torch.arange(m), key, seed))
+        accs[steps] = sum(r["correct"]) / max(1, m)
+    (few, a_few), (many, a_many) = sorted(accs.items())
+    record = {"eps": eps, "samples": m, "steps": [few, many], "accuracy": [a_few, a_many], "tolerance": check.tolerance}
+    if a_many <= a_few + check.tolerance:
+        return record, []
+    return record, [f"pgd eps {eps:g}: {many} steps leave accuracy {a_many:.4f} > {few} steps {a_few:.4f} (+{check.tolerance})"]
+
+
+# ---- corruptions ----------------------------------------------------------------------------
+def corrupt_samples(ctx: Context, name: str, severity: int, m: int, seed: int) -> dict:
+    """Accuracy on the first m samples under one corruption at one severity."""
+    gen = torch.Generator(device=ctx.rt.device).manual_seed(seed)
+    correct, change, start = 0, 0.0, time.perf_counter()
+    for idx in batch_indices(m, ctx.cfg.batch_size, shuffle=False, drop_last=False):
+        idx = idx.to(ctx.rt.device)
+        x = ctx.data.batch(idx)
+        x_c = CORRUPTIONS[name](x, severity, generator=gen)
+        correct += int((predict(ctx.model, x_c) == ctx.data.y[idx]).sum())
+        change += float((x_c - x).abs().mean()) * len(idx)
+    return {"accuracy": correct / max(1, m), "samples": m, "mean_abs_change": change / max(1, m),
+            "seconds": round(time.perf_counter() - start, 4)}
+
+
+def run_corruptions(ctx: Context, clean: torch.Tensor) -> dict:
+    """corruption -> severity -> record, plus the mean over everything that ran."""
+    spec = ctx.cfg.corruptions
+    m = min(ctx.n, spec.max_samples)
+    out: dict = {}
+    for name in (c for c in spec.names if applicable(c, ctx.data.is_video)):
+        for s in spec.severities:
+            key = f"corruption:{name}@{s}"
+            unit = partial(corrupt_samples, ctx, name, s, m, unit_seed(ctx.seed, key))
+            out.setdefault(name, {})[str(s)] = ctx.partials.get_or_run(key, unit)
+    accs = [r["accuracy"] for per in out.values() for r in per.values()]
+    return {"corruptions": out, "corruption_samples": m, "corruption_clean_accuracy": float(clean[:m].float().mean()) if m else 0.0,
+            "corruption_mean_accuracy": sum(accs) / len(accs) if accs else None}
+
+
+# ---- the stage ------------------------------------------------------------------------------
+def clean_flags(model: torch.nn.Module, data: Split, n: int, batch_size: int) -> torch.Tensor:
+    """(n,) bool on the CPU: is each of the first n test samples classified correctly."""
+    dev = data.y.device
+    return torch.cat([(predict(model, data.batch(i.to(dev))) == data.y[i.to(dev)]).cpu()
+                      for i in batch_indices(n, batch_size, shuffle=False, drop_last=False)])
+
+
+def attack_parameters(ctx: Context, names: list[str]) -> dict:
+    classes = num_classes(ctx.model, ctx.data.batch(torch.arange(1, device=ctx.data.y.device)))
+    return {name: {"implementation": IMPLEMENTATION[name], "norm": NORM[name], "settings": ctx.cfg.attacks[name],
+                   **(DESCRIBE[name](classes, **ctx.cfg.attacks[name]) if name in DESCRIBE else {})} for name in names}
+
+
+def run_attacks(ctx: Context, clean: torch.Tensor) -> tuple[dict, list[str], dict]:
+    """All configured attacks of both norms: (attacks results, warnings, eps lists per attack)."""
+    results, eps_of = {}, {}
+    for norm, any_key, unit in GROUPS:
+        names = [a for a in ATTACKS if a in ctx.cfg.attacks and NORM[a] == norm]
+        epsilons = ctx.cfg.epsilons if norm == "Linf" else ctx.cfg.epsilons_l2
+        if names and epsilons:
+            per_attack, worst = run_group(ctx, names, epsilons, unit, clean)
+            results.update(per_attack)
+            results[any_key] = worst
+            eps_of.update({a: attack_epsilons(ctx, a, epsilons) for a in names} | {any_key: epsilons})
+    warnings = sanity(results, eps_of) + black_box_warnings(results, ctx.cfg.cascade)
+    return results, warnings, eps_of
 
 
 def run(cfg: EvaluateConfig, seed: int, data_dir: Path, model_path: Path, out: Path, threads: int = 1) -> dict:
     rt = runtime.setup(cfg.device, cfg.precision, threads)
     runtime.seed_everything(seed)
-    gen = torch.Generator(device=rt.device).manual_seed(seed)
     model = load_classifier(model_path, rt.device)
     for p in model.parameters():
         p.requires_grad_(False)  # gradients w.r.t. the input only
     test = load_split(data_dir, "test", rt.device)
     n = min(cfg.max_samples, len(test))
-    clean_flags = torch.cat([predict(model, test.batch(i.to(rt.device))) == test.y[i.to(rt.device)]
-                             for i in batch_indices(n, cfg.batch_size, shuffle=False, drop_last=False)])
-    clean = float(clean_flags.float().mean())
-    results, worst = {}, {}
-    for name in cfg.attacks:
-        results[name] = {}
-        for eps in cfg.epsilons:
-            r = attack_split(model, test, n, cfg, rt, name, eps / 255, gen)
-            worst[eps] = worst.get(eps, clean_flags) & r.pop("correct")
-            results[name][str(eps)] = r
-            print(f"evaluate {name} eps {eps}/255: accuracy {r['accuracy']:.4f} ({r['samples_per_s']:.0f} samples/s)", file=sys.stderr)
-    results["any"] = {str(e): {"accuracy": float(w.float().mean()), "within_eps": True, "in_range": True, "max_linf": 0.0}
-                      for e, w in worst.items()}
-    report = {"clean_accuracy": clean, "samples": n, "epsilons_255": cfg.epsilons, "attacks": results,
-              "attack_settings": cfg.attacks, "warnings": sanity(results, clean, cfg.epsilons),
-              "runtime": rt.describe(), "seed": seed, "model": str(model_path)}
+    ctx = Context(model, test, cfg, rt, seed, n, Partials(Path(out), fingerprint(cfg, seed, data_dir, model_path)))
+    clean = clean_flags(model, test, n, cfg.batch_size)
+    start = time.perf_counter()
+    results, warnings, _ = run_attacks(ctx, clean)
+    steps_record, steps_warnings = steps_check(ctx)
+    report = {"clean_accuracy": float(clean.float().mean()), "samples": n, "epsilons_255": cfg.epsilons, "epsilons_l2": cfg.epsilons_l2,
+              "cascade": cfg.cascade, "cascade_order": [a for a in ATTACKS if a in cfg.attacks], "attacks": results,
+              "attack_settings": cfg.attacks, "attack_parameters": attack_parameters(ctx, [a for a in ATTACKS if a in cfg.attacks]),
+              **run_corruptions(ctx, clean), "checks": {"pgd_steps": steps_record}, "warnings": warnings + steps_warnings,
+              "runtime": rt.describe(), "seconds": round(time.perf_counter() - start, 3), "resumed_units": ctx.partials.resumed,
+              "seed": seed, "model": str(model_path)}
     write_json(out, report)
+    ctx.partials.remove()
     return report
 
 

@@ -1,9 +1,20 @@
-"""Stage `finetune`: a classifier on top of a pretrained encoder.
+"""Stage `finetune`: a classifier on top of a pretrained encoder, under one protocol.
 
-Protocol `slf` (standard linear fine-tuning, the linear-evaluation protocol): the encoder
-is frozen, its features of the un-augmented training split are computed once, and only a
-linear head is trained on them (Adam). The encoder's weights are hashed before and after
-and the stage fails if they changed (a "linear eval" that is not frozen is a known trap).
+Protocols (config `finetune.protocols`; a protocol's name is `slf`, or `alf`/`aff`
+optionally followed by `_<suffix>`, e.g. `aff_trades`):
+
+- slf (standard linear fine-tuning, the linear-evaluation protocol): the encoder is frozen,
+  its features of the un-augmented training split are computed once, and only a linear
+  head is trained on them (Adam).
+- alf (adversarial linear fine-tuning): the encoder is frozen (eval mode, no gradients) and
+  only the head is trained adversarially; the inner attack goes through encoder and head,
+  so features cannot be precomputed.
+- aff (adversarial full fine-tuning): encoder and head are trained adversarially.
+
+The adversarial methods (pgd_at, trades, fgsm_rs, spat, dynamic) live in
+`pipeline/adversarial/`. For slf and alf the encoder's weights (BatchNorm statistics
+included) are hashed before and after, and the stage fails if they changed (a "linear
+eval" that is not frozen is a known trap).
 
     python -m pipeline.finetune --cfg '<json of finetune>' --protocol slf --seed 0 \
         --data results/decode/digits --encoder .../encoder.pt --out-model .../classifier.pt \
@@ -22,11 +33,24 @@ import torch
 import torch.nn.functional as F
 
 from pipeline import runtime
-from pipeline.classifier import load_encoder
-from pipeline.config import FinetuneConfig, from_json
-from pipeline.data import batch_indices, embed, load_split
+from pipeline.adversarial import TRAINING
+from pipeline.adversarial.inner import to_layout
+from pipeline.adversarial.loop import Holdout, adversarial_train, split_holdout
+from pipeline.classifier import CosineClassifier, load_encoder
+from pipeline.config import AdversarialConfig, FinetuneConfig, from_dict, from_json
+from pipeline.data import Split, batch_indices, embed, load_split
 from pipeline.io import read_json, save_torch, write_json
-from pipeline.models import Classifier
+from pipeline.models import Classifier, Encoder
+
+KINDS = ("slf", "alf", "aff")
+
+
+def protocol_kind(name: str) -> str:
+    """`aff_trades` -> `aff`; the schema allows slf, alf, aff and alf_*/aff_* names."""
+    kind = name.split("_")[0]
+    if kind not in KINDS:
+        raise ValueError(f"protocol {name!r}: the name must start with one of {KINDS}")
+    return kind
 
 
 def weights_digest(module: torch.nn.Module) -> str:
@@ -54,45 +78,109 @@ def train_linear_head(feats: torch.Tensor, labels: torch.Tensor, classes: int, c
     return head
 
 
-def run_slf(cfg: FinetuneConfig, seed: int, data_dir: Path, encoder_path: Path, rt) -> tuple[Classifier, dict]:
-    encoder, state = load_encoder(encoder_path, rt.device)
-    for p in encoder.parameters():
+def freeze(module: torch.nn.Module) -> str:
+    """No gradients, eval mode; returns the weights' digest to check afterwards."""
+    for p in module.parameters():
         p.requires_grad_(False)
-    before = weights_digest(encoder)
+    module.eval()
+    return weights_digest(module)
+
+
+def check_frozen(module: torch.nn.Module, before: str, protocol: str) -> None:
+    if weights_digest(module) != before:
+        raise RuntimeError(f"the frozen encoder changed during {protocol} fine-tuning")
+
+
+def split_accuracy(model: torch.nn.Module, split: Split, batch_size: int) -> float:
+    """Clean accuracy over a whole split, model in eval mode."""
+    return float((embed(model, split, batch_size).argmax(1) == split.y).float().mean())
+
+
+def run_slf(cfg: FinetuneConfig, name: str, seed: int, data_dir: Path, encoder_path: Path, rt) -> tuple[Classifier, dict]:
+    encoder, state = load_encoder(encoder_path, rt.device)
+    before = freeze(encoder)
     train, test = load_split(data_dir, "train", rt.device), load_split(data_dir, "test", rt.device)
     classes = read_json(data_dir / "meta.json")["num_classes"]
     bs = max(cfg.batch_size, 256)
     train_feats, test_feats = embed(encoder, train, bs), embed(encoder, test, bs)
     head = train_linear_head(train_feats, train.y, classes, cfg, seed)
-    if weights_digest(encoder) != before:
-        raise RuntimeError("the frozen encoder changed during linear fine-tuning")
+    check_frozen(encoder, before, name)
     model = Classifier(encoder, classes)
     model.head.load_state_dict(head.state_dict())
     with torch.no_grad():
-        acc = {name: float((head(f).argmax(1) == s.y).float().mean()) for name, f, s in (("train", train_feats, train), ("test", test_feats, test))}
+        acc = {split: float((head(f).argmax(1) == s.y).float().mean()) for split, f, s in (("train", train_feats, train), ("test", test_feats, test))}
     return model, {"train_acc": acc["train"], "test_acc": acc["test"], "encoder_frozen": True, "model_args": state["model_args"]}
 
 
-PROTOCOLS = {"slf": run_slf}
+def build_classifier(encoder: Encoder, classes: int, adv: AdversarialConfig) -> Classifier:
+    if TRAINING[adv.training].cosine_head:
+        return CosineClassifier(encoder, classes, adv.spat.scale)
+    return Classifier(encoder, classes)
+
+
+def clean_start(model: Classifier, train: Split, train_idx: torch.Tensor, cfg: FinetuneConfig, seed: int) -> None:
+    """Load the SLF head (trained on the non-held-out samples' features) into `model`: the clean start."""
+    feats = embed(model.encoder, train, max(cfg.batch_size, 256))[train_idx.to(train.y.device)]
+    head = train_linear_head(feats, train.y[train_idx.to(train.y.device)], model.head.out_features, cfg, seed)
+    model.head.load_state_dict(head.state_dict())
+
+
+def run_adversarial(cfg: FinetuneConfig, name: str, seed: int, data_dir: Path, encoder_path: Path, rt) -> tuple[Classifier, dict]:
+    """ALF (frozen encoder) or AFF (everything trained) with the entry's adversarial method."""
+    kind, adv = protocol_kind(name), from_dict(AdversarialConfig, cfg.protocols[name], f"finetune.protocols.{name}")
+    encoder, state = load_encoder(encoder_path, rt.device)
+    before = freeze(encoder) if kind == "alf" else None
+    train, test = load_split(data_dir, "train", rt.device), load_split(data_dir, "test", rt.device)
+    model = build_classifier(encoder, read_json(data_dir / "meta.json")["num_classes"], adv).to(rt.device)
+    train_idx, hold_idx = split_holdout(len(train), adv.holdout, seed)
+    if TRAINING[adv.training].regulated:
+        clean_start(model, train, train_idx, cfg, seed)
+    model = runtime.prepare_module(model, rt, encoder.is_video)
+    hold = Holdout(x=to_layout(train.batch(hold_idx.to(rt.device)), rt), y=train.y[hold_idx.to(rt.device)])
+    frozen = (model.encoder,) if kind == "alf" else ()
+    history = adversarial_train(model, train, train_idx, hold, adv, rt, frozen, seed)
+    if before is not None:
+        check_frozen(model.encoder, before, name)
+    bs = max(adv.batch_size, 256)
+    return model, {"train_acc": split_accuracy(model, train, bs), "test_acc": split_accuracy(model, test, bs),
+                   "encoder_frozen": kind == "alf", "model_args": state["model_args"], "training": adv.training,
+                   "attack_bn": "eval" if kind == "alf" else adv.attack_bn, "holdout_samples": len(hold_idx),
+                   "train_samples": len(train_idx), **history}
+
+
+PROTOCOLS = {"slf": run_slf, "alf": run_adversarial, "aff": run_adversarial}
+
+
+def checkpoint(model: Classifier, metrics: dict, protocol: str) -> dict:
+    """What evaluate's `load_classifier` reads back (plus the head kind for a cosine classifier)."""
+    state = {"model": model.state_dict(), "model_args": metrics["model_args"], "num_classes": model.head.out_features,
+             "protocol": protocol, "head": "linear"}
+    if isinstance(model, CosineClassifier):
+        state.update(head="cosine", cosine_scale=model.scale)
+    return state
 
 
 def run(cfg: FinetuneConfig, protocol: str, seed: int, data_dir: Path, encoder_path: Path, out_model: Path,
         out_metrics: Path, threads: int = 1) -> dict:
-    rt = runtime.setup(cfg.device, "fp32", threads)
+    kind = protocol_kind(protocol)
+    if kind != "slf" and protocol not in cfg.protocols:
+        raise ValueError(f"protocol {protocol!r} has no entry under finetune.protocols (have {sorted(cfg.protocols)})")
+    rt = runtime.setup(cfg.device, "fp32" if kind == "slf" else cfg.precision, threads)
     runtime.seed_everything(seed)
     start = time.perf_counter()
-    model, metrics = PROTOCOLS[protocol](cfg, seed, data_dir, encoder_path, rt)
-    metrics.update(protocol=protocol, seed=seed, seconds=round(time.perf_counter() - start, 3), runtime=rt.describe(), config=cfg.__dict__)
-    save_torch(out_model, {"model": model.state_dict(), "model_args": metrics["model_args"],
-                           "num_classes": model.head.out_features, "protocol": protocol})
+    model, metrics = PROTOCOLS[kind](cfg, protocol, seed, data_dir, encoder_path, rt)
+    metrics.update(protocol=protocol, kind=kind, seed=seed, seconds=round(time.perf_counter() - start, 3),
+                   runtime=rt.describe(), peak_memory_mb=round(runtime.peak_memory_mb(rt), 1),
+                   config={**cfg.__dict__, "protocols": {k: v for k, v in cfg.protocols.items() if k == protocol}})
+    save_torch(out_model, checkpoint(model, metrics, protocol))
     write_json(out_metrics, metrics)
     return metrics
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cfg", required=True, help="JSON of the `finetune` section")
-    parser.add_argument("--protocol", required=True, choices=sorted(PROTOCOLS))
+    parser.add_argument("--cfg", required=True, help="JSON of the `finetune` section (protocols: this job's entry)")
+    parser.add_argument("--protocol", required=True, help="slf, alf[_suffix] or aff[_suffix]")
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--encoder", type=Path, required=True)
@@ -102,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     m = run(from_json(FinetuneConfig, args.cfg, "finetune"), args.protocol, args.seed, args.data, args.encoder,
             args.out_model, args.out_metrics, args.threads)
-    print(f"finetune {args.protocol}: train {m['train_acc']:.4f} test {m['test_acc']:.4f}", file=sys.stderr)
+    print(f"finetune {args.protocol}: train {m['train_acc']:.4f} test {m['test_acc']:.4f} ({m['seconds']:.1f} s)", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,16 @@
 """Stage `pretrain`: one encoder per (dataset, method, seed).
 
 Methods (config `pretrain.methods.<name>.loss`): supervised cross-entropy, SupCon, SimCLR
-(NT-Xent) and focal-InfoNCE, every one with the same batched on-device augmentations;
-contrastive losses take a false-negative mask from oracle labels or from the mine
-stage's file, applied by elimination or attraction.
+(NT-Xent), focal-InfoNCE, and adversarial CSL: CLAE (an FGSM/PGD view that raises NT-Xent,
+adversarial BatchNorm), RoCL (instance-wise PGD view as an extra positive) and ACL (clean
+pair + PGD pair, adversarial BatchNorm). Every method uses the same batched on-device
+augmentations; every contrastive loss takes a false-negative mask from oracle labels, the
+mine stage's file or the online similarity threshold, applied by elimination or attraction.
 
-The data stays on the device as uint8; augmentation is batched and per-sample random.
-A checkpoint is written atomically every `checkpoint_every` epochs and a rerun resumes
-from it; a non-finite loss stops the stage and keeps the last good checkpoint.
+The data stays on the device as uint8 when it fits `budget_mb`, else it streams from the
+memory-mapped arrays with prefetch. A checkpoint is written atomically every
+`checkpoint_every` epochs and a rerun resumes from it; a non-finite loss stops the stage
+and keeps the last good checkpoint.
 
     python -m pipeline.pretrain --cfg '<json>' --seed 0 --data results/decode/digits \
         [--mined results/mine/digits/seed0/false_negatives.npz] \
@@ -17,10 +20,14 @@ from it; a non-finite loss stops the stage and keeps the last good checkpoint.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
+import resource
 import sys
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,12 +38,25 @@ from torch import nn
 from pipeline import runtime
 from pipeline.augment import augment
 from pipeline.config import PretrainConfig, from_json
-from pipeline.data import Split, batch_indices, embed, load_split
+from pipeline.data import Split, batch_indices, embed, load_split, prefetched
 from pipeline.io import load_torch, read_json, save_torch, write_json
 from pipeline.knn import knn_accuracy
-from pipeline.losses import CONTRASTIVE_LOSSES, neighbour_mask, same_label_mask, supcon
+from pipeline.losses import (
+    ADVERSARIAL_LOSSES,
+    CONTRASTIVE_LOSSES,
+    DUAL_BN_LOSSES,
+    linf_pgd,
+    neighbour_mask,
+    nt_xent,
+    same_label_mask,
+    similarity_threshold_mask,
+    supcon,
+)
 from pipeline.models import Encoder, projection_head
+from pipeline.models.dual_bn import adversarial_bn, branch_state_dict, convert_dual_bn, has_dual_bn
 from pipeline.optim import build_optimizer, warmup_cosine
+
+COMPILE_BACKEND = "inductor"  # tests switch to "eager": inductor needs a C++ toolchain and minutes on CPU
 
 
 class NonFiniteLoss(RuntimeError):
@@ -61,41 +81,190 @@ class MinedFalseNegatives:
 
 
 def build_nets(cfg: PretrainConfig, meta: dict, is_video: bool) -> nn.ModuleDict:
-    """Encoder plus the method's head: a linear classifier for CE, an MLP projector otherwise."""
+    """Encoder plus the method's head: a linear classifier for CE, an MLP projector otherwise.
+
+    CLAE and ACL get dual BatchNorm everywhere (encoder and projector): adversarial inputs
+    are normalised with their own statistics.
+    """
     m = cfg.model
     encoder = Encoder(m.backbone, m.width, m.small_input, meta["mean"], meta["std"])
     if cfg.method.loss == "ce":
         head: nn.Module = nn.Linear(encoder.out_dim, meta["num_classes"])
     else:
         head = projection_head(encoder.out_dim, m.proj_hidden, m.proj_dim)
-    return nn.ModuleDict({"encoder": encoder, "head": head})
+    nets = nn.ModuleDict({"encoder": encoder, "head": head})
+    return convert_dual_bn(nets) if cfg.method.loss in DUAL_BN_LOSSES else nets
 
 
-def fn_mask(cfg: PretrainConfig, y: torch.Tensor, idx: torch.Tensor, mined: MinedFalseNegatives | None) -> torch.Tensor | None:
-    if cfg.method.false_negatives == "oracle":
-        return same_label_mask(y)
-    if cfg.method.false_negatives == "mined":
-        assert mined is not None, "false_negatives: mined needs the mine stage's file (--mined)"
-        return mined.mask(idx)
-    return None
+# ---- one training step per method -------------------------------------------------------
+@dataclass
+class StepContext:
+    """What a method's loss needs besides the batch."""
+
+    cfg: PretrainConfig
+    nets: nn.ModuleDict
+    rt: runtime.Runtime
+    mined: MinedFalseNegatives | None
+    gen: torch.Generator  # on the device: augmentations and attack random starts
+    epoch: int = 0
+    fn_counts: torch.Tensor | None = None  # (flagged, flagged and same class, same class, rows)
+
+    def views(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two augmented views of x (B,C,[T,]H,W), each in the device's fast memory format."""
+        spec = self.cfg.model.augment
+        return self.rt.to_memory_format(augment(x, spec, self.gen)), self.rt.to_memory_format(augment(x, spec, self.gen))
+
+    def mask(self, y: torch.Tensor, idx: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor,
+             record: bool = False) -> torch.Tensor | None:
+        """The method's false-negative mask (2B, 2B) or None; `record` adds it to the epoch's counts."""
+        found = FN_SOURCES[self.cfg.method.false_negatives](self, y, idx, z1, z2)
+        if record and found is not None:
+            same = same_label_mask(y)
+            rows = torch.full((), len(found), device=y.device)  # no host-to-device copy, no sync
+            counts = torch.stack([found.sum(), (found & same).sum(), same.sum(), rows])
+            self.fn_counts = counts if self.fn_counts is None else self.fn_counts + counts
+        return found
+
+    def loss_kwargs(self) -> dict:
+        return {"temperature": self.cfg.model.temperature, "fn_mode": self.cfg.method.fn_mode}
 
 
-def method_loss(cfg: PretrainConfig, nets: nn.ModuleDict, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor,
-                mined: MinedFalseNegatives | None, gen: torch.Generator) -> torch.Tensor:
-    """The method's loss on one uint8-decoded float batch x (B,C,[T,]H,W) with labels y (B,)."""
-    spec = cfg.model.augment
-    if cfg.method.loss == "ce":  # same augmentation pipeline, one view
-        return F.cross_entropy(nets["head"](nets["encoder"](augment(x, spec, gen))).float(), y)
-    v1, v2 = augment(x, spec, gen), augment(x, spec, gen)
-    z = nets["head"](nets["encoder"](torch.cat([v1, v2])))  # one pass: BN sees both views
-    z1, z2 = z.chunk(2)
-    t = cfg.model.temperature
-    if cfg.method.loss == "supcon":
-        return supcon(z1, z2, y, temperature=t)
-    extra = {"margin": cfg.method.focal_margin} if cfg.method.loss == "focal_infonce" else {}
-    return CONTRASTIVE_LOSSES[cfg.method.loss](
-        z1, z2, temperature=t, fn_mask=fn_mask(cfg, y, idx, mined), fn_mode=cfg.method.fn_mode, **extra
-    )
+def online_mask(ctx: StepContext, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor | None:
+    """Issue 6's online variant: after the warm-up, in-batch pairs above the similarity threshold."""
+    if ctx.epoch < ctx.cfg.method.online_warmup_epochs:
+        return None
+    return similarity_threshold_mask(z1, z2, ctx.cfg.method.online_threshold)
+
+
+def _mined_mask(ctx: StepContext, idx: torch.Tensor) -> torch.Tensor:
+    assert ctx.mined is not None, "false_negatives: mined needs the mine stage's file (--mined)"
+    return ctx.mined.mask(idx)
+
+
+FN_SOURCES: dict[str, Callable[..., torch.Tensor | None]] = {
+    "none": lambda ctx, y, idx, z1, z2: None,
+    "oracle": lambda ctx, y, idx, z1, z2: same_label_mask(y),
+    "mined": lambda ctx, y, idx, z1, z2: _mined_mask(ctx, idx),
+    "online": lambda ctx, y, idx, z1, z2: online_mask(ctx, z1, z2),
+}
+
+
+def project(nets: nn.ModuleDict, x: torch.Tensor, adversarial: bool = False) -> torch.Tensor:
+    """Projections (B, D) of x; `adversarial` routes dual-BN layers to their adversarial branch."""
+    with adversarial_bn(nets, adversarial):
+        return nets["head"](nets["encoder"](x))
+
+
+@contextlib.contextmanager
+def attack_mode(ctx: StepContext) -> Iterator[None]:
+    """The BatchNorm mode of the inner attack (config `attack.bn_mode`), restored afterwards."""
+    was_training = ctx.nets.training
+    ctx.nets.train(ctx.cfg.method.attack.bn_mode == "train")
+    try:
+        yield
+    finally:
+        ctx.nets.train(was_training)
+
+
+def inner_attack(ctx: StepContext, objective: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """x_adv maximising `objective` within the configured Linf ball (runs in the caller's autocast)."""
+    a = ctx.cfg.method.attack
+    return linf_pgd(objective, x, eps=a.eps / 255, steps=a.steps, step_size=a.step_size,
+                    random_start=a.random_start, generator=ctx.gen)
+
+
+def ce_step(ctx: StepContext, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Supervised cross-entropy on one view from the same augmentation pipeline."""
+    v = ctx.rt.to_memory_format(augment(x, ctx.cfg.model.augment, ctx.gen))
+    return F.cross_entropy(ctx.nets["head"](ctx.nets["encoder"](v)).float(), y)
+
+
+def supcon_step(ctx: StepContext, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    z1, z2 = project(ctx.nets, torch.cat(ctx.views(x))).chunk(2)  # one pass: BN sees both views
+    return supcon(z1, z2, y, temperature=ctx.cfg.model.temperature)
+
+
+def contrastive_step(ctx: StepContext, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """NT-Xent or focal-InfoNCE on two views, with the method's false-negative mask."""
+    z1, z2 = project(ctx.nets, torch.cat(ctx.views(x))).chunk(2)
+    extra = {"margin": ctx.cfg.method.focal_margin} if ctx.cfg.method.loss == "focal_infonce" else {}
+    mask = ctx.mask(y, idx, z1, z2, record=True)
+    return CONTRASTIVE_LOSSES[ctx.cfg.method.loss](z1, z2, fn_mask=mask, **ctx.loss_kwargs(), **extra)
+
+
+def clae_view(ctx: StepContext, v1: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """CLAE's adversarial view: v1 perturbed to raise NT-Xent(v1, x_adv), both through the adversarial BN.
+
+    Starts at v1 itself, as CLAE does (FGSM: steps 1, step_size 1, random_start false).
+    """
+    with attack_mode(ctx):
+        with torch.no_grad():
+            anchor = project(ctx.nets, v1, adversarial=True)
+        objective = lambda xa: nt_xent(anchor, project(ctx.nets, xa, True), fn_mask=mask, **ctx.loss_kwargs())  # noqa: E731
+        return inner_attack(ctx, objective, v1)
+
+
+def rocl_view(ctx: StepContext, v1: torch.Tensor, v2: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """RoCL's instance-wise attack: v1 perturbed to raise NT-Xent(x_adv, v2) (no labels used)."""
+    with attack_mode(ctx):
+        with torch.no_grad():
+            target = project(ctx.nets, v2)
+
+        def objective(xa: torch.Tensor) -> torch.Tensor:
+            za = project(ctx.nets, xa)
+            return nt_xent(za, target, fn_mask=ctx.mask(y, idx, za, target), **ctx.loss_kwargs())
+
+        return inner_attack(ctx, objective, v1)
+
+
+def acl_views(ctx: StepContext, v: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """ACL's joint attack on both stacked views v (2B, ...): raise NT-Xent of the pair, adversarial BN."""
+
+    def objective(xa: torch.Tensor) -> torch.Tensor:
+        a1, a2 = project(ctx.nets, xa, True).chunk(2)
+        return nt_xent(a1, a2, fn_mask=ctx.mask(y, idx, a1, a2), **ctx.loss_kwargs())
+
+    with attack_mode(ctx):
+        return inner_attack(ctx, objective, v)
+
+
+def clae_step(ctx: StepContext, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """CLAE: NT-Xent(v1, v2) + alpha NT-Xent(v1, x_adv); x_adv through the adversarial BN."""
+    v1, v2 = ctx.views(x)
+    z1, z2 = project(ctx.nets, torch.cat([v1, v2])).chunk(2)
+    mask = ctx.mask(y, idx, z1, z2, record=True)
+    z_adv = project(ctx.nets, clae_view(ctx, v1, mask), adversarial=True)
+    return ADVERSARIAL_LOSSES["clae"](z1, z2, z_adv, alpha=ctx.cfg.method.adv_weight, fn_mask=mask, **ctx.loss_kwargs())
+
+
+def rocl_step(ctx: StepContext, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """RoCL: 3-view NT-Xent over (v1, v2, x_adv) in one BatchNorm pass, as RoCL does."""
+    v1, v2 = ctx.views(x)
+    x_adv = rocl_view(ctx, v1, v2, y, idx)
+    z1, z2, z_adv = project(ctx.nets, torch.cat([v1, v2, x_adv])).chunk(3)
+    mask = ctx.mask(y, idx, z1, z2, record=True)
+    return ADVERSARIAL_LOSSES["rocl"](z1, z2, z_adv, fn_mask=mask, **ctx.loss_kwargs())
+
+
+def acl_step(ctx: StepContext, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """ACL dual stream: clean pair through the clean BN, attacked pair through the adversarial BN."""
+    v = torch.cat(ctx.views(x))
+    z1, z2 = project(ctx.nets, v).chunk(2)
+    mask = ctx.mask(y, idx, z1, z2, record=True)
+    a1, a2 = project(ctx.nets, acl_views(ctx, v, y, idx), adversarial=True).chunk(2)
+    return ADVERSARIAL_LOSSES["acl"](z1, z2, a1, a2, weight=ctx.cfg.method.adv_weight, fn_mask=mask, **ctx.loss_kwargs())
+
+
+# Keys equal the schema's `loss` enum (checked in tests/test_pretrain.py).
+STEPS: dict[str, Callable[[StepContext, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "ce": ce_step, "supcon": supcon_step, "nt_xent": contrastive_step, "focal_infonce": contrastive_step,
+    "clae": clae_step, "rocl": rocl_step, "acl": acl_step,
+}
+
+
+def method_loss(ctx: StepContext, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """The method's loss on one float batch x (B,C,[T,]H,W) in [0, 1] with labels y (B,), indices idx (B,)."""
+    return STEPS[ctx.cfg.method.loss](ctx, x, y, idx)
 
 
 def config_fingerprint(cfg_json: str, seed: int, data_dir: Path) -> str:
@@ -129,33 +298,80 @@ def try_resume(path: Path, nets, opt, sched, gens, fingerprint: str) -> tuple[in
 
 
 def monitor_knn(nets: nn.ModuleDict, train: Split, test: Split, cfg: PretrainConfig, classes: int) -> float:
+    """Weighted kNN test accuracy of the encoder's features (clean BatchNorm, eval mode)."""
     bs = 4 * cfg.model.batch_size
     return knn_accuracy(embed(nets["encoder"], train, bs), train.y, embed(nets["encoder"], test, bs), test.y, cfg.model.knn_k, classes)
 
 
-def train_epoch(cfg, nets, opt, sched, train: Split, rt, mined, gens, epoch: int) -> dict:
-    batch_gen, aug_gen = gens
-    nets.train()
+def fn_stats(counts: torch.Tensor | None) -> dict:
+    """Per-epoch false-negative mask quality against the true labels (issue 6's comparison)."""
+    if counts is None:
+        return {}
+    flagged, hits, same, rows = counts.double().tolist()
+    return {"fn_per_anchor": round(flagged / rows, 3), "fn_precision": round(hits / flagged, 4) if flagged else None,
+            "fn_recall": round(hits / same, 4) if same else None}
+
+
+def train_step(ctx: StepContext, opt, sched, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """One optimiser step; raises NonFiniteLoss before touching the weights."""
+    with ctx.rt.autocast():
+        loss = method_loss(ctx, x, y, idx)
+    if not torch.isfinite(loss):
+        raise NonFiniteLoss(f"loss is {loss.item()} at epoch {ctx.epoch + 1}; lower pretrain lr or check the data. "
+                            "The last good checkpoint is kept; rerunning resumes from it.")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    return loss.detach()
+
+
+def train_epoch(ctx: StepContext, opt, sched, train: Split, batch_gen: torch.Generator) -> dict:
+    """One pass over the shuffled training split (drop_last); returns the epoch's metrics."""
+    ctx.nets.train()
+    ctx.fn_counts = None
+    batches = list(batch_indices(len(train), ctx.cfg.model.batch_size, shuffle=True, drop_last=True, generator=batch_gen))
     losses, seen, start = [], 0, time.perf_counter()
-    for idx in batch_indices(len(train), cfg.model.batch_size, shuffle=True, drop_last=True, generator=batch_gen):
-        idx = idx.to(rt.device)
-        x = rt.to_memory_format(train.batch(idx))
-        with rt.autocast():
-            loss = method_loss(cfg, nets, x, train.y[idx], idx, mined, aug_gen)
-        if not torch.isfinite(loss):
-            raise NonFiniteLoss(f"loss is {loss.item()} at epoch {epoch + 1}; lower pretrain lr or check the data. "
-                                "The last good checkpoint is kept; rerunning resumes from it.")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.detach())
+    for idx, x in prefetched(train, batches):
+        losses.append(train_step(ctx, opt, sched, ctx.rt.to_memory_format(x), train.y[idx], idx))
         seen += len(idx)
-    if rt.is_cuda:
-        torch.cuda.synchronize(rt.device)
+    if ctx.rt.is_cuda:
+        torch.cuda.synchronize(ctx.rt.device)
     seconds = time.perf_counter() - start
-    return {"epoch": epoch + 1, "loss": float(torch.stack(losses).mean()), "seconds": round(seconds, 4),
-            "samples_per_s": round(seen / seconds, 1)}
+    return {"epoch": ctx.epoch + 1, "loss": float(torch.stack(losses).mean()), "seconds": round(seconds, 4),
+            "samples_per_s": round(seen / seconds, 1), **fn_stats(ctx.fn_counts)}
+
+
+def maybe_compile(nets: nn.ModuleDict, enabled: bool) -> None:
+    """torch.compile encoder and head in place (`Module.compile` keeps the state-dict names)."""
+    if enabled:
+        for module in nets.values():
+            module.compile(backend=COMPILE_BACKEND)
+
+
+def run_summary(cfg: PretrainConfig, rt: runtime.Runtime, nets: nn.ModuleDict, train: Split) -> dict:
+    """How the run was executed: recorded next to the results (inner-attack settings included)."""
+    out = {"runtime": rt.describe(), "streamed": train.streamed, "compile": cfg.model.compile,
+           "dual_bn": has_dual_bn(nets), "peak_memory_mb": runtime.peak_memory_mb(rt),
+           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    if cfg.method.loss in ADVERSARIAL_LOSSES:
+        a = cfg.method.attack
+        out["inner_attack"] = {"eps": a.eps / 255, "steps": a.steps, "step_size": a.step_size * a.eps / 255,
+                               "random_start": a.random_start, "bn_mode": a.bn_mode,
+                               "precision": str(rt.dtype).replace("torch.", ""), "channels_last": rt.is_cuda}
+    return out
+
+
+def save_encoder(path: Path, nets: nn.ModuleDict, cfg: PretrainConfig, cfg_json: str, meta: dict, seed: int, knn: float) -> None:
+    """The finished encoder, loadable into the plain `Encoder`: dual-BN models keep their clean BN
+    under the standard names; the adversarial BN branch is kept aside as `encoder_adv_bn`."""
+    model_args = {"backbone": cfg.model.backbone, "width": cfg.model.width, "small_input": cfg.model.small_input,
+                  "mean": meta["mean"], "std": meta["std"]}
+    state = {"encoder": branch_state_dict(nets["encoder"]), "head": branch_state_dict(nets["head"]),
+             "model_args": model_args, "config": cfg_json, "seed": seed, "knn_acc": knn}
+    if has_dual_bn(nets):
+        state["encoder_adv_bn"] = branch_state_dict(nets["encoder"], "adv")
+    save_torch(path, state)
 
 
 def run(cfg: PretrainConfig, cfg_json: str, seed: int, data_dir: Path, mined_path: Path | None,
@@ -177,8 +393,11 @@ def run(cfg: PretrainConfig, cfg_json: str, seed: int, data_dir: Path, mined_pat
     gens = [torch.Generator().manual_seed(seed), torch.Generator(device=rt.device).manual_seed(seed + 1)]
     ckpt, fingerprint = out_encoder.with_name("checkpoint.pt"), config_fingerprint(cfg_json, seed, data_dir)
     done, history = try_resume(ckpt, nets, opt, sched, gens, fingerprint)
+    maybe_compile(nets, cfg.model.compile)
+    ctx = StepContext(cfg, nets, rt, mined, gens[1])
     for epoch in range(done, cfg.model.epochs):
-        stats = train_epoch(cfg, nets, opt, sched, train, rt, mined, gens, epoch)
+        ctx.epoch = epoch
+        stats = train_epoch(ctx, opt, sched, train, gens[0])
         if cfg.model.knn_every and (epoch + 1) % cfg.model.knn_every == 0:
             stats["knn_acc"] = monitor_knn(nets, train, test, cfg, meta["num_classes"])
         history.append(stats)
@@ -188,19 +407,10 @@ def run(cfg: PretrainConfig, cfg_json: str, seed: int, data_dir: Path, mined_pat
             save_checkpoint(ckpt, nets, opt, sched, epoch + 1, gens, history, fingerprint)
         if stop_after is not None and epoch + 1 >= stop_after:
             return {"stopped_after": epoch + 1}
-    metrics = {
-        "history": history,
-        "knn_acc": monitor_knn(nets, train, test, cfg, meta["num_classes"]),
-        "train_seconds": round(sum(h["seconds"] for h in history), 3),
-        "peak_memory_mb": runtime.peak_memory_mb(rt),
-        "runtime": rt.describe(),
-        "config": json.loads(cfg_json),
-        "seed": seed,
-    }
-    model_args = {"backbone": cfg.model.backbone, "width": cfg.model.width, "small_input": cfg.model.small_input,
-                  "mean": meta["mean"], "std": meta["std"]}
-    save_torch(out_encoder, {"encoder": nets["encoder"].state_dict(), "head": nets["head"].state_dict(),
-                             "model_args": model_args, "config": cfg_json, "seed": seed, "knn_acc": metrics["knn_acc"]})
+    knn = monitor_knn(nets, train, test, cfg, meta["num_classes"])
+    metrics = {"history": history, "knn_acc": knn, "train_seconds": round(sum(h["seconds"] for h in history), 3),
+               **run_summary(cfg, rt, nets, train), "config": json.loads(cfg_json), "seed": seed}
+    save_encoder(out_encoder, nets, cfg, cfg_json, meta, seed, knn)
     write_json(out_metrics, metrics)
     ckpt.unlink(missing_ok=True)  # the encoder is the finished output; the checkpoint only served resumption
     return metrics

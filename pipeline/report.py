@@ -3,13 +3,14 @@
 Reads every evaluate / finetune / pretrain / mine / analyse output of the grid (paths
 follow the workflow's layout) and writes into `--out`:
     robustness.csv     long table: dataset, method, protocol, seed, attack, eps, accuracy
+    corruptions.csv    long table: dataset, method, protocol, seed, corruption, severity, accuracy
     summary.csv        mean, std and seed count per (dataset, method, protocol, attack, eps)
     gap.csv            share of the CSL-to-supervised robust-accuracy gap each variant closes
     representation.csv alignment, uniformity, class distances and margins per encoder
     cost.csv           wall time, max RSS, CPU time and device per job (Snakemake's benchmark files)
     report.md          all tables in Markdown, plus the checks section
     <dataset>_accuracy_vs_eps.png, <dataset>_gap_closed.png, <dataset>_uniformity.png,
-    <dataset>_training.png (pretraining loss curves)
+    <dataset>_training.png (pretraining loss curves), <dataset>_corruptions.png (empty when no corruption ran)
 
 Gap closed for a variant V at one attack and eps:
     (RA_V - RA_CSL) / (RA_SUP - RA_CSL)
@@ -46,9 +47,25 @@ def mean_std(values: list[float]) -> tuple[float, float, int]:
     return mean, std, n
 
 
-def seeds_of(grid: dict, method: str) -> list[int]:
-    """A method's configured seeds (the study's seeds unless the method sets its own)."""
-    return grid.get("method_seeds", {}).get(method) or grid["seeds"]
+def seeds_of(grid: dict, method: str, protocol: str | None = None) -> list[int]:
+    """A method's configured seeds (the study's seeds unless the method sets its own), restricted
+    to a fine-tuning protocol's own `seeds` when it sets them (expensive ALF/AFF on fewer seeds)."""
+    seeds = grid.get("method_seeds", {}).get(method) or grid["seeds"]
+    chosen = grid.get("protocol_seeds", {}).get(protocol) if protocol else None
+    return [s for s in seeds if s in chosen] if chosen else seeds
+
+
+def methods_of(grid: dict, protocol: str) -> list[str]:
+    """The methods a fine-tuning protocol covers (ALF/AFF may cover only some), in grid order."""
+    return grid.get("protocol_methods", {}).get(protocol) or grid["methods"]
+
+
+def plot_grid(grid: dict) -> dict:
+    """The grid the plots read (they show `protocols[0]`): the first protocol covering every method,
+    so each method keeps its colour; else the first protocol with only its own methods."""
+    full = [p for p in grid["protocols"] if set(methods_of(grid, p)) >= set(grid["methods"])]
+    first = full[0] if full else grid["protocols"][0]
+    return {**grid, "protocols": [first], "methods": methods_of(grid, first)}
 
 
 def eval_path(results: Path, dataset: str, method: str, seed: int, protocol: str) -> Path:
@@ -60,8 +77,8 @@ def load_rows(results: Path, grid: dict) -> tuple[list[dict], list[str]]:
     rows, warnings = [], []
     for dataset in grid["datasets"]:
         for method in grid["methods"]:
-            for protocol in grid["protocols"]:
-                for seed in seeds_of(grid, method):
+            for protocol in [p for p in grid["protocols"] if method in methods_of(grid, p)]:
+                for seed in seeds_of(grid, method, protocol):
                     path = eval_path(results, dataset, method, seed, protocol)
                     if not path.exists():  # a run by hand on a partial grid: flagged, not fatal
                         warnings.append(f"{dataset}/{method}/seed{seed}/{protocol}: missing {path}")
@@ -94,15 +111,18 @@ def gap_rows(rows: list[dict], grid: dict, cfg: ReportConfig) -> list[dict]:
     out = []
     keys = sorted({(r["dataset"], r["protocol"], r["attack"], r["eps"]) for r in rows if r["attack"] != "clean"})
     for dataset, protocol, attack, eps in keys:
+        if not {cfg.supervised_method, cfg.csl_method} <= set(methods_of(grid, protocol)):
+            continue  # this protocol does not run both ends of the gap
         sup = summary[(dataset, cfg.supervised_method, protocol, attack, eps)][0]
         csl = summary[(dataset, cfg.csl_method, protocol, attack, eps)][0]
-        for method in grid["methods"]:
+        for method in methods_of(grid, protocol):
             if method in (cfg.supervised_method, cfg.csl_method):
                 continue
             var = summary[(dataset, method, protocol, attack, eps)][0]
             share = (var - csl) / (sup - csl) if abs(sup - csl) >= MIN_GAP else math.nan
             seed_shares = []
-            for s in set(seeds_of(grid, method)) & set(seeds_of(grid, cfg.csl_method)) & set(seeds_of(grid, cfg.supervised_method)):
+            ends = (method, cfg.csl_method, cfg.supervised_method)
+            for s in set.intersection(*(set(seeds_of(grid, m, protocol)) for m in ends)):
                 g = seeded[(dataset, cfg.supervised_method, protocol, attack, eps, s)] - seeded[(dataset, cfg.csl_method, protocol, attack, eps, s)]
                 if abs(g) >= MIN_GAP:  # False for NaN (a missing seed) too
                     seed_shares.append((seeded[(dataset, method, protocol, attack, eps, s)] - seeded[(dataset, cfg.csl_method, protocol, attack, eps, s)]) / g)
@@ -141,10 +161,12 @@ def cost_rows(results: Path) -> list[dict]:
     for tsv in sorted((results / "benchmarks").rglob("*.tsv")):
         stage = tsv.relative_to(results / "benchmarks").parts[0]
         job = str(tsv.relative_to(results / "benchmarks" / stage).with_suffix(""))
+        # finetune: one line per protocol in the cost table (ALF/AFF cost far more than SLF)
+        label = f"finetune_{Path(job).name}" if stage == "finetune" else stage
         header, *lines = tsv.read_text().splitlines()
         rec = dict(zip(header.split("\t"), lines[-1].split("\t")))
         number = lambda key: float(rec[key]) if rec.get(key, "NA") not in ("NA", "-") else math.nan  # noqa: E731
-        rows.append({"stage": stage, "job": job, "seconds": number("s"), "max_rss_mb": number("max_rss"),
+        rows.append({"stage": label, "job": job, "seconds": number("s"), "max_rss_mb": number("max_rss"),
                      "cpu_seconds": number("cpu_time"), "device": job_device(results, stage, job)})
     return rows
 
@@ -166,7 +188,7 @@ def cost_markdown(rows: list[dict], peaks: dict[str, float]) -> str:
         secs = [r["seconds"] for r in rs]
         gpu_hours = sum(r["seconds"] for r in rs if r["device"].startswith("cuda")) / 3600
         body.append([stage, str(len(rs)), f"{sum(secs):.1f}", f"{sum(secs) / len(secs):.1f}", f"{max(secs):.1f}",
-                     f"{max(r['max_rss_mb'] for r in rs):.0f}", f"{gpu_hours:.3f}", f"{peaks.get(stage, 0.0):.0f}"])
+                     f"{max(r['max_rss_mb'] for r in rs):.0f}", f"{gpu_hours:.3f}", f"{peaks.get(stage.split('_')[0], 0.0):.0f}"])
     return markdown_table(["stage", "jobs", "total s", "mean s", "max s", "max RSS MB", "GPU-hours", "peak GPU MB"], body)
 
 
@@ -188,8 +210,8 @@ def checks(rows: list[dict], eval_warnings: list[str], grid: dict) -> list[str]:
     found = list(eval_warnings)
     summary = summarise(rows)
     for (dataset, method, protocol, attack, eps), (_, _, n) in summary.items():
-        if n < len(seeds_of(grid, method)):
-            found.append(f"{dataset}/{method}/{protocol} {attack}@{eps}: {n} seeds, {len(seeds_of(grid, method))} configured")
+        if n < len(seeds_of(grid, method, protocol)):
+            found.append(f"{dataset}/{method}/{protocol} {attack}@{eps}: {n} seeds, {len(seeds_of(grid, method, protocol))} configured")
     return found
 
 
@@ -202,16 +224,56 @@ def markdown_table(header: list[str], body: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in body]) + "\n"
 
 
+def eps_label(attack: str, eps: float) -> str:
+    """Linf budgets are in units of 1/255; L2 attacks (names ending in _l2) use input units."""
+    return f"L2 {eps:g}" if attack.endswith("_l2") else f"{eps:g}/255"
+
+
+def corruption_rows(results: Path, grid: dict) -> list[dict]:
+    """Long-format corruption accuracies from the evaluate outputs (absent when none were run)."""
+    rows = []
+    for dataset in grid["datasets"]:
+        for method in grid["methods"]:
+            for protocol in [p for p in grid["protocols"] if method in methods_of(grid, p)]:
+                for seed in seeds_of(grid, method, protocol):
+                    path = eval_path(results, dataset, method, seed, protocol)
+                    per = read_json(path).get("corruptions", {}) if path.exists() else {}
+                    rows += [{"dataset": dataset, "method": method, "protocol": protocol, "seed": seed, "corruption": name,
+                              "severity": int(sev), "accuracy": r["accuracy"]} for name, by_sev in per.items() for sev, r in by_sev.items()]
+    return rows
+
+
+def corruption_markdown(rows: list[dict], dataset: str, grid: dict) -> str:
+    """Mean corruption accuracy per method, then per corruption and per severity (mean ± std over seeds)."""
+    rows = [r for r in rows if r["dataset"] == dataset]
+    corruptions = list(dict.fromkeys(r["corruption"] for r in rows))
+    severities = sorted({r["severity"] for r in rows})
+
+    def cell(method: str, protocol: str, keep) -> str:  # mean over the matching cells per seed, then over seeds
+        seeds = defaultdict(list)
+        for r in rows:
+            if r["method"] == method and r["protocol"] == protocol and keep(r):
+                seeds[r["seed"]].append(r["accuracy"])
+        return fmt(*mean_std([sum(v) / len(v) for v in seeds.values()])[:2])
+
+    header = ["method", "protocol", "mean"] + corruptions + [f"severity {s}" for s in severities]
+    body = [[m, p, cell(m, p, lambda r: True)] + [cell(m, p, lambda r, c=c: r["corruption"] == c) for c in corruptions]
+            + [cell(m, p, lambda r, s=s: r["severity"] == s) for s in severities]
+            for m in grid["methods"] for p in grid["protocols"] if m in methods_of(grid, p) and any(r["method"] == m for r in rows)]
+    return markdown_table(header, body)
+
+
 def accuracy_markdown(summary: dict, dataset: str, grid: dict) -> str:
     summary = defaultdict(lambda: (math.nan, math.nan, 0), summary)
-    attacks = sorted({k[3] for k in summary if k[0] == dataset and k[3] != "clean"}, key=lambda a: (a == "any", a))
-    eps_list = sorted({k[4] for k in summary if k[0] == dataset and k[3] != "clean"})
-    header = ["method", "protocol", "seeds", "clean"] + [f"{a} {e:g}/255" for a in attacks for e in eps_list]
+    # columns: the (attack, eps) pairs that exist (L2 attacks have their own eps), L2 and worst cases last
+    cols = sorted({(k[3], k[4]) for k in summary if k[0] == dataset and k[3] != "clean"},
+                  key=lambda c: (c[0].endswith("_l2"), c[0].startswith("any"), c))
+    header = ["method", "protocol", "seeds", "clean"] + [f"{a} {eps_label(a, e)}" for a, e in cols]
     body = []
     for method in grid["methods"]:
-        for protocol in grid["protocols"]:
+        for protocol in [p for p in grid["protocols"] if method in methods_of(grid, p)]:
             clean = summary[(dataset, method, protocol, "clean", 0.0)]
-            cells = [fmt(*summary[(dataset, method, protocol, a, e)][:2]) for a in attacks for e in eps_list]
+            cells = [fmt(*summary[(dataset, method, protocol, a, e)][:2]) for a, e in cols]
             body.append([method, protocol, str(clean[2]), fmt(*clean[:2]), *cells])
     return markdown_table(header, body)
 
@@ -267,6 +329,8 @@ def run(cfg: ReportConfig, grid: dict, results: Path, out: Path) -> dict:
     mining = mining_rows(results, grid)
     found = checks(rows, eval_warnings, grid)
     write_csv(out / "robustness.csv", rows)
+    corrupted = corruption_rows(results, grid)
+    write_csv(out / "corruptions.csv", corrupted)
     write_csv(out / "summary.csv", [dict(zip(("dataset", "method", "protocol", "attack", "eps"), k)) | {"mean": v[0], "std": v[1], "seeds": v[2]}
                                     for k, v in sorted(summary.items())])
     write_csv(out / "gap.csv", gaps)
@@ -279,9 +343,13 @@ def run(cfg: ReportConfig, grid: dict, results: Path, out: Path) -> dict:
         md.append(f"\n## {dataset} ({modality})\n\n### Accuracy under attack\n\n{accuracy_markdown(summary, dataset, grid)}")
         md.append(f"\n### Share of the {cfg.csl_method}-to-{cfg.supervised_method} gap closed\n\n{gap_markdown(gaps, dataset, rep)}")
         md.append(f"\n### Representation\n\n{representation_markdown(rep, dataset, grid)}")
-        report_plots.accuracy_vs_eps(summary, dataset, grid, out / f"{dataset}_accuracy_vs_eps.png")
+        report_plots.accuracy_vs_eps(summary, dataset, plot_grid(grid), out / f"{dataset}_accuracy_vs_eps.png")
+        report_plots.corruption_severity(corrupted, dataset, plot_grid(grid), out / f"{dataset}_corruptions.png")  # empty if none ran
+        if any(r["dataset"] == dataset for r in corrupted):
+            md.append(f"\n### Common corruptions (accuracy; mean over corruptions and severities, per corruption over "
+                      f"severities, per severity over corruptions)\n\n{corruption_markdown(corrupted, dataset, grid)}")
         report_plots.gap_closed(gaps, dataset, out / f"{dataset}_gap_closed.png")
-        report_plots.uniformity_vs_robust(rep, rows, dataset, grid, out / f"{dataset}_uniformity.png")
+        report_plots.uniformity_vs_robust(rep, rows, dataset, plot_grid(grid), out / f"{dataset}_uniformity.png")
         report_plots.training_curves(results, dataset, grid, out / f"{dataset}_training.png")
     if mining:
         md.append("\n## False-negative mining quality\n\n" + markdown_table(

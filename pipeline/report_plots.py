@@ -41,7 +41,7 @@ def accuracy_vs_eps(summary: dict, dataset: str, grid: dict, path: Path) -> None
             ax.plot(eps, mean, marker="o", ms=3, color=colours[method], label=method)
             ax.fill_between(eps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], color=colours[method], alpha=0.15)
         ax.set_title(f"{attack.upper() if attack != 'any' else 'worst case over attacks'}")
-        ax.set_xlabel("eps (x 1/255, Linf)")
+        ax.set_xlabel("eps (L2, input units)" if attack.endswith("_l2") else "eps (x 1/255, Linf)")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(f"test accuracy (%), {protocol}")
     axes[0][-1].legend(fontsize=7, loc="lower left")
@@ -122,4 +122,30 @@ def training_curves(results: Path, dataset: str, grid: dict, path: Path) -> None
     axes[0][0].set_ylabel("training loss", fontsize=8)
     fig.suptitle(f"{dataset}: pretraining loss (one line per seed)", fontsize=10)
     fig.tight_layout()
+    _save(fig, path)
+
+
+def corruption_severity(rows: list[dict], dataset: str, grid: dict, path: Path) -> None:
+    """Accuracy (mean over corruptions, then mean ± std over seeds) vs corruption severity, a line per method."""
+    rows = [r for r in rows if r["dataset"] == dataset and r["protocol"] == grid["protocols"][0]]
+    colours = method_colours(grid["methods"])
+    fig, ax = plt.subplots(figsize=(5, 3.8))
+    for method in grid["methods"]:
+        per = defaultdict(lambda: defaultdict(list))  # severity -> seed -> accuracies
+        for r in rows:
+            if r["method"] == method:
+                per[r["severity"]][r["seed"]].append(r["accuracy"])
+        sev = sorted(per)
+        seed_means = [[100 * sum(v) / len(v) for v in per[s].values()] for s in sev]
+        mean = [sum(m) / len(m) for m in seed_means]
+        std = [math.sqrt(sum((x - mu) ** 2 for x in m) / (len(m) - 1)) if len(m) > 1 else 0.0
+               for m, mu in zip(seed_means, mean, strict=True)]
+        if sev:
+            ax.errorbar(sev, mean, yerr=std, marker="o", ms=3, capsize=2, color=colours[method], label=method)
+    ax.set_xlabel("corruption severity")
+    ax.set_ylabel(f"accuracy (%), mean over corruptions, {grid['protocols'][0]}")
+    ax.set_title(f"{dataset}: common corruptions" + ("" if rows else " (none configured)"), fontsize=10)
+    ax.grid(alpha=0.3)
+    if rows:
+        ax.legend(fontsize=7)
     _save(fig, path)

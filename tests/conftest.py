@@ -62,7 +62,8 @@ def pretrain_cfg(method: dict, model: dict | None = None) -> dict:
 
 
 def decode_cfg(**overrides) -> dict:
-    base = {"source": "sklearn_digits", "root": "", "size": 8, "test_fraction": 0.3, "split_seed": 0, "fold": 1,
+    base = {"source": "sklearn_digits", "root": "", "download": False, "verify_checksums": True, "size": 8,
+            "resize": "short_side_crop", "test_fraction": 0.3, "split_seed": 0, "fold": 1,
             "frames": 4, "stride": 2, "clips_per_video": 1, "max_bad_fraction": 0.05, "timeout_s": 60}
     return {**base, **overrides}
 

@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.augment import AugmentSpec, augment, color_jitter, grayscale, resized_crop_flip, rotate_hue, temporal_crop
+import torch.nn.functional as F
+
+from pipeline.augment import (
+    AugmentSpec,
+    augment,
+    color_jitter,
+    gaussian_blur,
+    gaussian_kernels,
+    grayscale,
+    resized_crop_flip,
+    rotate_hue,
+    temporal_crop,
+)
 
 SPEC = AugmentSpec(crop_scale_min=0.2, flip=0.5, jitter_prob=0.8, brightness=0.4, contrast=0.4, saturation=0.4,
-                   hue=0.1, grayscale=0.2, temporal_crop=0)
+                   hue=0.1, grayscale=0.2, temporal_crop=0, blur=0.0)
 
 
 def test_samples_get_different_views_of_the_same_image():
@@ -62,3 +74,27 @@ def test_temporal_crop_takes_consecutive_frames_per_clip():
     for i in range(6):
         assert torch.equal(y[i, 0, :, 0, 0], starts[i] + torch.arange(4.0))
     assert len(set(starts.tolist())) > 1
+
+
+def test_blur_matches_a_per_sample_reference_convolution():
+    x = torch.rand(3, 3, 12, 12)
+    gen = torch.Generator().manual_seed(4)
+    y = gaussian_blur(x, 1.0, gen)
+    sigma = torch.rand(3, generator=torch.Generator().manual_seed(4)) * 1.9 + 0.1  # the same first draw
+    for i in range(3):
+        k = gaussian_kernels(sigma[i : i + 1], 3)[0]
+        k2 = (k[:, None] * k[None, :]).expand(3, 1, 3, 3)  # separable = outer product
+        ref = F.conv2d(F.pad(x[i : i + 1], (1, 1, 1, 1), mode="reflect"), k2, groups=3)
+        assert torch.allclose(y[i], ref[0], atol=1e-5)
+    assert torch.allclose(gaussian_kernels(torch.tensor([0.7, 2.0]), 5).sum(1), torch.ones(2))
+
+
+def test_blur_off_draws_nothing_and_clip_frames_share_the_kernel():
+    x = torch.rand(2, 3, 8, 8)
+    gen = torch.Generator().manual_seed(0)
+    state = gen.get_state()
+    assert torch.equal(gaussian_blur(x, 0.0, gen), x) and torch.equal(gen.get_state(), state)
+    static = torch.rand(2, 3, 1, 10, 10).repeat(1, 1, 4, 1, 1)
+    y = gaussian_blur(static, 1.0, torch.Generator().manual_seed(1))
+    assert all(torch.allclose(y[:, :, 0], y[:, :, t], atol=1e-6) for t in range(4))
+    assert (y - static).abs().max() > 1e-3 and y.min() >= 0 and y.max() <= 1

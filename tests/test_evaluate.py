@@ -1,59 +1,201 @@
-"""Evaluate stage end to end on a tiny classifier, and its sanity checks."""
+"""Evaluate stage end to end on tiny classifiers (images and clips): cascade, resume, AutoAttack, checks."""
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
+import torch
 
-from pipeline.config import EvaluateConfig, FinetuneConfig, PretrainConfig, from_dict
-from pipeline.evaluate import run, sanity
-from tests.conftest import pretrain_cfg, schema_defaults
+from pipeline import evaluate
+from pipeline.config import EvaluateConfig, from_dict
+from pipeline.data import load_split, num_classes
+from pipeline.io import read_json, save_torch
+from pipeline.models import Classifier, build_encoder
+from tests.conftest import schema_defaults
+
+
+def train_classifier(data_dir, path, backbone: str, steps: int) -> None:
+    """A small classifier trained end to end with Adam, saved in the finetune checkpoint format."""
+    torch.manual_seed(0)
+    meta = read_json(data_dir / "meta.json")
+    args = {"backbone": backbone, "width": 4, "small_input": True, "mean": meta["mean"], "std": meta["std"]}
+    model = Classifier(build_encoder(args), num_classes(data_dir))
+    train = load_split(data_dir, "train", torch.device("cpu"))
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(steps):
+        idx = torch.randint(0, len(train), (64,))
+        loss = torch.nn.functional.cross_entropy(model(train.batch(idx)), train.y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    save_torch(path, {"model": model.state_dict(), "model_args": args, "num_classes": model.head.out_features, "protocol": "slf"})
 
 
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory, digits_dir):
-    from pipeline import finetune, pretrain
-
-    tmp = tmp_path_factory.mktemp("clf")
-    cfg = pretrain_cfg({"loss": "ce"}, {"epochs": 3})
-    pretrain.run(from_dict(PretrainConfig, cfg), json.dumps(cfg), 0, digits_dir, None, tmp / "encoder.pt", tmp / "m.json")
-    ft = from_dict(FinetuneConfig, schema_defaults("finetune", {"device": "cpu", "epochs": 30}))
-    finetune.run(ft, "slf", 0, digits_dir, tmp / "encoder.pt", tmp / "classifier.pt", tmp / "ft.json")
-    return tmp / "classifier.pt"
+    path = tmp_path_factory.mktemp("clf") / "classifier.pt"
+    train_classifier(digits_dir, path, "resnet_small", steps=80)
+    return path
 
 
-def eval_cfg(**kw):
-    base = {"device": "cpu", "max_samples": 120, "batch_size": 64, "epsilons": [0, 2, 8, 32],
-            "attacks": {"fgsm": {}, "pgd": {"steps": 5, "step_size": 0.4, "random_start": True, "restarts": 1}}}
-    return from_dict(EvaluateConfig, schema_defaults("evaluate", {**base, **kw}))
+@pytest.fixture(scope="module")
+def clip_classifier(tmp_path_factory, clips_dir):
+    path = tmp_path_factory.mktemp("clip_clf") / "classifier.pt"
+    train_classifier(clips_dir, path, "r3d_small", steps=25)
+    return path
+
+
+SCHEMA_ATTACKS = schema_defaults("evaluate")["attacks"]
+
+
+def eval_cfg(attacks: dict, **kw) -> EvaluateConfig:
+    """The schema's defaults, the given attacks (settings over their defaults) and overrides."""
+    base = {"device": "cpu", "max_samples": 120, "batch_size": 64, "epsilons": [0, 2, 8, 32], "epsilons_l2": [],
+            "pgd_steps_check": {"factor": 0}, "corruptions": {"names": []}}
+    cfg = schema_defaults("evaluate", {**base, **kw})
+    cfg["attacks"] = {name: {**copy.deepcopy(SCHEMA_ATTACKS[name]), **settings} for name, settings in attacks.items()}
+    return from_dict(EvaluateConfig, cfg)
+
+
+PGD = {"steps": 5, "step_size": 0.4, "random_start": True, "restarts": 1}
+
+
+def accuracies(r: dict) -> dict:
+    acc = {k: {e: v["accuracy"] for e, v in per.items()} for k, per in r["attacks"].items()}
+    acc["corruptions"] = {k: {s: v["accuracy"] for s, v in per.items()} for k, per in r["corruptions"].items()}
+    return acc
 
 
 def test_evaluate_records_monotone_bounded_results(tmp_path, digits_dir, classifier):
-    r = run(eval_cfg(), 0, digits_dir, classifier, tmp_path / "r.json")
+    r = evaluate.run(eval_cfg({"fgsm": {}, "pgd": PGD}), 0, digits_dir, classifier, tmp_path / "r.json")
     assert json.loads((tmp_path / "r.json").read_text())["clean_accuracy"] == r["clean_accuracy"]
-    assert r["samples"] == 120 and r["clean_accuracy"] > 0.5
+    assert r["samples"] == 120 and r["clean_accuracy"] > 0.5 and r["cascade"]
     for name in ("fgsm", "pgd"):
         accs = [r["attacks"][name][str(float(e))]["accuracy"] for e in (0, 2, 8, 32)]
         assert accs[0] == pytest.approx(r["clean_accuracy"])  # eps 0 changes nothing
-        assert accs[-1] < accs[0]
+        assert accs[-1] < accs[0] and accs == sorted(accs, reverse=True)
         assert all(v["within_eps"] and v["in_range"] for v in r["attacks"][name].values())
-    worst = r["attacks"]["any"]
-    for e in ("2.0", "8.0", "32.0"):
-        assert worst[e]["accuracy"] <= min(r["attacks"]["fgsm"][e]["accuracy"], r["attacks"]["pgd"][e]["accuracy"]) + 1e-9
-    assert r["runtime"]["precision"] == "float32"
+    for e in ("2.0", "8.0", "32.0"):  # cascade: PGD's number is after FGSM, "any" after both
+        assert r["attacks"]["pgd"][e]["accuracy"] <= r["attacks"]["fgsm"][e]["accuracy"]
+        assert r["attacks"]["any"][e]["accuracy"] == r["attacks"]["pgd"][e]["accuracy"]
+        assert r["attacks"]["pgd"][e]["attacked"] == round(r["attacks"]["fgsm"][e]["accuracy"] * 120)  # only the survivors
+    assert r["runtime"]["precision"] == "float32" and r["warnings"] == []
+    assert not (tmp_path / ".r.json.partial").exists()
 
 
-def test_resumed_evaluation_is_reproducible(tmp_path, digits_dir, classifier):
-    a = run(eval_cfg(), 0, digits_dir, classifier, tmp_path / "a.json")
-    b = run(eval_cfg(), 0, digits_dir, classifier, tmp_path / "b.json")
-    accuracy = lambda r: {k: {e: v["accuracy"] for e, v in per.items()} for k, per in r["attacks"].items()}  # noqa: E731
-    assert accuracy(a) == accuracy(b) and a["clean_accuracy"] == b["clean_accuracy"]
+def test_cascade_worst_case_is_never_above_any_single_attack(tmp_path, digits_dir, classifier):
+    """Deterministic attacks (no random start): the cascade's per-sample worst case equals the one of
+    attacks run on every sample, and is below each of them."""
+    attacks = {"fgsm": {}, "pgd": {**PGD, "random_start": False}, "pgd_l2": {**PGD, "random_start": False}}
+    kw = {"epsilons": [2, 8], "epsilons_l2": [0.2, 0.5], "max_samples": 100}
+    chained = evaluate.run(eval_cfg(attacks, cascade=True, **kw), 0, digits_dir, classifier, tmp_path / "a.json")["attacks"]
+    alone = evaluate.run(eval_cfg(attacks, cascade=False, **kw), 0, digits_dir, classifier, tmp_path / "b.json")["attacks"]
+    for worst, names in (("any", ("fgsm", "pgd")), ("any_l2", ("pgd_l2",))):
+        for e in chained[worst]:
+            assert chained[worst][e]["accuracy"] <= min(alone[a][e]["accuracy"] for a in names) + 1e-9
+            assert chained[worst][e]["accuracy"] == pytest.approx(alone[worst][e]["accuracy"], abs=1 / 100 + 1e-9)
+            assert all(chained[a][e]["accuracy"] <= alone[a][e]["accuracy"] + 1 / 100 for a in names)
+    assert chained["pgd_l2"]["0.5"]["norm"] == "L2" and chained["pgd_l2"]["0.5"]["max_norm"] <= 0.5 + 1e-6
 
 
-def test_sanity_flags_robust_above_clean_and_non_monotone():
-    ok = {"within_eps": True, "in_range": True, "max_linf": 0.0}
-    results = {"pgd": {"1": {"accuracy": 0.5, **ok}, "2": {"accuracy": 0.6, **ok}, "4": {"accuracy": 0.9, **ok}}}
-    warnings = sanity(results, clean=0.8, epsilons=[1, 2, 4])
+def test_resumed_evaluation_equals_uninterrupted(tmp_path, digits_dir, classifier, monkeypatch):
+    cfg = eval_cfg({"fgsm": {}, "pgd": PGD, "apgd_ce": {"steps": 5}}, epsilons=[2, 8],
+                   corruptions={"names": ["gaussian_noise", "jpeg"], "severities": [1, 5]})
+    full = evaluate.run(cfg, 0, digits_dir, classifier, tmp_path / "full.json")
+    out = tmp_path / "killed.json"
+    real, calls = evaluate.attack_samples, []
+
+    def dies_on_the_fourth_unit(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "attack_samples", dies_on_the_fourth_unit)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate.run(cfg, 0, digits_dir, classifier, out)
+    monkeypatch.undo()
+    assert not out.exists() and len(list((tmp_path / ".killed.json.partial").glob("*.json"))) == 3
+    resumed = evaluate.run(cfg, 0, digits_dir, classifier, out)
+    assert resumed["resumed_units"] == 3 and accuracies(resumed) == accuracies(full)
+    other = eval_cfg({"fgsm": {}}, epsilons=[2])  # a different config ignores stale partial results
+    monkeypatch.setattr(evaluate, "attack_samples", dies_on_the_fourth_unit)
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        evaluate.run(cfg, 0, digits_dir, classifier, out)
+    monkeypatch.undo()
+    assert evaluate.run(other, 0, digits_dir, classifier, out)["resumed_units"] == 0
+
+
+def test_autoattack_number_is_pyautoattacks(tmp_path, digits_dir, classifier):
+    """The stage's AutoAttack accuracy equals calling pyautoattack directly on the same samples and seed."""
+    from pipeline.attacks.autoattack import build
+
+    settings = {"steps": 5, "square_queries": 30, "n_target_classes": 9}
+    r = evaluate.run(eval_cfg({"autoattack": settings}, epsilons=[8], max_samples=60), 0, digits_dir, classifier, tmp_path / "r.json")
+    model = evaluate.load_classifier(classifier, torch.device("cpu"))
+    test = load_split(digits_dir, "test", torch.device("cpu"))
+    x, y = test.batch(torch.arange(60)).contiguous(), test.y[:60]  # pyautoattack .view()s its gradients
+    aa = build(model, 10, x.device, eps=8 / 255, version="standard", seed=evaluate.unit_seed(0, "autoattack@8.0"), **settings)
+    _, y_adv = aa.run_standard_evaluation(x, y, batch_size=64)
+    assert r["attacks"]["autoattack"]["8.0"]["accuracy"] == pytest.approx(float((y_adv == y).float().mean()), abs=1e-9)
+    params = r["attack_parameters"]["autoattack"]
+    assert params["attacks"] == ["apgd-ce", "apgd-t", "fab-t", "square"] and params["apgd_t_target_classes"] == 9
+    assert params["apgd_iterations"] == 5 and params["square_queries"] == 30 and not params["standard_budget"]
+
+
+def test_every_attack_and_corruption_runs_on_clips(tmp_path, clips_dir, clip_classifier):
+    tiny = {"fgsm": {}, "pgd": {"steps": 2}, "apgd_ce": {"steps": 3}, "apgd_t": {"steps": 3, "n_target_classes": 2},
+            "fab_t": {"steps": 3, "n_target_classes": 2}, "square": {"queries": 10}, "autoattack": {"steps": 2, "square_queries": 5},
+            "pgd_l2": {"steps": 2}, "cw_l2": {"steps": 5}}
+    cfg = eval_cfg({k: {**v, "max_samples": 8} for k, v in tiny.items()}, epsilons=[8], epsilons_l2=[0.5], max_samples=16,
+                   pgd_steps_check={"factor": 2, "max_samples": 8}, corruptions={"severities": [1, 5], "max_samples": 8})
+    r = evaluate.run(cfg, 0, clips_dir, clip_classifier, tmp_path / "r.json")
+    assert set(r["attacks"]) == set(tiny) | {"any", "any_l2"}
+    for name in tiny:
+        (rec,) = r["attacks"][name].values()
+        assert rec["within_eps"] and rec["in_range"] and rec["samples"] == 8 and rec["norm"] == ("L2" if name.endswith("_l2") else "Linf")
+        assert rec["accuracy"] <= rec["clean_accuracy"] + 1e-9
+    assert r["attacks"]["any"]["8.0"]["accuracy"] <= min(r["attacks"][a]["8.0"]["accuracy"] for a in tiny if not a.endswith("_l2"))
+    assert set(r["corruptions"]) == {"gaussian_noise", "shot_noise", "impulse_noise", "gaussian_blur", "defocus_blur", "contrast",
+                                     "brightness", "jpeg", "pixelate", "frame_drop", "frame_repeat", "temporal_shuffle", "h264"}
+    assert all(per["5"]["mean_abs_change"] > per["1"]["mean_abs_change"] for per in r["corruptions"].values())
+    assert 0 <= r["corruption_mean_accuracy"] <= 1 and r["corruption_samples"] == 8
+    assert r["checks"]["pgd_steps"]["steps"] == [2, 4]
+
+
+def test_images_skip_video_corruptions(tmp_path, digits_dir, classifier):
+    r = evaluate.run(eval_cfg({}, corruptions={"names": ["contrast", "h264"], "severities": [1, 5], "max_samples": 50}),
+                     0, digits_dir, classifier, tmp_path / "r.json")
+    assert set(r["corruptions"]) == {"contrast"} and r["attacks"] == {}
+    assert r["corruptions"]["contrast"]["5"]["accuracy"] <= r["corruption_clean_accuracy"]
+
+
+def test_sanity_flags_robust_above_clean_bounds_and_non_monotone():
+    ok = {"within_eps": True, "in_range": True, "max_norm": 0.0, "clean_accuracy": 0.8, "samples": 100}
+    results = {"pgd": {"1.0": {**ok, "accuracy": 0.5}, "2.0": {**ok, "accuracy": 0.6}, "4.0": {**ok, "accuracy": 0.9}},
+               "fgsm": {"1.0": {**ok, "accuracy": 0.5, "within_eps": False}}}
+    warnings = evaluate.sanity(results, {"pgd": [1, 2, 4], "fgsm": [1]})
     assert any("above clean" in w for w in warnings) and any("increases with eps" in w for w in warnings)
-    assert sanity({"pgd": {"1": {"accuracy": 0.5, **ok}}}, clean=0.8, epsilons=[1]) == []
+    assert any("fgsm eps 1.0: perturbation outside" in w for w in warnings)
+    one_sample_noise = {"pgd": {"1.0": {**ok, "accuracy": 0.5}, "2.0": {**ok, "accuracy": 0.51}}}
+    assert evaluate.sanity(one_sample_noise, {"pgd": [1, 2]}) == []
+
+
+def test_square_beating_white_box_attacks_is_flagged():
+    rec = {"accuracy": 0.4, "samples": 100, "broken": 0}
+    cascade = {"pgd": {"8.0": rec}, "square": {"8.0": {**rec, "broken": 3}}}
+    assert any("gradient masking" in w for w in evaluate.black_box_warnings(cascade, cascade=True))
+    assert evaluate.black_box_warnings({"pgd": {"8.0": rec}, "square": {"8.0": rec}}, cascade=True) == []
+    alone = {"pgd": {"8.0": rec}, "square": {"8.0": {**rec, "accuracy": 0.2}}}
+    assert any("gradient masking" in w for w in evaluate.black_box_warnings(alone, cascade=False))
+
+
+def test_an_attack_can_run_at_a_subset_of_the_epsilons(tmp_path, digits_dir, classifier):
+    cfg = eval_cfg({"fgsm": {}, "square": {"queries": 5, "epsilons": [8], "max_samples": 20}}, epsilons=[2, 8], max_samples=40)
+    r = evaluate.run(cfg, 0, digits_dir, classifier, tmp_path / "r.json")
+    assert set(r["attacks"]["square"]) == {"8.0"} and set(r["attacks"]["fgsm"]) == {"2.0", "8.0"}
+    assert r["attacks"]["any"]["2.0"]["attacks"] == ["fgsm"] and r["attacks"]["any"]["2.0"]["samples"] == 40
+    assert r["attacks"]["any"]["8.0"]["attacks"] == ["fgsm", "square"] and r["attacks"]["any"]["8.0"]["samples"] == 20

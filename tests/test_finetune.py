@@ -1,29 +1,90 @@
-"""SLF fine-tuning keeps the encoder bit-identical and learns a useful linear head."""
+"""Fine-tuning protocols: each freezes exactly what it should; SLF learns a useful head; ALF/AFF
+checkpoints load back for evaluate (SPAT's as a cosine classifier); the config mirrors the schema."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
+import pytest
 import torch
+import yaml
 
+from pipeline import config as C
+from pipeline.classifier import CosineClassifier, load_classifier
 from pipeline.config import FinetuneConfig, PretrainConfig, from_dict
-from pipeline.finetune import run, train_linear_head, weights_digest
+from pipeline.finetune import protocol_kind, run, train_linear_head, weights_digest
 from pipeline.io import load_torch
-from tests.conftest import pretrain_cfg, schema_defaults
+from tests.conftest import SCHEMA, pretrain_cfg, schema_defaults
 
 
-def test_slf_freezes_the_encoder_exactly(tmp_path, digits_dir):
+@pytest.fixture(scope="module")
+def encoder_path(tmp_path_factory, digits_dir):
     from pipeline import pretrain
 
+    out = tmp_path_factory.mktemp("encoder")
     cfg = pretrain_cfg({"loss": "nt_xent"}, {"epochs": 1})
-    pretrain.run(from_dict(PretrainConfig, cfg), json.dumps(cfg), 0, digits_dir, None, tmp_path / "enc.pt", tmp_path / "m.json")
-    ft = from_dict(FinetuneConfig, schema_defaults("finetune", {"device": "cpu", "epochs": 20}))
-    metrics = run(ft, "slf", 0, digits_dir, tmp_path / "enc.pt", tmp_path / "clf.pt", tmp_path / "ft.json")
-    before = load_torch(tmp_path / "enc.pt")["encoder"]
-    after = {k[len("encoder."):]: v for k, v in load_torch(tmp_path / "clf.pt")["model"].items() if k.startswith("encoder.")}
+    pretrain.run(from_dict(PretrainConfig, cfg), json.dumps(cfg), 0, digits_dir, None, out / "enc.pt", out / "m.json")
+    return out / "enc.pt"
+
+
+def finetune_cfg(protocol: str, **adversarial) -> FinetuneConfig:
+    """A job's config: SLF settings plus, for alf/aff, a cheap entry (1 epoch, PGD-1)."""
+    entry = {} if protocol == "slf" else schema_defaults("adversarial", {"epochs": 1, "steps": 1, "holdout": 64,
+                                                                          "monitor_steps": 1, **adversarial})
+    return from_dict(FinetuneConfig, schema_defaults("finetune", {"device": "cpu", "epochs": 20, "protocols": {protocol: entry}}))
+
+
+def encoder_weights(checkpoint) -> dict[str, torch.Tensor]:
+    return {k[len("encoder."):]: v for k, v in load_torch(checkpoint)["model"].items() if k.startswith("encoder.")}
+
+
+@pytest.mark.parametrize("protocol", ["slf", "alf"])
+def test_frozen_protocols_keep_the_encoder_bit_identical(tmp_path, digits_dir, encoder_path, protocol):
+    cfg = finetune_cfg(protocol, epochs=2, batch_size=32, lr=0.03)
+    metrics = run(cfg, protocol, 0, digits_dir, encoder_path, tmp_path / "clf.pt", tmp_path / "ft.json")
+    before, after = load_torch(encoder_path)["encoder"], encoder_weights(tmp_path / "clf.pt")
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)  # bit-identical, BN statistics included
-    assert metrics["encoder_frozen"] and metrics["test_acc"] > 0.3
+    assert metrics["encoder_frozen"]
+    if protocol == "slf":
+        assert metrics["test_acc"] > 0.3
+    else:  # the head was trained adversarially: its test accuracy is far above chance (10 classes)
+        assert metrics["attack_bn"] == "eval" and metrics["test_acc"] > 0.3
+
+
+def test_aff_trains_encoder_and_head(tmp_path, digits_dir, encoder_path):
+    metrics = run(finetune_cfg("aff_trades", training="trades", attack_bn="train"), "aff_trades", 0, digits_dir,
+                  encoder_path, tmp_path / "clf.pt", tmp_path / "ft.json")
+    before, after = load_torch(encoder_path)["encoder"], encoder_weights(tmp_path / "clf.pt")
+    weights = [k for k in before if k.endswith("weight")]
+    assert all(not torch.equal(before[k], after[k]) for k in weights)  # every conv and BN weight moved
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.endswith("running_mean"))
+    assert not metrics["encoder_frozen"] and metrics["kind"] == "aff" and metrics["attack_bn"] == "train"
+    assert metrics["runtime"]["precision"] == "float32" and len(metrics["epochs"]) == 1  # precision auto -> fp32 on CPU
+
+
+def test_spat_checkpoint_loads_as_a_cosine_classifier(tmp_path, digits_dir, encoder_path):
+    run(finetune_cfg("aff", training="spat"), "aff", 0, digits_dir, encoder_path, tmp_path / "clf.pt", tmp_path / "ft.json")
+    model = load_classifier(tmp_path / "clf.pt", torch.device("cpu"))
+    assert isinstance(model, CosineClassifier) and model.scale == 8.0
+    x = torch.rand(5, 3, 8, 8)
+    with torch.no_grad():
+        logits = model(x)
+        feats = torch.nn.functional.normalize(model.encoder(x), dim=1)
+        w = torch.nn.functional.normalize(model.head.weight, dim=1)
+    torch.testing.assert_close(logits, 8.0 * feats @ w.T)  # s cos, so |logits| <= s
+    assert float(logits.abs().max()) <= 8.0 + 1e-5 and torch.equal(model.head.bias, torch.zeros(10))
+
+
+def test_dynamic_starts_from_the_clean_head_and_regulates_the_attack(tmp_path, digits_dir, encoder_path):
+    cfg = finetune_cfg("alf", training="dynamic", epochs=2, dynamic={"check_every": 3})
+    metrics = run(cfg, "alf", 0, digits_dir, encoder_path, tmp_path / "clf.pt", tmp_path / "ft.json")
+    dyn = metrics["dynamic"]
+    assert dyn["reference_clean"] > 0.3  # the clean SLF start is a real classifier
+    assert len(dyn["checks"]) == (2 * (metrics["train_samples"] // 128)) // 3
+    for check in dyn["checks"]:
+        assert check["eps_255"] == pytest.approx(8 * check["strength"])
 
 
 def test_linear_head_separates_separable_features():
@@ -41,3 +102,18 @@ def test_weights_digest_sees_any_change():
     with torch.no_grad():
         m.weight[0, 0] += 1e-7
     assert weights_digest(m) != d
+
+
+def test_protocol_names():
+    assert [protocol_kind(n) for n in ("slf", "alf", "aff_trades", "alf_spat")] == ["slf", "alf", "aff", "alf"]
+    with pytest.raises(ValueError, match="must start with"):
+        protocol_kind("lin")
+    with pytest.raises(ValueError, match="no entry under finetune.protocols"):
+        run(finetune_cfg("slf"), "aff", 0, None, None, None, None)
+
+
+def test_adversarial_dataclasses_mirror_the_schema():
+    schema = yaml.safe_load(SCHEMA.read_text())["$defs"]["adversarial"]["properties"]
+    assert {f.name for f in dataclasses.fields(C.AdversarialConfig)} == set(schema)
+    for key, cls in (("trades", C.TradesConfig), ("fgsm_rs", C.FastAtConfig), ("spat", C.SpatConfig), ("dynamic", C.DynamicConfig)):
+        assert {f.name for f in dataclasses.fields(cls)} == set(schema[key]["properties"])

@@ -8,12 +8,27 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.losses import focal_infonce, neighbour_mask, nt_xent, same_label_mask, similarity_threshold_mask, supcon
+from pipeline.losses import (
+    acl,
+    clae,
+    expand_views,
+    focal_infonce,
+    linf_pgd,
+    neighbour_mask,
+    nt_xent,
+    rocl,
+    same_label_mask,
+    similarity_threshold_mask,
+    supcon,
+)
 
 
-def naive_info_nce(z1, z2, t, positives_of, excluded_of):
-    """Loop reference: for each anchor, mean over its positives of -log softmax over allowed candidates."""
-    z = F.normalize(torch.cat([z1, z2]).double(), dim=1)
+def naive_info_nce(z1, z2, t, positives_of, excluded_of, *more):
+    """Loop reference: for each anchor, mean over its positives of -log softmax over allowed candidates.
+
+    Rows are the stacked views (z1, z2, *more): row v*N + i is view v of sample i.
+    """
+    z = F.normalize(torch.cat([z1, z2, *more]).double(), dim=1)
     m = len(z)
     total, anchors = 0.0, 0
     for i in range(m):
@@ -137,6 +152,113 @@ def test_loss_decreases_under_sgd(name):
         "focal_infonce": lambda: focal_infonce(z1, z2, temperature=0.5),
     }
     opt = torch.optim.SGD([z1, z2], lr=0.5)
+    first = fns[name]().item()
+    for _ in range(20):
+        opt.zero_grad()
+        fns[name]().backward()
+        opt.step()
+    assert fns[name]().item() < first - 1e-3
+
+
+def two_view_reference(z1, z2, t, labels, mode):
+    """NT-Xent of (z1, z2) by loops, with same-label false negatives eliminated or attracted (or none)."""
+    n = len(z1)
+    partner = lambda i: (i + n) % (2 * n)  # noqa: E731
+    same = lambda i: {k for k in range(2 * n) if k not in (i, partner(i)) and labels is not None and labels[k % n] == labels[i % n]}  # noqa: E731
+    if mode == "attract":
+        return naive_info_nce(z1, z2, t, lambda i: [partner(i), *sorted(same(i))], lambda i: set())
+    return naive_info_nce(z1, z2, t, lambda i: [partner(i)], same)
+
+
+@pytest.mark.parametrize("mode", ["none", "eliminate", "attract"])
+def test_rocl_matches_three_view_loop_reference(mode):
+    n, t = 6, 0.5
+    g = torch.Generator().manual_seed(5)
+    z1, z2, za = (torch.randn(n, 5, generator=g) for _ in range(3))
+    labels = torch.tensor([0, 1, 0, 2, 1, 0])
+    # positives: the other two views of the sample; false negatives: every view of a same-label sample
+    views_of = lambda i: [v * n + i % n for v in range(3) if v * n + i % n != i]  # noqa: E731
+    same = lambda i: {k for k in range(3 * n) if k % n != i % n and labels[k % n] == labels[i % n]}  # noqa: E731
+    if mode == "none":
+        ref, got = naive_info_nce(z1, z2, t, views_of, lambda i: set(), za), rocl(z1, z2, za, temperature=t)
+    elif mode == "eliminate":
+        ref = naive_info_nce(z1, z2, t, views_of, same, za)
+        got = rocl(z1, z2, za, temperature=t, fn_mask=same_label_mask(labels), fn_mode=mode)
+    else:
+        ref = naive_info_nce(z1, z2, t, lambda i: [*views_of(i), *sorted(same(i))], lambda i: set(), za)
+        got = rocl(z1, z2, za, temperature=t, fn_mask=same_label_mask(labels), fn_mode=mode)
+    assert got.item() == pytest.approx(ref, abs=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["none", "eliminate"])
+def test_clae_matches_loop_reference(mode):
+    n, t, alpha = 7, 0.3, 0.7
+    g = torch.Generator().manual_seed(6)
+    z1, z2, za = (torch.randn(n, 4, generator=g) for _ in range(3))
+    labels = torch.tensor([0, 1, 0, 2, 1, 0, 3]) if mode != "none" else None
+    mask = same_label_mask(labels) if labels is not None else None
+    ref = two_view_reference(z1, z2, t, labels, mode) + alpha * two_view_reference(z1, za, t, labels, mode)
+    assert clae(z1, z2, za, temperature=t, alpha=alpha, fn_mask=mask).item() == pytest.approx(ref, abs=1e-5)
+
+
+@pytest.mark.parametrize("weight", [1.0, 0.5])
+def test_acl_matches_loop_reference(weight):
+    n, t = 5, 0.5
+    g = torch.Generator().manual_seed(7)
+    z1, z2, a1, a2 = (torch.randn(n, 6, generator=g) for _ in range(4))
+    labels = torch.tensor([0, 1, 1, 0, 2])
+    ref = ((2 - weight) * two_view_reference(z1, z2, t, labels, "eliminate")
+           + weight * two_view_reference(a1, a2, t, labels, "eliminate")) / 2
+    got = acl(z1, z2, a1, a2, temperature=t, weight=weight, fn_mask=same_label_mask(labels))
+    assert got.item() == pytest.approx(ref, abs=1e-5)
+
+
+def test_expand_views_is_exact_for_label_masks():
+    labels = torch.tensor([2, 0, 2, 1, 0])
+    assert torch.equal(expand_views(same_label_mask(labels), 2), same_label_mask(labels))
+    m3 = expand_views(same_label_mask(labels), 3)
+    both = labels.repeat(3)
+    expected = (both[:, None] == both[None, :]) & ((torch.arange(15)[:, None] % 5) != (torch.arange(15)[None, :] % 5))
+    assert torch.equal(m3, expected)
+
+
+def test_inner_attack_stays_in_the_ball_and_the_unit_box_and_raises_the_objective():
+    g = torch.Generator().manual_seed(8)
+    x = torch.rand(6, 3, 5, 5, generator=g)
+    x[0] = 0.0
+    x[1] = 1.0  # samples on the box boundary: the ball must be clipped to [0, 1]
+    w = torch.randn(3 * 25, generator=g)
+    objective = lambda xa: (xa.flatten(1) @ w).sin().sum()  # noqa: E731
+    eps = 8 / 255
+    for kw in ({"steps": 5, "step_size": 0.25, "random_start": True}, {"steps": 1, "step_size": 1.0, "random_start": False}):
+        x_adv = linf_pgd(objective, x, eps=eps, generator=torch.Generator().manual_seed(0), **kw)
+        assert (x_adv - x).abs().max() <= eps + 1e-6
+        assert x_adv.min() >= 0 and x_adv.max() <= 1 and x_adv.shape == x.shape
+        assert objective(x_adv) > objective(x)
+    # FGSM (one full step, no random start) is the closed form clip(x + eps * sign(grad))
+    xg = x.clone().requires_grad_(True)
+    (gx,) = torch.autograd.grad(objective(xg), xg)
+    fgsm = linf_pgd(objective, x, eps=eps, steps=1, step_size=1.0, random_start=False)
+    assert torch.allclose(fgsm, (x + eps * gx.sign()).clamp(0, 1))
+
+
+def test_inner_attack_keeps_memory_format_and_handles_clips():
+    x = torch.rand(2, 3, 4, 6, 6).contiguous(memory_format=torch.channels_last_3d)
+    x_adv = linf_pgd(lambda xa: xa.square().sum(), x, eps=0.1, steps=2, step_size=0.5, random_start=True)
+    assert x_adv.is_contiguous(memory_format=torch.channels_last_3d) and (x_adv - x).abs().max() <= 0.1 + 1e-6
+
+
+@pytest.mark.parametrize("name", ["clae", "rocl", "acl"])
+def test_adversarial_losses_decrease_under_sgd(name):
+    g = torch.Generator().manual_seed(9)
+    zs = [torch.randn(12, 8, generator=g, requires_grad=True) for _ in range(4)]
+    mask = same_label_mask(torch.arange(12) % 3)
+    fns = {
+        "clae": lambda: clae(zs[0], zs[1], zs[2], temperature=0.5, fn_mask=mask),
+        "rocl": lambda: rocl(zs[0], zs[1], zs[2], temperature=0.5, fn_mask=mask),
+        "acl": lambda: acl(*zs, temperature=0.5, fn_mask=mask),
+    }
+    opt = torch.optim.SGD(zs, lr=0.5)
     first = fns[name]().item()
     for _ in range(20):
         opt.zero_grad()

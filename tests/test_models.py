@@ -58,3 +58,48 @@ def test_normalize_handles_images_and_clips():
 def test_fixed_width_backbones_refuse_other_widths():
     with pytest.raises(ValueError, match="fixed width 64"):
         BACKBONES["resnet18"](16, True)
+
+
+def test_dual_bn_keeps_separate_running_statistics():
+    from pipeline.models.dual_bn import DualBatchNorm, adversarial_bn, convert_dual_bn
+
+    torch.manual_seed(0)
+    encoder = Encoder("resnet_small", 4, True, [0.0] * 3, [1.0] * 3)
+    plain = copy_of(encoder)
+    dual = convert_dual_bn(encoder).train()
+    assert sum(isinstance(m, DualBatchNorm) for m in dual.modules()) == sum(
+        isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules())
+    clean, adv = torch.rand(8, 3, 8, 8), torch.rand(8, 3, 8, 8) * 0.1 + 0.9  # two very different input statistics
+    dual(clean)
+    with adversarial_bn(dual):
+        dual(adv)
+    plain.train()(clean)  # the clean branch must match a plain BN that never saw `adv`
+    stem_dual, stem_plain = dual.backbone.stem[1], plain.backbone.stem[1]
+    assert torch.allclose(stem_dual.clean.running_mean, stem_plain.running_mean, atol=1e-6)
+    assert torch.allclose(stem_dual.clean.running_var, stem_plain.running_var, atol=1e-6)
+    assert not torch.allclose(stem_dual.adv.running_mean, stem_dual.clean.running_mean, atol=1e-3)
+    assert stem_dual.clean.num_batches_tracked == 1 and stem_dual.adv.num_batches_tracked == 1
+    assert not any(m.adversarial for m in dual.modules() if isinstance(m, DualBatchNorm))  # routing restored
+
+
+def test_dual_bn_branches_load_into_the_plain_encoder():
+    from pipeline.models.dual_bn import adversarial_bn, branch_state_dict, convert_dual_bn
+
+    torch.manual_seed(1)
+    dual = convert_dual_bn(Encoder("r3d_small", 4, True, [0.5] * 3, [0.25] * 3)).train()
+    x = torch.rand(3, 3, 4, 8, 8)
+    dual(x)
+    with adversarial_bn(dual):
+        dual(x * 0.5)
+    dual.eval()
+    for branch, adversarial in (("clean", False), ("adv", True)):
+        plain = Encoder("r3d_small", 4, True, [0.5] * 3, [0.25] * 3)
+        plain.load_state_dict(branch_state_dict(dual, branch))  # strict: same names, nothing left over
+        with torch.no_grad(), adversarial_bn(dual, adversarial):
+            assert torch.allclose(plain.eval()(x), dual(x), atol=1e-5)
+
+
+def copy_of(module: torch.nn.Module) -> torch.nn.Module:
+    import copy
+
+    return copy.deepcopy(module)

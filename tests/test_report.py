@@ -92,3 +92,41 @@ def test_fewer_seeds_than_configured_is_flagged(tmp_path, results):
     md = (tmp_path / "rep" / "report.md").read_text()
     assert any("simclr_oracle_elim/seed1/slf: missing" in c for c in summary["checks"])
     assert "simclr_oracle_elim/slf pgd@8.0: 1 seeds, 2 configured" in md
+
+
+def test_protocol_covering_some_methods(tmp_path, results):
+    """An ALF protocol run on supervised and simclr, seed 0 only: no missing-file checks, rows only where it ran."""
+    ok = {"within_eps": True, "in_range": True, "max_linf": 0.0}
+    for (method, seed), ra in RA.items():
+        if method in ("supervised", "simclr") and seed == 0:
+            write(results / f"evaluate/toy/{method}/seed{seed}/alf/robustness.json", {
+                "clean_accuracy": 0.8, "warnings": [], "attacks": {"pgd": {"4.0": {"accuracy": ra + 0.2, **ok}, "8.0": {"accuracy": ra + 0.1, **ok}}}})
+            bench = results / f"benchmarks/finetune/toy/{method}/seed{seed}/alf.tsv"
+            bench.parent.mkdir(parents=True, exist_ok=True)
+            bench.write_text("s\tmax_rss\tcpu_time\n9.0\t50\t8.0\n")
+    grid = {**GRID, "protocols": ["slf", "alf"], "protocol_methods": {"slf": GRID["methods"], "alf": ["supervised", "simclr"]},
+            "protocol_seeds": {"slf": [], "alf": [0]}}
+    summary = run(ReportConfig(supervised_method="supervised", csl_method="simclr"), grid, results, tmp_path / "rep")
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert not any("alf" in c for c in summary["checks"])
+    assert "| supervised | alf | 1 | 80.0 ± 0.0 |" in md and "| simclr_oracle_elim | alf |" not in md
+    assert {g["protocol"] for g in read_csv(tmp_path / "rep" / "gap.csv")} == {"slf"}  # alf has no variant to score
+    assert "| finetune_alf | 2 | 18.0 | 9.0 | 9.0 | 50 |" in md
+
+
+def test_corruption_tables_and_l2_columns(tmp_path, results):
+    """Corruption accuracies (evaluate's `corruptions`) become a table and a plot; L2 attacks get their own columns."""
+    ok = {"within_eps": True, "in_range": True, "max_norm": 0.0}
+    for (method, seed), ra in RA.items():
+        p = results / f"evaluate/toy/{method}/seed{seed}/slf/robustness.json"
+        d = json.loads(p.read_text())
+        d["attacks"]["pgd_l2"] = {"0.5": {"accuracy": ra / 2, **ok}}
+        d["corruptions"] = {"jpeg": {"1": {"accuracy": 0.8}, "5": {"accuracy": 0.4 + 0.1 * seed}}, "contrast": {"1": {"accuracy": 0.6}}}
+        p.write_text(json.dumps(d))
+    run(ReportConfig(supervised_method="supervised", csl_method="simclr"), GRID, results, tmp_path / "rep")
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "pgd_l2 L2 0.5" in md and "pgd 8/255" in md and "pgd_l2 8/255" not in md
+    # mean per seed (0.8 + 0.4 + 0.6)/3 = 0.6, (0.8 + 0.5 + 0.6)/3 = 0.633; jpeg per seed 0.6, 0.65; severity 5: 0.4, 0.5
+    assert "| supervised | slf | 61.7 ± 2.4 | 62.5 ± 3.5 | 60.0 ± 0.0 | 70.0 ± 0.0 | 45.0 ± 7.1 |" in md
+    assert len(read_csv(tmp_path / "rep" / "corruptions.csv")) == 3 * len(RA)
+    assert (tmp_path / "rep" / "toy_corruptions.png").stat().st_size > 2000

@@ -1,10 +1,52 @@
-"""PGD, Linf (Madry et al. 2018, arXiv 1706.06083), with random start and restarts."""
+"""PGD, Linf (Madry et al. 2018, arXiv 1706.06083), with random start and restarts.
+
+Written by hand rather than taken from torchattacks because torchattacks' PGD has no
+restarts and draws its random start from the global RNG (no `generator`), so a resumed
+evaluation could not reproduce it. `ascend` and `best_of_restarts` are shared with
+`pgd_l2`; they work on images (N,C,H,W) and clips (N,C,T,H,W) alike.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_adv, grad) -> next x_adv, projected
+
+
+def ascend(model: nn.Module, y: torch.Tensor, x_adv: torch.Tensor, steps: int, step: Step) -> torch.Tensor:
+    """`steps` projected gradient-ascent steps on CE(model(x_adv), y); x_adv has the shape of x."""
+    for _ in range(steps):
+        x_adv = x_adv.detach().requires_grad_(True)
+        loss = F.cross_entropy(model(x_adv).float(), y)
+        (grad,) = torch.autograd.grad(loss, x_adv)
+        x_adv = step(x_adv.detach(), grad)
+    return x_adv.detach()
+
+
+def best_of_restarts(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, restarts: int, attempt: Callable[[], torch.Tensor]
+) -> torch.Tensor:
+    """Run `attempt()` `restarts` times; a sample keeps the first attempt that fools the model.
+
+    Unbroken samples keep the last attempt. With one restart this is just `attempt()` (no
+    extra forward pass, which matters for throughput).
+    """
+    if restarts == 1:
+        return attempt()
+    best = x.clone()
+    fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    for _ in range(restarts):
+        x_adv = attempt()
+        with torch.no_grad():
+            now_fooled = model(x_adv).argmax(1) != y
+        take = ~fooled  # first success wins; until then the latest attempt
+        best[take] = x_adv[take]
+        fooled |= now_fooled
+    return best
 
 
 def pgd(
@@ -28,22 +70,12 @@ def pgd(
         x_adv, same shape as x, ||x_adv - x||_inf <= eps, in [0, 1].
     """
     alpha = step_size * eps
-    best = x.clone()
-    fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-    for _ in range(restarts):
-        delta = torch.zeros_like(x)
-        if random_start:
-            delta = (torch.rand(x.shape, device=x.device, generator=generator) * 2 - 1) * eps
-        x_adv = (x + delta).clamp(0, 1)
-        for _ in range(steps):
-            x_adv.requires_grad_(True)
-            loss = F.cross_entropy(model(x_adv).float(), y)
-            (grad,) = torch.autograd.grad(loss, x_adv)
-            x_adv = torch.min(torch.max(x_adv.detach() + alpha * grad.sign(), x - eps), x + eps).clamp(0, 1)
-        with torch.no_grad():
-            now_fooled = model(x_adv).argmax(1) != y
-        take = now_fooled & ~fooled
-        best[take] = x_adv[take]
-        best[~fooled & ~now_fooled] = x_adv[~fooled & ~now_fooled]  # keep the last attempt for unbroken samples
-        fooled |= now_fooled
-    return best.detach()
+
+    def step(x_adv: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        return torch.min(torch.max(x_adv + alpha * grad.sign(), x - eps), x + eps).clamp(0, 1)
+
+    def attempt() -> torch.Tensor:
+        delta = (torch.rand(x.shape, device=x.device, generator=generator) * 2 - 1) * eps if random_start else 0
+        return ascend(model, y, (x + delta).clamp(0, 1), steps, step)
+
+    return best_of_restarts(model, x, y, restarts, attempt)

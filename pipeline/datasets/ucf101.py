@@ -42,6 +42,18 @@ def read_split(root: Path, split: str, fold: int) -> list[tuple[Path, int]]:
     return items
 
 
+def require_layout(root: Path, fold: int) -> None:
+    """Raise FileNotFoundError naming the first missing part of the layout above."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"UCF101 root {root} does not exist: it must hold {VIDEO_DIR}/<Class>/*.avi and {SPLIT_DIR}/")
+    for name, what in (("classInd.txt", "lists '<1-based id> <ClassName>' per line"),
+                       (f"trainlist{fold:02d}.txt", "lists '<Class>/<file> <1-based id>' per line"),
+                       (f"testlist{fold:02d}.txt", "lists '<Class>/<file>' per line")):
+        _require(root / SPLIT_DIR / name, what)
+    if not (root / VIDEO_DIR).is_dir():
+        raise FileNotFoundError(f"missing UCF101 videos {root / VIDEO_DIR}/<Class>/*.avi: unpack UCF101.rar there")
+
+
 def write_layout(root: Path, videos: list[tuple[str, int, int]], class_names: list[str], ext: str) -> None:
     """Write classInd/trainlist01/testlist01 for (file stem, label, group) triples; groups 1-7 are test."""
     split_dir = root / SPLIT_DIR

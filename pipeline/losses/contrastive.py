@@ -55,6 +55,12 @@ def partner_mask(n: int, device: torch.device) -> torch.Tensor:
     return idx[:, None] == ((idx + n) % (2 * n))[None, :]
 
 
+def same_sample_mask(n: int, views: int, device: torch.device) -> torch.Tensor:
+    """Bool (VN, VN), True at (a, b) when rows a != b are views of the same sample (a = v*N + i)."""
+    sample = torch.arange(views * n, device=device) % n
+    return (sample[:, None] == sample[None, :]) & off_diagonal(views * n, device)
+
+
 def off_diagonal(m: int, device: torch.device) -> torch.Tensor:
     """Bool (M, M), True everywhere except the diagonal (an anchor is never its own negative)."""
     return ~torch.eye(m, dtype=torch.bool, device=device)

@@ -61,3 +61,18 @@ def neighbour_mask(neighbours: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     hit = hit | hit.T
     both = hit.repeat(2, 2)
     return both & off_diagonal(2 * n, idx.device) & ~partner_mask(n, idx.device)
+
+
+def expand_views(fn_mask: torch.Tensor, views: int) -> torch.Tensor:
+    """A two-view false-negative mask (2N, 2N) as a mask for `views` views per sample (VN, VN).
+
+    Samples i and k count as false negatives when any view pair of theirs is flagged (for
+    label and neighbour masks every view pair agrees, so the expansion is exact); every view
+    of i then treats every view of k as a false negative. Used by RoCL (three views: two
+    augmentations and the adversarial one).
+    """
+    n = fn_mask.shape[0] // 2
+    blocks = fn_mask.view(2, n, 2, n)
+    per_sample = blocks.any(dim=2).any(dim=0)  # (N, N)
+    per_sample = per_sample & ~torch.eye(n, dtype=torch.bool, device=fn_mask.device)
+    return per_sample.repeat(views, views)

@@ -18,7 +18,7 @@ RESULTS = "results"
 SEEDS = config["seeds"]
 DATASETS = config["datasets"]
 METHODS = list(config["pretrain"]["methods"])
-PROTOCOLS = config["finetune"]["protocols"]
+PROTOCOLS = list(config["finetune"]["protocols"])  # slf, alf[_x], aff[_x]: the `protocol` wildcard
 
 
 def config_error(key, message):
@@ -51,6 +51,13 @@ def check_references():
         name = embedded_name(root)
         if name is not None and name not in config["embed"]:
             config_error(f"decode.{ds}.root", f"{root} is under {RESULTS}/embed but embed: has no '{name}'")
+    for name, entry in config["finetune"]["protocols"].items():
+        unknown = [m for m in entry["methods"] if m not in METHODS]
+        if unknown:
+            config_error(f"finetune.protocols.{name}.methods", f"{unknown} are not pretrain.methods {METHODS}")
+        unused = set(entry["seeds"]) - {s for m in config["pretrain"]["methods"].values() for s in m["seeds"] or SEEDS}
+        if unused:
+            config_error(f"finetune.protocols.{name}.seeds", f"seeds {sorted(unused)} are not run by any pretraining method")
 
 
 def embedded_name(root):
@@ -66,7 +73,7 @@ wildcard_constraints:
     dataset="[A-Za-z0-9_]+",
     method="[A-Za-z0-9_]+",
     seed=r"\d+",
-    protocol="[a-z]+",
+    protocol="(slf|alf|aff)(_[a-z0-9]+)?",
     name="[A-Za-z0-9_]+",
 
 
@@ -175,11 +182,38 @@ def encoder_args(wildcards):
     return " ".join(f"--encoder {m}:{s}:{encoder_path(wildcards.dataset, m, s)}" for m, s in sorted(runs()))
 
 
+def protocol_methods(protocol):
+    """The pretraining methods a protocol covers (its `methods`, else all), in config order."""
+    chosen = config["finetune"]["protocols"][protocol]["methods"]
+    return [m for m in METHODS if not chosen or m in chosen]
+
+
+def protocol_seeds(protocol):
+    """The seeds a protocol covers ([] = every seed of each method)."""
+    return config["finetune"]["protocols"][protocol]["seeds"]
+
+
+def protocol_runs():
+    """Every (method, seed, protocol) finetune/evaluate job of the study."""
+    return [(m, s, p) for p in PROTOCOLS for m, s in runs()
+            if m in protocol_methods(p) and (not protocol_seeds(p) or s in protocol_seeds(p))]
+
+
+def finetune_cfg(wildcards):
+    """The finetune section with `protocols` cut down to this job's entry, minus the grid-only `methods`
+    and `seeds`: editing one protocol (or which jobs it covers) reruns only that protocol's jobs."""
+    section = config["finetune"]
+    entry = section["protocols"][wildcards.protocol]
+    return as_json({**section, "protocols": {wildcards.protocol: {**entry, "methods": [], "seeds": []}}})
+
+
 def report_grid():
     return as_json({
         "datasets": {ds: modality(ds) for ds in DATASETS}, "methods": METHODS, "seeds": SEEDS,
         "method_seeds": {m: method_seeds(m) for m in METHODS},
-        "protocols": PROTOCOLS, "mined": any(uses_mined(m) for m in METHODS),
+        "protocols": PROTOCOLS, "protocol_methods": {p: protocol_methods(p) for p in PROTOCOLS},
+        "protocol_seeds": {p: protocol_seeds(p) for p in PROTOCOLS},
+        "mined": any(uses_mined(m) for m in METHODS),
     })
 
 
@@ -191,9 +225,9 @@ def report_inputs():
     job = "{dataset}/{method}/seed{seed}"
     inputs = {
         "evaluate": [f"{RESULTS}/evaluate/{job}/{p}/robustness.json".format(dataset=d, method=m, seed=s)
-                     for d in DATASETS for m, s in runs() for p in PROTOCOLS],
+                     for d in DATASETS for m, s, p in protocol_runs()],
         "finetune": [f"{RESULTS}/finetune/{job}/{p}/metrics.json".format(dataset=d, method=m, seed=s)
-                     for d in DATASETS for m, s in runs() for p in PROTOCOLS],
+                     for d in DATASETS for m, s, p in protocol_runs()],
         "pretrain": [f"{RESULTS}/pretrain/{job}/metrics.json".format(dataset=d, method=m, seed=s) for d in DATASETS for m, s in runs()],
         "analyse": expand(f"{RESULTS}/analyse/{{dataset}}/representation.json", dataset=DATASETS),
     }

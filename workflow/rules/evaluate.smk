@@ -1,5 +1,9 @@
 rule evaluate:
-    """Clean and adversarial accuracy of one classifier on the test split."""
+    """Clean, adversarial (attack cascade per eps) and corruption accuracy of one classifier on the test split.
+
+    One robustness.json per classifier. A killed job resumes from the per-unit results the stage keeps in
+    `.robustness.json.partial/` next to the output (removed when the job succeeds).
+    """
     input:
         meta=f"{RESULTS}/decode/{{dataset}}/meta.json",
         model=f"{RESULTS}/finetune/{{dataset}}/{{method}}/seed{{seed}}/{{protocol}}/classifier.pt",

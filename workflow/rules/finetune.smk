@@ -1,5 +1,5 @@
 rule finetune:
-    """Train a classifier on a pretrained encoder under one protocol (slf: frozen encoder, linear head)."""
+    """Train a classifier on a pretrained encoder under one protocol (slf, alf[_x] or aff[_x])."""
     input:
         meta=f"{RESULTS}/decode/{{dataset}}/meta.json",
         encoder=f"{RESULTS}/pretrain/{{dataset}}/{{method}}/seed{{seed}}/encoder.pt",
@@ -7,7 +7,7 @@ rule finetune:
         model=f"{RESULTS}/finetune/{{dataset}}/{{method}}/seed{{seed}}/{{protocol}}/classifier.pt",
         metrics=f"{RESULTS}/finetune/{{dataset}}/{{method}}/seed{{seed}}/{{protocol}}/metrics.json",
     params:
-        cfg=section_cfg("finetune"),
+        cfg=finetune_cfg,
         code=code_hash("finetune"),
         data=data_dir,
     threads: 1

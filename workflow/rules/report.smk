@@ -28,6 +28,12 @@ rule report:
             caption="../report/training.rst",
             category="Training",
         ),
+        corruptions=report(f"{RESULTS}/report/corruptions.csv", caption="../report/tables.rst", category="Tables", labels={"file": "corruptions.csv"}),
+        corruption_plot=report(
+            expand(f"{RESULTS}/report/{{dataset}}_corruptions.png", dataset=DATASETS),
+            caption="../report/corruptions.rst",
+            category="Robustness",
+        ),
         uniformity=report(
             expand(f"{RESULTS}/report/{{dataset}}_uniformity.png", dataset=DATASETS),
             caption="../report/uniformity.rst",

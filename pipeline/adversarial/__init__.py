@@ -1,0 +1,43 @@
+"""Adversarial training methods for the ALF and AFF fine-tuning protocols.
+
+Each method is a loss `(model, x, y, ctx) -> scalar` that runs its own inner attack, plus
+the full-strength inner attack it uses. Keys equal the schema's `adversarial.training` enum.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pipeline.adversarial.context import LossFn, StepContext
+from pipeline.adversarial.dynamic import DynamicAdversary, dynamic
+from pipeline.adversarial.fgsm_rs import fast_attack
+from pipeline.adversarial.guard import CollapseGuard
+from pipeline.adversarial.inner import Attack, module_mode, perturb
+from pipeline.adversarial.pgd_at import adversarial_ce, pgd_attack
+from pipeline.adversarial.spat import spat, spat_consistency, spat_logits
+from pipeline.adversarial.trades import trades, trades_attack, trades_kl
+from pipeline.config import AdversarialConfig
+
+
+@dataclass(frozen=True)
+class TrainingMethod:
+    loss: LossFn
+    attack: Callable[[AdversarialConfig], Attack]  # the inner attack at full strength
+    cosine_head: bool = False  # trains a CosineClassifier (SPAT)
+    guarded: bool = False  # watched by the catastrophic-overfitting guard (fast FGSM)
+    regulated: bool = False  # starts from the clean SLF head; the dynamic adversary sets the attack
+
+
+TRAINING: dict[str, TrainingMethod] = {
+    "pgd_at": TrainingMethod(adversarial_ce, pgd_attack),
+    "trades": TrainingMethod(trades, trades_attack),
+    "fgsm_rs": TrainingMethod(adversarial_ce, fast_attack, guarded=True),
+    "spat": TrainingMethod(spat, trades_attack, cosine_head=True),  # type: ignore[arg-type]  # needs a CosineClassifier
+    "dynamic": TrainingMethod(dynamic, pgd_attack, regulated=True),
+}
+
+__all__ = [
+    "TRAINING", "Attack", "CollapseGuard", "DynamicAdversary", "StepContext", "TrainingMethod", "module_mode", "perturb",
+    "spat_consistency", "spat_logits", "trades_kl",
+]
