@@ -226,7 +226,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=None, help="image batch (default 512; 64 on CPU)")
     parser.add_argument("--batches", type=int, default=None, help="timed batches (default a full epoch on CUDA; 2 on CPU)")
     parser.add_argument("--warm", type=int, default=None, help="untimed warm-up batches (default 3 on CUDA, 1 on CPU)")
-    parser.add_argument("--rounds", type=int, default=None, help="alternating timing rounds of (b) and (c), fastest kept (default 1 on CUDA, 3 on CPU)")
+    parser.add_argument("--rounds", type=int, default=None, help="alternating timing rounds of (b) and (c), fastest kept (default 1 on CUDA, 5 on CPU)")
     parser.add_argument("--workers", type=int, default=None, help="lightly DataLoader workers (default 8; CPU: cores)")
     parser.add_argument("--clip-frames", type=int, default=None, help="default 16 (8 on CPU)")
     parser.add_argument("--clip-size", type=int, default=None, help="default 112 (56 on CPU)")
@@ -240,7 +240,7 @@ def fill_defaults(args: argparse.Namespace, cuda: bool) -> None:
     """Full size on CUDA; reduced on CPU (a full CPU epoch of ResNet-18 takes about an hour)."""
     full = {"batch": 512, "batches": EPOCH_IMAGES // 512, "warm": 3, "rounds": 1, "workers": 8, "clip_frames": 16, "clip_size": 112,
             "clip_batch": 32}
-    reduced = {"batch": 64, "batches": 2, "warm": 1, "rounds": 3, "workers": min(8, os.cpu_count() or 1), "clip_frames": 8,
+    reduced = {"batch": 64, "batches": 2, "warm": 1, "rounds": 5, "workers": min(8, os.cpu_count() or 1), "clip_frames": 8,
                "clip_size": 56, "clip_batch": 2}
     for key, value in (full if cuda else reduced).items():
         if getattr(args, key) is None:
