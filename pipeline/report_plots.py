@@ -15,8 +15,11 @@ from pipeline.io import atomic_path  # noqa: E402
 
 
 def method_colours(methods: list[str]) -> dict[str, tuple]:
-    cmap = plt.get_cmap("tab10")
-    return {m: cmap(i % 10) for i, m in enumerate(methods)}
+    if len(methods) <= 10:
+        cmap = plt.get_cmap("tab10")
+        return {m: cmap(i) for i, m in enumerate(methods)}
+    cmap = plt.get_cmap("tab20")  # distinct colours for up to 20 methods: tab10 would repeat
+    return {m: cmap(i % 20) for i, m in enumerate(methods)}
 
 
 def _save(fig, path: Path) -> None:
