@@ -261,8 +261,11 @@ def test_requeued_pretrain_job_resumes_from_its_checkpoint(slurm_study):
     the job runs again and the stage resumes from its epoch checkpoint."""
     workdir, epochs = slurm_study[0], 10
     out = workdir / "results" / "pretrain" / "digits" / "simclr" / "seed0"
-    # merged into config/config.yaml, by the main process and the jobs alike (--config would pass "10" as a string)
-    (workdir / "longer.yaml").write_text(yaml.safe_dump({"pretrain": {"image": {"epochs": epochs}}}))
+    # a complete study file (--configfile replaces config/config.yaml in the main process and the jobs
+    # alike; --config would pass "10" as a string): the study's own config with longer image pretraining
+    study = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
+    study["pretrain"]["image"]["epochs"] = epochs
+    (workdir / "longer.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
     cmd = snakemake_slurm(str(out.relative_to(workdir) / "encoder.pt"), "--configfile", "longer.yaml")
     proc = start(cmd, workdir, workdir / "requeue.log")
     try:
