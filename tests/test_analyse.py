@@ -56,3 +56,19 @@ def test_analyse_stage_writes_stats_and_heatmap(tmp_path, digits_dir):
     assert -4 <= test["uniformity"] <= 0 and 0 <= test["alignment"] <= 4
     assert len(test["class_distances"]) == 10
     assert (tmp_path / "heat.png").stat().st_size > 1000
+
+
+def test_subset_covers_every_class_of_a_class_sorted_split():
+    """A class-sorted split (as videos are decoded) keeps all classes; the first n would keep one."""
+    import numpy as np
+
+    from pipeline.analyse import subset
+    from pipeline.data import Split
+
+    y = torch.arange(5).repeat_interleave(20)  # 100 samples, sorted by class
+    x = np.arange(100 * 2, dtype=np.uint8).reshape(100, 2)  # memory-mapped style (numpy) data
+    small = subset(Split(x=x, y=y, device=torch.device("cpu")), 10)
+    assert sorted(small.y.tolist()) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    assert (small.x[:, 0] // 2).tolist() == [round(i * 99 / 9) for i in range(10)]  # x and y stay paired
+    tensor_small = subset(Split(x=torch.from_numpy(x), y=y, device=torch.device("cpu")), 10)
+    assert torch.equal(tensor_small.x, torch.from_numpy(small.x))

@@ -89,3 +89,45 @@ def test_h264_at_best_quality_is_close_to_the_input():
     y = CORRUPTIONS["h264"](x, 1)
     psnr = -10 * torch.log10(((y - x) ** 2).mean())
     assert psnr > 30
+
+
+@pytest.mark.parametrize("severity", [1, 3, 5])
+def test_gaussian_blur_agrees_with_torchvision(severity):
+    """The hand-written separable blur equals torchvision's gaussian_blur (same kernel, reflect padding)."""
+    from torchvision.transforms.v2.functional import gaussian_blur as tv_gaussian_blur
+
+    from pipeline.corruptions.blur import GAUSSIAN_SIGMA, separable_gaussian_blur
+
+    x = smooth_images(size=16) + 0.05 * torch.rand(8, 3, 16, 16, generator=gen())  # some high frequencies to blur
+    sigma = GAUSSIAN_SIGMA[severity - 1]
+    for k in (3, 5, 7):
+        ours = separable_gaussian_blur(x, k, sigma)
+        ref = tv_gaussian_blur(x, kernel_size=[k, k], sigma=[sigma, sigma])
+        torch.testing.assert_close(ours, ref, atol=1e-5, rtol=0)
+    assert (CORRUPTIONS["gaussian_blur"](x, severity) - x).abs().mean() > 1e-3  # it does blur
+
+
+@pytest.mark.parametrize("quality_severity", [1, 5])
+def test_jpeg_agrees_with_torchvision_codec(quality_severity):
+    """Pillow's JPEG round trip is libjpeg like torchvision's: the same images within codec rounding."""
+    import warnings
+
+    from torchvision.io import decode_jpeg, encode_jpeg
+
+    from pipeline.corruptions.common import to_uint8
+    from pipeline.corruptions.digital import JPEG_QUALITY
+
+    x = smooth_images(size=32)
+    ours = CORRUPTIONS["jpeg"](x, quality_severity)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        encoded = encode_jpeg(list(to_uint8(x)), quality=JPEG_QUALITY[quality_severity - 1])
+        ref = torch.stack(decode_jpeg(encoded)).float() / 255
+    assert (ours - ref).abs().max() <= 3 / 255  # encoder/decoder rounding, not a different quality
+    assert (ours - x).abs().mean() > 1e-3  # it is lossy
+
+
+def test_jpeg_gets_worse_with_severity():
+    x = smooth_images(size=32) + 0.1 * torch.rand(8, 3, 32, 32, generator=gen())
+    errors = [(CORRUPTIONS["jpeg"](x.clamp(0, 1), s) - x.clamp(0, 1)).abs().mean() for s in (1, 3, 5)]
+    assert errors[0] < errors[1] < errors[2]

@@ -265,3 +265,14 @@ def test_cuda_inner_attack_in_bf16_channels_last_stays_in_bounds(digits_dir):
         x_adv = acl_views(ctx, v, y, idx)
     assert x_adv.is_contiguous(memory_format=torch.channels_last)
     assert (x_adv - v).abs().max() <= 8 / 255 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+
+
+def test_cpu_runtime_keeps_freed_memory_in_the_heap():
+    """On glibc, mallopt accepts both settings (returns 1); elsewhere the call is a no-op."""
+    import platform
+
+    from pipeline import runtime
+
+    applied = runtime.keep_freed_memory_in_heap()
+    assert applied == (platform.libc_ver()[0] == "glibc")
+    assert runtime.setup("cpu", "auto", threads=1).dtype == torch.float32
