@@ -45,7 +45,7 @@ from pipeline.config import PretrainConfig, from_dict  # noqa: E402
 from pipeline.data import Split  # noqa: E402
 from pipeline.losses import nt_xent  # noqa: E402
 from pipeline.optim import build_optimizer, warmup_cosine  # noqa: E402
-from pipeline.pretrain import StepContext, build_nets, maybe_compile, project, train_epoch  # noqa: E402
+from pipeline.pretrain import Projector, StepContext, build_nets, maybe_compile, project, train_epoch  # noqa: E402
 
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 EPOCH_IMAGES = 50_000  # CIFAR-10's training set
@@ -77,7 +77,7 @@ def stage_setup(cfg: PretrainConfig, rt: runtime.Runtime, is_video: bool):
     maybe_compile(nets, cfg.model.compile)
     opt = build_optimizer(list(nets.parameters()), cfg.model.optimizer, cfg.model.lr, cfg.model.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(10_000, 0))
-    return StepContext(cfg, nets, rt, None, torch.Generator(device=rt.device).manual_seed(1)), opt, sched
+    return StepContext(cfg, nets, Projector(nets), rt, None, torch.Generator(device=rt.device).manual_seed(1)), opt, sched
 
 
 def resident_split(shape: tuple[int, ...], n: int, rt: runtime.Runtime) -> Split:

@@ -69,6 +69,12 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
+def abort() -> None:
+    """Leave the process group after an error, without the barrier (the other ranks may never reach it)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def world_size() -> int:
     return dist.get_world_size() if dist.is_initialized() else 1
 
@@ -85,6 +91,16 @@ def is_main() -> bool:
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
+
+
+@torch.no_grad()
+def mean_over_ranks(x: torch.Tensor) -> torch.Tensor:
+    """The mean of `x` over ranks (a logged loss, a stopping decision every rank must share)."""
+    if world_size() == 1:
+        return x
+    x = x.float().clone()
+    dist.all_reduce(x, op=dist.ReduceOp.SUM)
+    return x / world_size()
 
 
 class _GatherWithGrad(torch.autograd.Function):

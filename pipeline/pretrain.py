@@ -12,6 +12,14 @@ memory-mapped arrays with prefetch. A checkpoint is written atomically every
 `checkpoint_every` epochs and a rerun resumes from it; a non-finite loss stops the stage
 and keeps the last good checkpoint.
 
+Several GPUs (a SLURM job with `gpu: N`): the stage relaunches itself under torchrun, one
+rank per GPU (`pipeline/distributed.py`). Every rank draws the same global batch and trains
+on its shard under DistributedDataParallel (SyncBatchNorm on CUDA); the projections, labels
+and indices of all ranks are gathered before the loss, so the loss and the false-negative
+masks see the global batch exactly as one process would. Inner attacks (CLAE, RoCL, ACL)
+run on each rank's shard, as multi-GPU implementations of these methods do. Rank 0 alone
+writes checkpoints, outputs and logs.
+
     python -m pipeline.pretrain --cfg '<json>' --seed 0 --data results/decode/digits \
         [--mined results/mine/digits/seed0/false_negatives.npz] \
         --out-encoder .../encoder.pt --out-metrics .../metrics.json
@@ -21,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import json
 import resource
@@ -35,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline import runtime
+from pipeline import distributed, runtime
 from pipeline.augment import augment
 from pipeline.config import PretrainConfig, from_json
 from pipeline.data import Split, batch_indices, embed, load_split, prefetched
@@ -102,7 +111,8 @@ class StepContext:
     """What a method's loss needs besides the batch."""
 
     cfg: PretrainConfig
-    nets: nn.ModuleDict
+    nets: nn.ModuleDict  # the plain modules: inner attacks, kNN monitor, checkpoints
+    model: nn.Module  # `Projector(nets)`, inside DistributedDataParallel on several ranks: the trained forward passes
     rt: runtime.Runtime
     mined: MinedFalseNegatives | None
     gen: torch.Generator  # on the device: augmentations and attack random starts
@@ -155,6 +165,30 @@ def project(nets: nn.ModuleDict, x: torch.Tensor, adversarial: bool = False) -> 
         return nets["head"](nets["encoder"](x))
 
 
+class Projector(nn.Module):
+    """Encoder then head as one module: DistributedDataParallel wraps a module and hooks its forward."""
+
+    def __init__(self, nets: nn.ModuleDict) -> None:
+        super().__init__()
+        self.nets = nets
+
+    def forward(self, x: torch.Tensor, adversarial: bool = False) -> torch.Tensor:
+        return project(self.nets, x, adversarial)
+
+
+def gather_batch(projections: tuple[torch.Tensor, ...], y: torch.Tensor, idx: torch.Tensor
+                 ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor]:
+    """The global batch from every rank's shard: projections (differentiable), labels, indices.
+
+    Row r * B + j holds sample j of rank r, the order `distributed.shard` split the batch in,
+    so a loss and a false-negative mask built on the result are those of one process on the
+    global batch. One process: the inputs unchanged.
+    """
+    if distributed.world_size() == 1:
+        return projections, y, idx
+    return tuple(distributed.gather_with_grad(z) for z in projections), distributed.gather(y), distributed.gather(idx)
+
+
 @contextlib.contextmanager
 def attack_mode(ctx: StepContext) -> Iterator[None]:
     """The BatchNorm mode of the inner attack (config `attack.bn_mode`), restored afterwards."""
@@ -174,19 +208,25 @@ def inner_attack(ctx: StepContext, objective: Callable[[torch.Tensor], torch.Ten
 
 
 def ce_step(ctx: StepContext, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """Supervised cross-entropy on one view from the same augmentation pipeline."""
+    """Supervised cross-entropy on one view from the same augmentation pipeline.
+
+    Per-sample, so nothing is gathered: DDP's average of the ranks' shard means (equal
+    shards) is the global mean.
+    """
     v = ctx.rt.to_memory_format(augment(x, ctx.cfg.model.augment, ctx.gen))
-    return F.cross_entropy(ctx.nets["head"](ctx.nets["encoder"](v)).float(), y)
+    return F.cross_entropy(ctx.model(v).float(), y)
 
 
 def supcon_step(ctx: StepContext, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    z1, z2 = project(ctx.nets, torch.cat(ctx.views(x))).chunk(2)  # one pass: BN sees both views
+    z1, z2 = ctx.model(torch.cat(ctx.views(x))).chunk(2)  # one pass: BN sees both views
+    (z1, z2), y, _ = gather_batch((z1, z2), y, idx)
     return supcon(z1, z2, y, temperature=ctx.cfg.model.temperature)
 
 
 def contrastive_step(ctx: StepContext, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """NT-Xent or focal-InfoNCE on two views, with the method's false-negative mask."""
-    z1, z2 = project(ctx.nets, torch.cat(ctx.views(x))).chunk(2)
+    z1, z2 = ctx.model(torch.cat(ctx.views(x))).chunk(2)
+    (z1, z2), y, idx = gather_batch((z1, z2), y, idx)
     extra = {"margin": ctx.cfg.method.focal_margin} if ctx.cfg.method.loss == "focal_infonce" else {}
     mask = ctx.mask(y, idx, z1, z2, record=True)
     return CONTRASTIVE_LOSSES[ctx.cfg.method.loss](z1, z2, fn_mask=mask, **ctx.loss_kwargs(), **extra)
@@ -231,9 +271,11 @@ def acl_views(ctx: StepContext, v: torch.Tensor, y: torch.Tensor, idx: torch.Ten
 def clae_step(ctx: StepContext, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """CLAE: NT-Xent(v1, v2) + alpha NT-Xent(v1, x_adv); x_adv through the adversarial BN."""
     v1, v2 = ctx.views(x)
-    z1, z2 = project(ctx.nets, torch.cat([v1, v2])).chunk(2)
+    z1, z2 = ctx.model(torch.cat([v1, v2])).chunk(2)
+    shard_mask = ctx.mask(y, idx, z1, z2)  # the inner attack sees this rank's shard
+    z_adv = ctx.model(clae_view(ctx, v1, shard_mask), adversarial=True)
+    (z1, z2, z_adv), y, idx = gather_batch((z1, z2, z_adv), y, idx)
     mask = ctx.mask(y, idx, z1, z2, record=True)
-    z_adv = project(ctx.nets, clae_view(ctx, v1, mask), adversarial=True)
     return ADVERSARIAL_LOSSES["clae"](z1, z2, z_adv, alpha=ctx.cfg.method.adv_weight, fn_mask=mask, **ctx.loss_kwargs())
 
 
@@ -241,7 +283,8 @@ def rocl_step(ctx: StepContext, x: torch.Tensor, y: torch.Tensor, idx: torch.Ten
     """RoCL: 3-view NT-Xent over (v1, v2, x_adv) in one BatchNorm pass, as RoCL does."""
     v1, v2 = ctx.views(x)
     x_adv = rocl_view(ctx, v1, v2, y, idx)
-    z1, z2, z_adv = project(ctx.nets, torch.cat([v1, v2, x_adv])).chunk(3)
+    z1, z2, z_adv = ctx.model(torch.cat([v1, v2, x_adv])).chunk(3)
+    (z1, z2, z_adv), y, idx = gather_batch((z1, z2, z_adv), y, idx)
     mask = ctx.mask(y, idx, z1, z2, record=True)
     return ADVERSARIAL_LOSSES["rocl"](z1, z2, z_adv, fn_mask=mask, **ctx.loss_kwargs())
 
@@ -249,9 +292,10 @@ def rocl_step(ctx: StepContext, x: torch.Tensor, y: torch.Tensor, idx: torch.Ten
 def acl_step(ctx: StepContext, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """ACL dual stream: clean pair through the clean BN, attacked pair through the adversarial BN."""
     v = torch.cat(ctx.views(x))
-    z1, z2 = project(ctx.nets, v).chunk(2)
+    z1, z2 = ctx.model(v).chunk(2)
+    a1, a2 = ctx.model(acl_views(ctx, v, y, idx), adversarial=True).chunk(2)
+    (z1, z2, a1, a2), y, idx = gather_batch((z1, z2, a1, a2), y, idx)
     mask = ctx.mask(y, idx, z1, z2, record=True)
-    a1, a2 = project(ctx.nets, acl_views(ctx, v, y, idx), adversarial=True).chunk(2)
     return ADVERSARIAL_LOSSES["acl"](z1, z2, a1, a2, weight=ctx.cfg.method.adv_weight, fn_mask=mask, **ctx.loss_kwargs())
 
 
@@ -316,25 +360,31 @@ def train_step(ctx: StepContext, opt, sched, x: torch.Tensor, y: torch.Tensor, i
     """One optimiser step; raises NonFiniteLoss before touching the weights."""
     with ctx.rt.autocast():
         loss = method_loss(ctx, x, y, idx)
-    if not torch.isfinite(loss):
-        raise NonFiniteLoss(f"loss is {loss.item()} at epoch {ctx.epoch + 1}; lower pretrain lr or check the data. "
+    reported = distributed.mean_over_ranks(loss.detach())  # every rank takes the same decision below
+    if not torch.isfinite(reported):
+        raise NonFiniteLoss(f"loss is {reported.item()} at epoch {ctx.epoch + 1}; lower pretrain lr or check the data. "
                             "The last good checkpoint is kept; rerunning resumes from it.")
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
     sched.step()
-    return loss.detach()
+    return reported
 
 
 def train_epoch(ctx: StepContext, opt, sched, train: Split, batch_gen: torch.Generator) -> dict:
-    """One pass over the shuffled training split (drop_last); returns the epoch's metrics."""
+    """One pass over the shuffled training split (drop_last); returns the epoch's metrics.
+
+    `batch_gen` is seeded alike on every rank: all ranks draw the same global batches and
+    each trains on its shard of them.
+    """
     ctx.nets.train()
     ctx.fn_counts = None
-    batches = list(batch_indices(len(train), ctx.cfg.model.batch_size, shuffle=True, drop_last=True, generator=batch_gen))
+    global_batches = batch_indices(len(train), ctx.cfg.model.batch_size, shuffle=True, drop_last=True, generator=batch_gen)
+    batches = [distributed.shard(b) for b in global_batches]
     losses, seen, start = [], 0, time.perf_counter()
     for idx, x in prefetched(train, batches):
         losses.append(train_step(ctx, opt, sched, ctx.rt.to_memory_format(x), train.y[idx], idx))
-        seen += len(idx)
+        seen += len(idx) * distributed.world_size()
     if ctx.rt.is_cuda:
         torch.cuda.synchronize(ctx.rt.device)
     seconds = time.perf_counter() - start
@@ -351,7 +401,7 @@ def maybe_compile(nets: nn.ModuleDict, enabled: bool) -> None:
 
 def run_summary(cfg: PretrainConfig, rt: runtime.Runtime, nets: nn.ModuleDict, train: Split) -> dict:
     """How the run was executed: recorded next to the results (inner-attack settings included)."""
-    out = {"runtime": rt.describe(), "streamed": train.streamed, "compile": cfg.model.compile,
+    out = {"runtime": rt.describe(), "world_size": distributed.world_size(), "streamed": train.streamed, "compile": cfg.model.compile,
            "dual_bn": has_dual_bn(nets), "peak_memory_mb": runtime.peak_memory_mb(rt),
            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     if cfg.method.loss in ADVERSARIAL_LOSSES:
@@ -376,47 +426,79 @@ def save_encoder(path: Path, nets: nn.ModuleDict, cfg: PretrainConfig, cfg_json:
 
 def run(cfg: PretrainConfig, cfg_json: str, seed: int, data_dir: Path, mined_path: Path | None,
         out_encoder: Path, out_metrics: Path, threads: int = 1, stop_after: int | None = None) -> dict:
-    """Train, checkpointing each `checkpoint_every` epochs; `stop_after` simulates a kill (tests)."""
-    rt = runtime.setup(cfg.device, cfg.precision, threads)
-    runtime.seed_everything(seed)
+    """Train, checkpointing each `checkpoint_every` epochs; `stop_after` simulates a kill (tests).
+
+    One process, or one rank of a torchrun job (the process group comes from its environment).
+    Returns the metrics (on ranks other than 0: only {"rank": r}).
+    """
+    world = distributed.from_env().world_size
+    rt = runtime.setup(cfg.device, cfg.precision, max(1, threads // world))  # the job's CPUs are shared by its ranks
+    me = distributed.init_from_env(rt.device.type)
+    if me.world_size > 1 and rt.is_cuda:
+        rt = dataclasses.replace(rt, device=torch.device("cuda", me.local_rank))
+    try:
+        nets, metrics = train_and_save(cfg, cfg_json, seed, data_dir, mined_path, out_encoder, out_metrics, rt, stop_after)
+    except BaseException:
+        distributed.abort()  # no barrier: the other ranks may never reach it; torchrun stops them
+        raise
+    distributed.teardown()
+    return metrics
+
+
+def train_and_save(cfg: PretrainConfig, cfg_json: str, seed: int, data_dir: Path, mined_path: Path | None,
+                   out_encoder: Path, out_metrics: Path, rt: runtime.Runtime, stop_after: int | None = None
+                   ) -> tuple[nn.ModuleDict, dict]:
+    """The training loop of `run` on an initialised runtime (and process group); returns the trained nets and metrics."""
+    runtime.seed_everything(seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     meta = read_json(data_dir / "meta.json")
     train, test = load_split(data_dir, "train", rt.device, cfg.budget_mb), load_split(data_dir, "test", rt.device, cfg.budget_mb)
     if len(train) < cfg.model.batch_size:
         raise ValueError(f"pretrain batch_size {cfg.model.batch_size} exceeds the {len(train)} training samples of {data_dir}")
+    if cfg.model.batch_size % distributed.world_size():
+        raise ValueError(f"pretrain batch_size {cfg.model.batch_size} (the global batch) does not split over "
+                         f"{distributed.world_size()} GPUs; use a multiple of {distributed.world_size()}")
     nets = runtime.prepare_module(build_nets(cfg, meta, train.is_video), rt, train.is_video)
+    nets = distributed.sync_batchnorm(nets)  # CUDA ranks: batch statistics over the global batch
     mined = MinedFalseNegatives(mined_path, rt.device) if cfg.method.false_negatives == "mined" else None
-    lr = cfg.model.lr * cfg.model.batch_size / 256  # lr is per 256 samples
+    lr = cfg.model.lr * cfg.model.batch_size / 256  # lr is per 256 samples (of the global batch)
     opt = build_optimizer(list(nets.parameters()), cfg.model.optimizer, lr, cfg.model.weight_decay)
     steps_per_epoch = len(train) // cfg.model.batch_size
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, warmup_cosine(cfg.model.epochs * steps_per_epoch, cfg.model.warmup_epochs * steps_per_epoch))
-    gens = [torch.Generator().manual_seed(seed), torch.Generator(device=rt.device).manual_seed(seed + 1)]
+    batch_gen, aug_gen = torch.Generator().manual_seed(seed), torch.Generator(device=rt.device)
     ckpt, fingerprint = out_encoder.with_name("checkpoint.pt"), config_fingerprint(cfg_json, seed, data_dir)
-    done, history = try_resume(ckpt, nets, opt, sched, gens, fingerprint)
+    done, history = try_resume(ckpt, nets, opt, sched, [batch_gen], fingerprint)
     maybe_compile(nets, cfg.model.compile)
-    ctx = StepContext(cfg, nets, rt, mined, gens[1])
+    ctx = StepContext(cfg, nets, distributed.wrap(Projector(nets)), rt, mined, aug_gen)
     for epoch in range(done, cfg.model.epochs):
         ctx.epoch = epoch
-        stats = train_epoch(ctx, opt, sched, train, gens[0])
-        if cfg.model.knn_every and (epoch + 1) % cfg.model.knn_every == 0:
-            stats["knn_acc"] = monitor_knn(nets, train, test, cfg, meta["num_classes"])
-        history.append(stats)
-        print(f"pretrain epoch {epoch + 1}/{cfg.model.epochs} loss {stats['loss']:.4f} "
-              f"{stats['samples_per_s']:.0f} samples/s {stats.get('knn_acc', '')}", file=sys.stderr, flush=True)
-        if (epoch + 1) % cfg.model.checkpoint_every == 0 or epoch + 1 == cfg.model.epochs:
-            save_checkpoint(ckpt, nets, opt, sched, epoch + 1, gens, history, fingerprint)
+        # Reseeded per epoch and per rank: ranks draw different augmentations, and a resumed
+        # run continues with the draws the uninterrupted run would have made.
+        aug_gen.manual_seed(distributed.rank_seed(seed + 1) + 7919 * epoch)
+        stats = train_epoch(ctx, opt, sched, train, batch_gen)
+        if distributed.is_main():
+            if cfg.model.knn_every and (epoch + 1) % cfg.model.knn_every == 0:
+                stats["knn_acc"] = monitor_knn(nets, train, test, cfg, meta["num_classes"])
+            history.append(stats)
+            print(f"pretrain epoch {epoch + 1}/{cfg.model.epochs} loss {stats['loss']:.4f} "
+                  f"{stats['samples_per_s']:.0f} samples/s {stats.get('knn_acc', '')}", file=sys.stderr, flush=True)
+            if (epoch + 1) % cfg.model.checkpoint_every == 0 or epoch + 1 == cfg.model.epochs:
+                save_checkpoint(ckpt, nets, opt, sched, epoch + 1, [batch_gen], history, fingerprint)
         if stop_after is not None and epoch + 1 >= stop_after:
-            return {"stopped_after": epoch + 1}
+            return nets, {"stopped_after": epoch + 1}
+    if not distributed.is_main():
+        return nets, {"rank": distributed.rank()}
     knn = monitor_knn(nets, train, test, cfg, meta["num_classes"])
     metrics = {"history": history, "knn_acc": knn, "train_seconds": round(sum(h["seconds"] for h in history), 3),
                **run_summary(cfg, rt, nets, train), "config": json.loads(cfg_json), "seed": seed}
     save_encoder(out_encoder, nets, cfg, cfg_json, meta, seed, knn)
     write_json(out_metrics, metrics)
     ckpt.unlink(missing_ok=True)  # the encoder is the finished output; the checkpoint only served resumption
-    return metrics
+    return nets, metrics
 
 
 def main(argv: list[str] | None = None) -> None:
+    distributed.relaunch_if_multi_gpu("pipeline.pretrain", sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cfg", required=True, help="JSON: device, precision, budget_mb, model, method")
     parser.add_argument("--seed", type=int, required=True)
@@ -430,7 +512,8 @@ def main(argv: list[str] | None = None) -> None:
     if cfg.method.false_negatives == "mined" and args.mined is None:
         parser.error("false_negatives: mined needs --mined <mine output>")
     metrics = run(cfg, args.cfg, args.seed, args.data, args.mined, args.out_encoder, args.out_metrics, args.threads)
-    print(f"pretrain: kNN accuracy {metrics['knn_acc']:.4f} in {metrics['train_seconds']} s", file=sys.stderr)
+    if "knn_acc" in metrics:  # rank 0
+        print(f"pretrain: kNN accuracy {metrics['knn_acc']:.4f} in {metrics['train_seconds']} s", file=sys.stderr)
 
 
 if __name__ == "__main__":

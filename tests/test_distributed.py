@@ -11,6 +11,8 @@ the test shows that too, so it would catch the bug.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import socket
 from pathlib import Path
@@ -157,3 +159,86 @@ def test_torchrun_command_launches_one_rank_per_slurm_gpu(monkeypatch):
     assert cmd[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4", "-m", "pipeline.pretrain", "--seed", "0"]
     monkeypatch.delenv("SLURM_GPUS_ON_NODE")
     assert distributed.allocated_gpus() == 1
+
+
+# ---- the pretrain stage on 2 ranks -----------------------------------------------------------
+STAGE_CASES = {
+    "simclr_oracle": {"loss": "nt_xent", "false_negatives": "oracle"},
+    "acl": {"loss": "acl", "attack": {"eps": 8, "steps": 1, "step_size": 1.0}},  # dual BN, two forwards, inner attack
+    "supervised": {"loss": "ce"},
+}
+
+
+def stage_cfg(method: dict) -> tuple:
+    from pipeline.config import PretrainConfig, from_dict
+    from tests.conftest import pretrain_cfg
+
+    raw = pretrain_cfg(method, {"epochs": 1, "batch_size": 64})
+    return from_dict(PretrainConfig, raw, "pretrain"), json.dumps(raw)
+
+
+def run_stage(name: str, data_dir: Path, out: Path) -> tuple[nn.ModuleDict, dict]:
+    """pretrain.run for one case; returns what `train_and_save` trained on this rank, and run's metrics."""
+    from pipeline import pretrain
+
+    trained = {}
+    real = pretrain.train_and_save
+
+    def spy(*args, **kwargs):
+        trained["nets"], metrics = real(*args, **kwargs)
+        return trained["nets"], metrics
+
+    pretrain.train_and_save = spy
+    try:
+        cfg, raw = stage_cfg(STAGE_CASES[name])
+        metrics = pretrain.run(cfg, raw, 0, data_dir, None, out / name / "encoder.pt", out / name / "metrics.json", threads=1)
+    finally:
+        pretrain.train_and_save = real
+    return trained["nets"], metrics
+
+
+def _stage_worker(rank: int, ports: list[int], data_dir: str, out: str) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1")
+    results = {}
+    for name, port in zip(STAGE_CASES, ports, strict=True):
+        os.environ["MASTER_PORT"] = str(port)  # one job per case: a fresh rendezvous, as torchrun gives each job
+        nets, metrics = run_stage(name, Path(data_dir), Path(out) / f"rank{rank}")  # each rank its own folder: who writes?
+        results[name] = {"params": {k: p.detach().clone() for k, p in nets.named_parameters()}, "metrics": json.dumps(metrics)}
+    torch.save(results, Path(out) / f"rank{rank}.pt")
+
+
+@pytest.fixture(scope="module")
+def stage_ranks(tmp_path_factory, digits_dir) -> tuple[Path, list[dict]]:
+    out = tmp_path_factory.mktemp("ddp_stage")
+    with contextlib.ExitStack() as held:  # bound together, so the ports are distinct
+        sockets = [held.enter_context(socket.socket()) for _ in STAGE_CASES]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        ports = [sock.getsockname()[1] for sock in sockets]
+    mp.start_processes(_stage_worker, args=(ports, str(digits_dir), str(out)), nprocs=WORLD, join=True, start_method="fork")
+    return out, [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+
+
+@pytest.mark.parametrize("name", list(STAGE_CASES))
+def test_pretrain_on_two_ranks_keeps_replicas_equal_and_only_rank0_writes(stage_ranks, name):
+    out, (rank0, rank1) = stage_ranks
+    for key, p in rank0[name]["params"].items():  # DDP averaged the same gradients into the same weights
+        torch.testing.assert_close(rank1[name]["params"][key], p, rtol=0, atol=1e-6, msg=key)
+    metrics = json.loads(rank0[name]["metrics"])
+    assert metrics["world_size"] == WORLD and 0 <= metrics["knn_acc"] <= 1
+    assert (out / "rank0" / name / "encoder.pt").exists() and not (out / "rank0" / name / "checkpoint.pt").exists()
+    assert json.loads(rank1[name]["metrics"]) == {"rank": 1} and not (out / "rank1" / name).exists()
+
+
+def test_pretrain_on_two_ranks_masks_false_negatives_over_the_global_batch(stage_ranks, digits_dir, tmp_path):
+    """Oracle false negatives flagged per anchor equal one process's on the same global batches.
+
+    On shards of 32 an anchor would see about half as many same-class samples as in the
+    global batch of 64: the mask must be built after the gather.
+    """
+    _, (rank0, _) = stage_ranks
+    _, single = run_stage("simclr_oracle", digits_dir, tmp_path)
+    ddp_epoch, single_epoch = json.loads(rank0["simclr_oracle"]["metrics"])["history"][0], single["history"][0]
+    for key in ("fn_per_anchor", "fn_precision", "fn_recall"):
+        assert ddp_epoch[key] == single_epoch[key], key
+    assert single["world_size"] == 1

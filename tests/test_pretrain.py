@@ -21,6 +21,7 @@ from pipeline.pretrain import (
     STEPS,
     MinedFalseNegatives,
     NonFiniteLoss,
+    Projector,
     StepContext,
     acl_views,
     attack_mode,
@@ -135,7 +136,7 @@ def step_context(data_dir, method: dict, seed: int = 0) -> tuple[StepContext, to
     rt = runtime.setup("cpu", "fp32")
     train = load_split(data_dir, "train", rt.device)
     idx = torch.arange(32)
-    return StepContext(cfg, nets, rt, None, torch.Generator().manual_seed(seed)), train.batch(idx), train.y[idx], idx
+    return StepContext(cfg, nets, Projector(nets), rt, None, torch.Generator().manual_seed(seed)), train.batch(idx), train.y[idx], idx
 
 
 def test_clae_view_raises_the_contrastive_loss_within_eps(digits_dir):

@@ -282,3 +282,20 @@ def test_requeued_pretrain_job_resumes_from_its_checkpoint(slurm_study):
     assert "resumed from" in stage_log, stage_log[-2000:]
     history = json.loads((out / "metrics.json").read_text())["history"]
     assert [h["epoch"] for h in history] == list(range(1, epochs + 1))
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(400)
+def test_pretrain_rule_with_two_gpus_trains_data_parallel(slurm_study):
+    """`pretrain: gpu: 2` in a profile: the rule's SLURM job gets 2 GPUs, the stage relaunches
+    itself under torchrun as 2 ranks (gloo on this CPU node) and rank 0 writes the encoder."""
+    workdir = slurm_study[0]
+    target = "results/pretrain/digits/supervised/seed0/encoder.pt"
+    since = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
+    cmd = snakemake_slurm(target, "--forcerun", target, "--set-resources", "pretrain:gpu=2", "pretrain:cpus_per_gpu=1")
+    rc = finish(start(cmd, workdir, workdir / "two_gpus.log"), timeout=350)
+    assert rc == 0, (workdir / "two_gpus.log").read_text(errors="replace")[-5000:]
+    metrics = json.loads((workdir / target).with_name("metrics.json").read_text())
+    assert metrics["world_size"] == 2, metrics
+    jobs = [j for j in sacct_jobs(since) if j["Comment"].startswith("rule_pretrain")]
+    assert len(jobs) == 1 and "gres/gpu=2" in jobs[0]["AllocTRES"], jobs
