@@ -242,3 +242,16 @@ def test_pretrain_on_two_ranks_masks_false_negatives_over_the_global_batch(stage
     for key in ("fn_per_anchor", "fn_precision", "fn_recall"):
         assert ddp_epoch[key] == single_epoch[key], key
     assert single["world_size"] == 1
+
+
+def test_one_gpu_stage_says_when_its_job_holds_several(monkeypatch, capsys):
+    from pipeline import evaluate
+
+    monkeypatch.setenv("SLURM_GPUS_ON_NODE", "4")
+    assert distributed.warn_if_gpus_idle("evaluate")
+    assert "holds 4 GPUs but evaluate runs on one" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # main() warns first, then argparse stops on the missing arguments
+        evaluate.main([])
+    assert "evaluate runs on one" in capsys.readouterr().err
+    monkeypatch.setenv("SLURM_GPUS_ON_NODE", "1")
+    assert not distributed.warn_if_gpus_idle("evaluate") and capsys.readouterr().err == ""
