@@ -271,7 +271,9 @@ def main() -> None:
     relaunch_if_multi_gpu("pipeline.distributed", sys.argv[1:])
     me = init_from_env()
     error = self_check()
-    print(f"rank {me.rank}/{me.world_size}: |DDP - single process| = {error:.2e} ({'ok' if error < 1e-5 else 'WRONG'})", flush=True)
+    line = f"rank {me.rank}/{me.world_size}: |DDP - single process| = {error:.2e} ({'ok' if error < 1e-5 else 'WRONG'})\n"
+    sys.stdout.write(line)  # one write: the ranks share the job's stdout, and print's two writes interleave
+    sys.stdout.flush()
     teardown()
     sys.exit(0 if error < 1e-5 else 1)
 
