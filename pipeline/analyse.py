@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline import distributed, runtime
+from pipeline import runtime
 from pipeline.augment import augment
 from pipeline.classifier import load_encoder
 from pipeline.config import AnalyseConfig, ModelConfig, from_dict, from_json
@@ -109,7 +109,7 @@ def parse_encoder(text: str) -> tuple[str, int, Path]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    distributed.warn_if_gpus_idle("analyse")
+    runtime.warn_if_gpus_idle("analyse")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cfg", required=True, help="JSON of the `analyse` section")
     parser.add_argument("--data", type=Path, required=True)

@@ -29,6 +29,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from pipeline.runtime import allocated_gpus
+
 
 @dataclass(frozen=True)
 class Rank:
@@ -201,24 +203,6 @@ def wrap(module: nn.Module) -> nn.Module:
 
 
 # ---- launching ------------------------------------------------------------------------------
-def allocated_gpus() -> int:
-    """GPUs SLURM gave this job (sbatch --gpus=N sets SLURM_GPUS_ON_NODE); 1 outside SLURM.
-
-    A local run stays on one process: Snakemake's local `--resources gpu=N` only caps how
-    many jobs run at once, it does not hand devices to jobs.
-    """
-    return int(os.environ.get("SLURM_GPUS_ON_NODE", "1") or 1)
-
-
-def warn_if_gpus_idle(stage: str) -> bool:
-    """Say so when a one-GPU stage's job holds several GPUs (the others would idle unseen)."""
-    nproc = allocated_gpus()
-    if nproc > 1:
-        print(f"{stage}: this job holds {nproc} GPUs but {stage} runs on one; only pretrain runs data parallel. "
-              f"Give the {stage} rule gpu: 1 in the profile's set-resources.", file=sys.stderr, flush=True)
-    return nproc > 1
-
-
 def under_torchrun() -> bool:
     return "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_RANK" in os.environ
 

@@ -54,7 +54,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline import distributed, runtime
+from pipeline import runtime
 from pipeline.attacks import ATTACKS, BLACK_BOX, DESCRIBE, IMPLEMENTATION, NORM, STANDALONE
 from pipeline.attacks.adapters import num_classes
 from pipeline.attacks.autoattack import state_robust_flags
@@ -380,7 +380,7 @@ def run(cfg: EvaluateConfig, seed: int, data_dir: Path, model_path: Path, out: P
 
 
 def main(argv: list[str] | None = None) -> None:
-    distributed.warn_if_gpus_idle("evaluate")
+    runtime.warn_if_gpus_idle("evaluate")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cfg", required=True, help="JSON of the `evaluate` section")
     parser.add_argument("--seed", type=int, default=0)

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from pipeline import distributed, runtime
+from pipeline import runtime
 from pipeline.adversarial import TRAINING
 from pipeline.adversarial.inner import to_layout
 from pipeline.adversarial.loop import Holdout, adversarial_train, split_holdout
@@ -178,7 +178,7 @@ def run(cfg: FinetuneConfig, protocol: str, seed: int, data_dir: Path, encoder_p
 
 
 def main(argv: list[str] | None = None) -> None:
-    distributed.warn_if_gpus_idle("finetune")
+    runtime.warn_if_gpus_idle("finetune")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cfg", required=True, help="JSON of the `finetune` section (protocols: this job's entry)")
     parser.add_argument("--protocol", required=True, help="slf, alf[_suffix] or aff[_suffix]")

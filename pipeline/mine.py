@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline import distributed, runtime
+from pipeline import runtime
 from pipeline.classifier import load_encoder
 from pipeline.config import MineConfig, from_json
 from pipeline.data import embed, load_split
@@ -140,7 +140,7 @@ def run(cfg: MineConfig, seed: int, data_dir: Path, encoder_path: Path, out: Pat
 
 
 def main(argv: list[str] | None = None) -> None:
-    distributed.warn_if_gpus_idle("mine")
+    runtime.warn_if_gpus_idle("mine")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cfg", required=True, help="JSON of the `mine` section")
     parser.add_argument("--seed", type=int, default=0)

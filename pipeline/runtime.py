@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import os
 import random
+import sys
 from dataclasses import dataclass
 from typing import ContextManager
 
@@ -123,3 +124,22 @@ def prepare_module(module: torch.nn.Module, rt: Runtime, is_video: bool) -> torc
     if rt.is_cuda:
         module = module.to(memory_format=torch.channels_last_3d if is_video else torch.channels_last)
     return module
+
+
+# ---- GPUs of the job --------------------------------------------------------------------------
+def allocated_gpus() -> int:
+    """GPUs SLURM gave this job (sbatch --gpus=N sets SLURM_GPUS_ON_NODE); 1 outside SLURM.
+
+    A local run stays on one process: Snakemake's local `--resources gpu=N` only caps how
+    many jobs run at once, it does not hand devices to jobs.
+    """
+    return int(os.environ.get("SLURM_GPUS_ON_NODE", "1") or 1)
+
+
+def warn_if_gpus_idle(stage: str) -> bool:
+    """Say so when a one-GPU stage's job holds several GPUs (the others would idle unseen)."""
+    nproc = allocated_gpus()
+    if nproc > 1:
+        print(f"{stage}: this job holds {nproc} GPUs but {stage} runs on one; only pretrain runs data parallel. "
+              f"Give the {stage} rule gpu: 1 in the profile's set-resources.", file=sys.stderr, flush=True)
+    return nproc > 1

@@ -22,7 +22,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-from pipeline import distributed
+from pipeline import distributed, runtime
 from pipeline.losses import nt_xent, same_label_mask
 
 WORLD, GLOBAL_BATCH, DIM = 2, 12, 10
@@ -248,10 +248,10 @@ def test_one_gpu_stage_says_when_its_job_holds_several(monkeypatch, capsys):
     from pipeline import evaluate
 
     monkeypatch.setenv("SLURM_GPUS_ON_NODE", "4")
-    assert distributed.warn_if_gpus_idle("evaluate")
+    assert runtime.warn_if_gpus_idle("evaluate")
     assert "holds 4 GPUs but evaluate runs on one" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # main() warns first, then argparse stops on the missing arguments
         evaluate.main([])
     assert "evaluate runs on one" in capsys.readouterr().err
     monkeypatch.setenv("SLURM_GPUS_ON_NODE", "1")
-    assert not distributed.warn_if_gpus_idle("evaluate") and capsys.readouterr().err == ""
+    assert not runtime.warn_if_gpus_idle("evaluate") and capsys.readouterr().err == ""
