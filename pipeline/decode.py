@@ -58,6 +58,7 @@ class Decoded:
     decoders: Counter = field(default_factory=Counter)
     fallbacks: list[dict[str, str]] = field(default_factory=list)  # files PyAV read, with decord's error
     cpu_seconds: float = 0.0  # the workers' CPU time on the decoded files
+    worker_seconds: float = 0.0  # the workers' wall time on them (no pool start, no waiting)
 
 
 @dataclass
@@ -172,6 +173,7 @@ def assemble(items: Items, results: dict[int, dict], errors: dict[int, str], sta
             decoded.fallbacks.append({"file": str(path), "decoder": results[slot]["decoder"], "reason": results[slot]["fallback_reason"]})
     decoded.y = np.repeat(np.asarray([items[s][1] for s in good], np.int64), per_file)
     decoded.cpu_seconds = sum(results[s].get("cpu_s", 0.0) for s in good)
+    decoded.worker_seconds = sum(results[s].get("wall_s", 0.0) for s in good)
     decoded.skipped = [{"file": str(items[s][0]), "reason": errors[s]} for s in sorted(errors)]
     if errors:
         compact(staged, good, per_file)

@@ -358,10 +358,24 @@ def test_resize_policies_and_uint8_kernel_against_float_reference():
     assert crop.shape == fixed.shape == (2, 10, 10, 3) and crop.dtype == np.uint8
     assert crop.min() > 150 and fixed[:, :, 0].max() < 60 and fixed[:, :, 4:6].min() > 150
     rng = np.random.default_rng(0)
-    noise = rng.integers(0, 256, (3, 30, 50, 3), dtype=np.uint8)
-    ref = torch.nn.functional.interpolate(torch.from_numpy(noise).permute(0, 3, 1, 2).float(), size=(12, 12),
-                                          mode="bilinear", antialias=True).round().clamp(0, 255).permute(0, 2, 3, 1).numpy()
-    assert np.abs(resize_frames(noise, 12, "fixed").astype(int) - ref).max() <= 1
+    # Shrinking both sides (rows first, in two uint8 passes), one side only, and enlarging (one pass).
+    for (h, w), size in (((30, 50), 12), ((240, 320), 112), ((30, 12), 12), ((12, 30), 12), ((9, 14), 20)):
+        noise = rng.integers(0, 256, (3, h, w, 3), dtype=np.uint8)
+        ref = torch.nn.functional.interpolate(torch.from_numpy(noise).permute(0, 3, 1, 2).float(), size=(size, size),
+                                              mode="bilinear", antialias=True).round().clamp(0, 255).permute(0, 2, 3, 1).numpy()
+        assert np.abs(resize_frames(noise, size, "fixed").astype(int) - ref).max() <= 1, (h, w, size)
+
+
+def test_worker_set_up_one_thread_frozen_imports_and_timed_tasks(tmp_path, ucf_root):
+    # In a fresh interpreter, as the pool's forkserver would fork it.
+    code = ("import gc, torch; from pipeline.datasets.tasks import worker_init; worker_init();"
+            " print(torch.get_num_threads(), gc.get_freeze_count() > 1000)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["1", "True"]
+    items = [(ucf_root / ucf101.VIDEO_DIR / "ApplyEyeMakeup" / "v_ApplyEyeMakeup_g01_c01.avi", 0)]
+    start = time.perf_counter()
+    decoded = decode_files(items, ClipSpec(4, 1, 2, 16, "short_side_crop"), tmp_path / ".x.partial.npy", threads=1, timeout_s=60)
+    assert 0 < decoded.worker_seconds < time.perf_counter() - start and decoded.cpu_seconds > 0
 
 
 def test_pyav_takes_over_where_decord_fails(tmp_path):

@@ -31,7 +31,6 @@ def resize_frames(frames: Any, size: int, policy: str = "short_side_crop") -> np
     the same geometry with fewer pixels to filter); fixed: scale H and W to `size` each.
     """
     import torch
-    import torch.nn.functional as F
 
     if policy not in RESIZE_POLICIES:
         raise ValueError(f"unknown resize policy {policy!r}; expected one of {RESIZE_POLICIES}")
@@ -40,8 +39,26 @@ def resize_frames(frames: Any, size: int, policy: str = "short_side_crop") -> np
         x = centre_square(x)
     if tuple(x.shape[1:3]) == (size, size):
         return x.contiguous().numpy()
-    y = F.interpolate(x.permute(0, 3, 1, 2), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    y = antialiased_resize(x.permute(0, 3, 1, 2), (size, size))
     return y.permute(0, 2, 3, 1).contiguous().numpy()  # the input's channels-last layout: no copy
+
+
+def antialiased_resize(x: Any, size: tuple[int, int]) -> Any:
+    """Antialiased bilinear resize of a uint8 (K, C, H, W) channels-last view to `size` (height, width).
+
+    When the height shrinks, the vertical pass runs first, as a call of its own. Why: torch's
+    uint8 kernel always filters along rows first, over every input row, and per output value
+    its horizontal pass costs several times its vertical one. Shrinking the rows first leaves
+    the costly pass fewer rows: 320x240 -> 112x112 frames went from 0.066 to 0.047 ms each on
+    one core (the decode benchmark's geometry). The intermediate is rounded to uint8, so
+    pixels may differ from a single call by 1 grey level.
+    """
+    import torch.nn.functional as F
+
+    height, width = x.shape[-2:]
+    if size[0] < height and size[1] != width:
+        x = F.interpolate(x, size=(size[0], width), mode="bilinear", antialias=True, align_corners=False)
+    return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
 
 
 def resize_in_chunks(images: np.ndarray, size: int, policy: str, chunk: int = 4096) -> np.ndarray:

@@ -11,6 +11,7 @@ pool's forkserver preloads, once, before forking the workers.
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from PIL import Image
 
 from pipeline.datasets.resize import resize_frames
 from pipeline.datasets.video_io import DECODERS, clip_indices, clip_starts
+from pipeline.runtime import keep_freed_memory_in_heap
 
 
 @dataclass(frozen=True)
@@ -48,8 +50,18 @@ class ImageSpec:
 
 
 def worker_init() -> None:
-    """One core per worker process: the pool, not torch's thread pool, is the parallelism."""
+    """Set up a freshly forked worker for a long run of small decode tasks.
+
+    - One core per worker process: the pool, not torch's thread pool, is the parallelism.
+    - Freed batch buffers (decord's 3.7 MB per 16 frames of 320x240, the resized output)
+      stay in the heap instead of being unmapped and faulted in again for every batch:
+      perf showed kernel page-fault time falling from 13 % to 7 % of a worker's CPU.
+    - The garbage collector stops re-scanning the objects imported before the fork (torch,
+      the decoders): they live as long as the worker anyway.
+    """
     torch.set_num_threads(1)
+    keep_freed_memory_in_heap()
+    gc.freeze()
 
 
 class Rows:
@@ -88,9 +100,9 @@ def write_video(path: str, out: str, slot: int, spec: ClipSpec) -> dict[str, Any
     """Decode `spec.clips` clips of one video into rows slot*K.. of `out`; decord, else PyAV.
 
     Returns the clip start frames, the decoder that read the file (and why decord could
-    not) and the CPU seconds the worker spent on it (all its threads).
+    not), and the CPU seconds (all the worker's threads) and wall seconds it took.
     """
-    start = time.process_time()
+    start, start_wall = time.process_time(), time.perf_counter()
     rows = Rows(out, slot * spec.clips, spec.clips, spec.frames * spec.size * spec.size * 3)
     errors = []
     for name, opener in DECODERS.items():
@@ -100,7 +112,7 @@ def write_video(path: str, out: str, slot: int, spec: ClipSpec) -> dict[str, Any
             errors.append(f"{name}: {type(error).__name__}: {error}")
             continue
         return {"starts": starts, "decoder": name, "fallback_reason": "; ".join(errors) or None,
-                "cpu_s": time.process_time() - start}
+                "cpu_s": time.process_time() - start, "wall_s": time.perf_counter() - start_wall}
     raise ValueError("; ".join(errors))
 
 
@@ -139,11 +151,11 @@ def fill_clips(batches: Any, clips: list[list[int]], spec: ClipSpec, rows: Rows)
 
 def write_image(path: str, out: str, slot: int, spec: ImageSpec) -> dict[str, Any]:
     """Decode one image file with PIL (as torchvision's ImageFolder does) into row `slot`."""
-    start = time.process_time()
+    start, start_wall = time.process_time(), time.perf_counter()
     with Image.open(path) as image:
         rgb = np.asarray(image.convert("RGB"))  # greyscale, palette, RGBA -> RGB
     Rows(out, slot, 1, spec.size * spec.size * 3).write(0, [resize_frames(rgb[None], spec.size, spec.resize)[0]])
-    return {"decoder": "pil", "cpu_s": time.process_time() - start}
+    return {"decoder": "pil", "cpu_s": time.process_time() - start, "wall_s": time.perf_counter() - start_wall}
 
 
 TASKS = {"video": write_video, "image": write_image}
