@@ -293,7 +293,8 @@ def print_table(args: argparse.Namespace, wall: dict, cpu: dict, cached: dict, s
     print(f"load average before / after: {load0[0]:.1f} / {os.getloadavg()[0]:.1f}; {args.videos} videos x {args.frames} frames;"
           f" best of {args.repeats}; total {seconds:.0f} s\n")
     wall["worker_1"], cpu["worker_1"] = WORKER_WALL[1], WORKER_CPU[1]
-    print("| per process: one process decoding | frames/s | frames per CPU-second | stage / this, frames/s | stage / this, per CPU-second |")
+    print("| per process: one process decoding | frames/s | frames per CPU-second"
+          " | stage / this, frames/s | stage / this, per CPU-second |")
     print("|---|---:|---:|---:|---:|")
     for label, key in (("plain decord, every frame (floor)", "floor_1"), ("pytorchvideo, PyAV (default)", "pv_pyav_1"),
                        ("pytorchvideo, decord", "pv_decord_1"),

@@ -28,6 +28,7 @@ fastest round of `--batches` consecutive batches from one DataLoader pass.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -181,7 +182,7 @@ def time_lightly(rt: runtime.Runtime, args) -> float | None:
         loss.backward()
         opt.step()
     marks.append(synced(rt))
-    return min(b - a for a, b in zip(marks, marks[1:])) / args.batches
+    return min(b - a for a, b in itertools.pairwise(marks)) / args.batches
 
 
 def report(name: str, per_batch: float, batch: int, epoch_size: int) -> dict:
@@ -226,7 +227,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=None, help="image batch (default 512; 64 on CPU)")
     parser.add_argument("--batches", type=int, default=None, help="timed batches (default a full epoch on CUDA; 2 on CPU)")
     parser.add_argument("--warm", type=int, default=None, help="untimed warm-up batches (default 3 on CUDA, 1 on CPU)")
-    parser.add_argument("--rounds", type=int, default=None, help="alternating timing rounds of (b) and (c), fastest kept (default 1 on CUDA, 5 on CPU)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="alternating timing rounds of (b) and (c), fastest kept (default 1 on CUDA, 5 on CPU)")
     parser.add_argument("--workers", type=int, default=None, help="lightly DataLoader workers (default 8; CPU: cores)")
     parser.add_argument("--clip-frames", type=int, default=None, help="default 16 (8 on CPU)")
     parser.add_argument("--clip-size", type=int, default=None, help="default 112 (56 on CPU)")
@@ -251,7 +253,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
     rt = runtime.setup(args.device, "auto", None)
     fill_defaults(args, rt.is_cuda)
-    name = rt.describe()["device_name"] if rt.is_cuda else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    cpu = f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    name = rt.describe()["device_name"] if rt.is_cuda else cpu
     print(f"device: {name}; precision {rt.describe()['precision']}; torch {torch.__version__}")
     if not rt.is_cuda:
         print("CPU: reduced size; seconds per epoch are extrapolated from the timed batches")

@@ -80,7 +80,7 @@ def plot_heatmaps(stats: dict, png: Path) -> None:
         first.setdefault(key.split(":")[0], s)
     fig, axes = plt.subplots(1, len(first), figsize=(3.2 * len(first), 3.2), squeeze=False)
     vmax = max(max(max(r) for r in s["test"]["class_distances"]) for s in first.values())
-    for ax, (method, s) in zip(axes[0], first.items()):
+    for ax, (method, s) in zip(axes[0], first.items(), strict=True):
         im = ax.imshow(s["test"]["class_distances"], vmin=0, vmax=vmax, cmap="viridis")
         ax.set_title(f"{method}\nunif {s['test']['uniformity']:.2f}", fontsize=9)
         ax.set_xlabel("class")

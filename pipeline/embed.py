@@ -64,7 +64,8 @@ def make_videos(cfg: EmbedConfig, out: Path) -> dict:
             group = 1 + k * 25 // len(chosen)  # spread over UCF101's 25 groups; 1-7 are fold 1's test split
             clips_in_group[group] = clips_in_group.get(group, 0) + 1
             stem = f"v_{CLASS_NAMES[label]}_g{group:02d}_c{clips_in_group[group]:02d}"
-            write_h264(out / ucf101.VIDEO_DIR / CLASS_NAMES[label] / f"{stem}.mp4", render_clip(images[idx], colour, positions, cfg), cfg.fps, cfg.crf)
+            clip = render_clip(images[idx], colour, positions, cfg)
+            write_h264(out / ucf101.VIDEO_DIR / CLASS_NAMES[label] / f"{stem}.mp4", clip, cfg.fps, cfg.crf)
             entries.append((stem, label, group))
     ucf101.write_layout(out, entries, CLASS_NAMES, "mp4")
     return {"videos": len(entries), "classes": CLASS_NAMES, "config": cfg.__dict__}

@@ -108,7 +108,8 @@ def run_slf(cfg: FinetuneConfig, name: str, seed: int, data_dir: Path, encoder_p
     model = Classifier(encoder, classes)
     model.head.load_state_dict(head.state_dict())
     with torch.no_grad():
-        acc = {split: float((head(f).argmax(1) == s.y).float().mean()) for split, f, s in (("train", train_feats, train), ("test", test_feats, test))}
+        acc = {split: float((head(f).argmax(1) == s.y).float().mean())
+               for split, f, s in (("train", train_feats, train), ("test", test_feats, test))}
     return model, {"train_acc": acc["train"], "test_acc": acc["test"], "encoder_frozen": True, "model_args": state["model_args"]}
 
 

@@ -104,8 +104,8 @@ def neighbour_pair_quality(neighbours: np.ndarray, truth: np.ndarray) -> dict:
     rows = np.repeat(np.arange(n), neighbours.shape[1])
     cols = neighbours.reshape(-1)
     keep = cols >= 0
-    pairs = {(min(a, b), max(a, b)) for a, b in zip(rows[keep], cols[keep])}
-    a, b = (np.array(v, dtype=np.int64) for v in zip(*pairs)) if pairs else (np.zeros(0, np.int64),) * 2
+    pairs = {(min(a, b), max(a, b)) for a, b in zip(rows[keep], cols[keep], strict=True)}
+    a, b = (np.array(v, dtype=np.int64) for v in zip(*pairs, strict=True)) if pairs else (np.zeros(0, np.int64),) * 2
     tp = int((truth[a] == truth[b]).sum())
     counts = np.bincount(truth)
     true_pairs = int((counts * (counts - 1) // 2).sum())

@@ -335,7 +335,7 @@ def try_resume(path: Path, nets, opt, sched, gens, fingerprint: str) -> tuple[in
     nets.load_state_dict(state["nets"])
     opt.load_state_dict(state["opt"])
     sched.load_state_dict(state["sched"])
-    for g, s in zip(gens, state["gens"]):
+    for g, s in zip(gens, state["gens"], strict=False):  # an older checkpoint may hold more generators
         g.set_state(s)
     print(f"pretrain: resumed from {path} after epoch {state['epoch']}", file=sys.stderr)
     return state["epoch"], json.loads(state["history"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 PACKAGE = "pipeline"
@@ -63,7 +63,7 @@ def stage_sources(module: str) -> list[Path]:
     return sorted(seen.values())
 
 
-@lru_cache(maxsize=None)
+@cache
 def source_hash(module: str) -> str:
     """Short sha256 over the relative paths and contents of `stage_sources(module)`."""
     digest = hashlib.sha256()

@@ -123,9 +123,10 @@ def gap_rows(rows: list[dict], grid: dict, cfg: ReportConfig) -> list[dict]:
             seed_shares = []
             ends = (method, cfg.csl_method, cfg.supervised_method)
             for s in set.intersection(*(set(seeds_of(grid, m, protocol)) for m in ends)):
-                g = seeded[(dataset, cfg.supervised_method, protocol, attack, eps, s)] - seeded[(dataset, cfg.csl_method, protocol, attack, eps, s)]
+                ra_csl = seeded[(dataset, cfg.csl_method, protocol, attack, eps, s)]
+                g = seeded[(dataset, cfg.supervised_method, protocol, attack, eps, s)] - ra_csl
                 if abs(g) >= MIN_GAP:  # False for NaN (a missing seed) too
-                    seed_shares.append((seeded[(dataset, method, protocol, attack, eps, s)] - seeded[(dataset, cfg.csl_method, protocol, attack, eps, s)]) / g)
+                    seed_shares.append((seeded[(dataset, method, protocol, attack, eps, s)] - ra_csl) / g)
             out.append({"dataset": dataset, "protocol": protocol, "attack": attack, "eps": eps, "method": method,
                         "ra_supervised": sup, "ra_csl": csl, "ra_method": var, "gap": sup - csl,
                         "share_closed": share, "share_closed_std": mean_std(seed_shares)[1], "seeds": len(seed_shares)})
@@ -146,6 +147,12 @@ def representation_rows(results: Path, grid: dict) -> list[dict]:
     return out
 
 
+def tsv_number(record: dict[str, str], key: str) -> float:
+    """A number from a Snakemake benchmark row; NaN where Snakemake wrote NA or -."""
+    value = record.get(key, "NA")
+    return math.nan if value in ("NA", "-") else float(value)
+
+
 def job_device(results: Path, stage: str, job: str) -> str:
     """The device a job ran on, from its own result file (Snakemake's benchmark does not know it)."""
     for name in ("metrics.json", "robustness.json", "quality.json"):
@@ -164,10 +171,9 @@ def cost_rows(results: Path) -> list[dict]:
         # finetune: one line per protocol in the cost table (ALF/AFF cost far more than SLF)
         label = f"finetune_{Path(job).name}" if stage == "finetune" else stage
         header, *lines = tsv.read_text().splitlines()
-        rec = dict(zip(header.split("\t"), lines[-1].split("\t")))
-        number = lambda key: float(rec[key]) if rec.get(key, "NA") not in ("NA", "-") else math.nan  # noqa: E731
-        rows.append({"stage": label, "job": job, "seconds": number("s"), "max_rss_mb": number("max_rss"),
-                     "cpu_seconds": number("cpu_time"), "device": job_device(results, stage, job)})
+        rec = dict(zip(header.split("\t"), lines[-1].split("\t"), strict=True))
+        rows.append({"stage": label, "job": job, "seconds": tsv_number(rec, "s"), "max_rss_mb": tsv_number(rec, "max_rss"),
+                     "cpu_seconds": tsv_number(rec, "cpu_time"), "device": job_device(results, stage, job)})
     return rows
 
 
@@ -294,13 +300,12 @@ def gap_markdown(gaps: list[dict], dataset: str, rep: list[dict]) -> str:
 
 def representation_markdown(rep: list[dict], dataset: str, grid: dict) -> str:
     header = ["method", "alignment", "uniformity", "intra-class dist", "inter-class dist", "margin mean", "negative-margin share"]
+    keys = ("alignment", "uniformity", "intra_class_distance", "inter_class_distance", "margin_mean", "margin_negative_share")
     body = []
     for method in grid["methods"]:
         rs = [r for r in rep if r["dataset"] == dataset and r["method"] == method]
-        cell = lambda key: fmt(*mean_std([r[key] for r in rs])[:2]).replace("±", "±")  # noqa: E731
-        body.append([method] + [f"{mean_std([r[k] for r in rs])[0]:.3f} ± {mean_std([r[k] for r in rs])[1]:.3f}"
-                                for k in ("alignment", "uniformity", "intra_class_distance", "inter_class_distance", "margin_mean", "margin_negative_share")])
-        del cell
+        stats = [mean_std([r[k] for r in rs]) for k in keys]
+        body.append([method] + [f"{mean:.3f} ± {std:.3f}" for mean, std, *_ in stats])
     return markdown_table(header, body)
 
 
@@ -331,7 +336,8 @@ def run(cfg: ReportConfig, grid: dict, results: Path, out: Path) -> dict:
     write_csv(out / "robustness.csv", rows)
     corrupted = corruption_rows(results, grid)
     write_csv(out / "corruptions.csv", corrupted)
-    write_csv(out / "summary.csv", [dict(zip(("dataset", "method", "protocol", "attack", "eps"), k)) | {"mean": v[0], "std": v[1], "seeds": v[2]}
+    key_names = ("dataset", "method", "protocol", "attack", "eps")
+    write_csv(out / "summary.csv", [dict(zip(key_names, k, strict=True)) | {"mean": v[0], "std": v[1], "seeds": v[2]}
                                     for k, v in sorted(summary.items())])
     write_csv(out / "gap.csv", gaps)
     write_csv(out / "representation.csv", rep)

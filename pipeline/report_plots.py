@@ -34,7 +34,7 @@ def accuracy_vs_eps(summary: dict, dataset: str, grid: dict, path: Path) -> None
     colours = method_colours(grid["methods"])
     protocol = grid["protocols"][0]
     fig, axes = plt.subplots(1, len(attacks), figsize=(4.2 * len(attacks), 3.6), squeeze=False, sharey=True)
-    for ax, attack in zip(axes[0], attacks):
+    for ax, attack in zip(axes[0], attacks, strict=True):
         for method in grid["methods"]:
             pts = sorted((k[4], v) for k, v in summary.items() if k[:4] == (dataset, method, protocol, attack))
             clean = summary[(dataset, method, protocol, "clean", 0.0)]
@@ -42,7 +42,9 @@ def accuracy_vs_eps(summary: dict, dataset: str, grid: dict, path: Path) -> None
             mean = [100 * clean[0]] + [100 * p[1][0] for p in pts]
             std = [100 * clean[1]] + [100 * p[1][1] for p in pts]
             ax.plot(eps, mean, marker="o", ms=3, color=colours[method], label=method)
-            ax.fill_between(eps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], color=colours[method], alpha=0.15)
+            low = [m - s for m, s in zip(mean, std, strict=True)]
+            high = [m + s for m, s in zip(mean, std, strict=True)]
+            ax.fill_between(eps, low, high, color=colours[method], alpha=0.15)
         ax.set_title(f"{attack.upper() if attack != 'any' else 'worst case over attacks'}")
         ax.set_xlabel("eps (L2, input units)" if attack.endswith("_l2") else "eps (x 1/255, Linf)")
         ax.grid(alpha=0.3)
@@ -109,7 +111,7 @@ def training_curves(results: Path, dataset: str, grid: dict, path: Path) -> None
     cols = min(4, len(methods))
     rows = math.ceil(len(methods) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
-    for ax, method in zip(axes.flat, methods):
+    for ax, method in zip(axes.flat, methods, strict=False):  # the last row may have spare axes
         seeds = grid.get("method_seeds", {}).get(method) or grid["seeds"]
         for seed in seeds:
             metrics = results / "pretrain" / dataset / method / f"seed{seed}" / "metrics.json"

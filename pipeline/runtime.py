@@ -13,7 +13,6 @@ import os
 import random
 import sys
 from dataclasses import dataclass
-from typing import ContextManager
 
 import numpy as np
 import torch
@@ -35,7 +34,7 @@ class Runtime:
         """channels_last for 4-D on CUDA (5-D tensors get channels_last_3d via `to_memory_format`)."""
         return torch.channels_last if self.is_cuda else torch.contiguous_format
 
-    def autocast(self) -> ContextManager[object]:
+    def autocast(self) -> contextlib.AbstractContextManager[object]:
         """Autocast context for training and attacks inside training."""
         if self.dtype == torch.float32:
             return contextlib.nullcontext()

@@ -11,8 +11,17 @@ import torch
 import torch.nn.functional as F
 
 from pipeline import runtime
-from pipeline.adversarial import TRAINING, CollapseGuard, DynamicAdversary, module_mode, perturb, spat_consistency, spat_logits, trades_kl
-from pipeline.adversarial import loop
+from pipeline.adversarial import (
+    TRAINING,
+    CollapseGuard,
+    DynamicAdversary,
+    loop,
+    module_mode,
+    perturb,
+    spat_consistency,
+    spat_logits,
+    trades_kl,
+)
 from pipeline.adversarial.inner import Attack
 from pipeline.classifier import CosineClassifier
 from pipeline.config import AdversarialConfig, DynamicConfig, from_dict

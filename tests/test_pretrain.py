@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import torch
-
 import yaml
 
 from pipeline import runtime
@@ -250,7 +249,7 @@ def test_cuda_streamed_batches_equal_resident_batches(digits_dir):
     dev = torch.device("cuda")
     resident, streamed = load_split(digits_dir, "train", dev), load_split(digits_dir, "train", dev, budget_mb=0)
     batches = list(batch_indices(len(resident), 100, shuffle=True, drop_last=False, generator=torch.Generator().manual_seed(0)))
-    for (i1, x1), (i2, x2) in zip(prefetched(resident, batches), prefetched(streamed, batches)):
+    for (i1, x1), (i2, x2) in zip(prefetched(resident, batches), prefetched(streamed, batches), strict=True):
         assert torch.equal(i1, i2) and torch.equal(x1, x2)
 
 

@@ -100,7 +100,8 @@ def test_protocol_covering_some_methods(tmp_path, results):
     for (method, seed), ra in RA.items():
         if method in ("supervised", "simclr") and seed == 0:
             write(results / f"evaluate/toy/{method}/seed{seed}/alf/robustness.json", {
-                "clean_accuracy": 0.8, "warnings": [], "attacks": {"pgd": {"4.0": {"accuracy": ra + 0.2, **ok}, "8.0": {"accuracy": ra + 0.1, **ok}}}})
+                "clean_accuracy": 0.8, "warnings": [],
+                "attacks": {"pgd": {"4.0": {"accuracy": ra + 0.2, **ok}, "8.0": {"accuracy": ra + 0.1, **ok}}}})
             bench = results / f"benchmarks/finetune/toy/{method}/seed{seed}/alf.tsv"
             bench.parent.mkdir(parents=True, exist_ok=True)
             bench.write_text("s\tmax_rss\tcpu_time\n9.0\t50\t8.0\n")

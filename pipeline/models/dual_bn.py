@@ -70,7 +70,7 @@ def adversarial_bn(module: nn.Module, enabled: bool = True) -> Iterator[None]:
     try:
         yield
     finally:
-        for m, b in zip(duals, before):
+        for m, b in zip(duals, before, strict=True):
             m.adversarial = b
 
 

@@ -61,7 +61,7 @@ class SmallResNet(nn.Module):
         super().__init__()
         self.stem = _stem(widths[0], dims, small_input)
         layers, in_ch = [], widths[0]
-        for stage, (width, n_blocks) in enumerate(zip(widths, blocks)):
+        for stage, (width, n_blocks) in enumerate(zip(widths, blocks, strict=True)):
             for b in range(n_blocks):
                 stride = 2 if stage > 0 and b == 0 else 1
                 layers.append(BasicBlock(in_ch, width, stride, dims))
