@@ -358,8 +358,8 @@ def test_resize_policies_and_uint8_kernel_against_float_reference():
     assert crop.shape == fixed.shape == (2, 10, 10, 3) and crop.dtype == np.uint8
     assert crop.min() > 150 and fixed[:, :, 0].max() < 60 and fixed[:, :, 4:6].min() > 150
     rng = np.random.default_rng(0)
-    # Shrinking both sides (rows first, in two uint8 passes), one side only, and enlarging (one pass).
-    for (h, w), size in (((30, 50), 12), ((240, 320), 112), ((30, 12), 12), ((12, 30), 12), ((9, 14), 20)):
+    # Shrinking both sides or the rows while widening (rows first, in two uint8 passes), one side only, and enlarging.
+    for (h, w), size in (((30, 50), 12), ((240, 320), 112), ((30, 8), 12), ((30, 12), 12), ((12, 30), 12), ((9, 14), 20)):
         noise = rng.integers(0, 256, (3, h, w, 3), dtype=np.uint8)
         ref = torch.nn.functional.interpolate(torch.from_numpy(noise).permute(0, 3, 1, 2).float(), size=(size, size),
                                               mode="bilinear", antialias=True).round().clamp(0, 255).permute(0, 2, 3, 1).numpy()
