@@ -8,31 +8,16 @@ flip and colour change for every frame), as video CSL requires.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from pipeline.config import AugmentSpec  # the settings live with the config, the code here
 
 # ITU-R BT.601 luma weights, as torchvision's rgb_to_grayscale.
 LUMA = (0.299, 0.587, 0.114)
 # RGB <-> YIQ: hue rotation = rotating the (I, Q) chroma plane (the GPU-friendly form used by DALI).
 RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
-
-
-@dataclass(frozen=True)
-class AugmentSpec:
-    """SimCLR-style augmentation strengths (see the `augment` schema section)."""
-
-    crop_scale_min: float  # random resized crop keeps this fraction of the area at least
-    flip: float  # probability of a horizontal flip
-    jitter_prob: float  # probability of applying colour jitter to a sample
-    brightness: float
-    contrast: float
-    saturation: float
-    hue: float  # max hue rotation as a fraction of a full turn (0.5 = 180 degrees)
-    grayscale: float  # probability of converting to grayscale
-    temporal_crop: int  # clips only: frames kept by a random temporal crop (0 = all frames)
-    blur: float  # probability of a Gaussian blur (sigma uniform in [0.1, 2] px, SimCLR); 0 = off
 
 
 def _uniform(n: int, low: float, high: float, like: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:

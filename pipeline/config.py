@@ -15,8 +15,6 @@ import typing
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pipeline.augment import AugmentSpec
-
 T = TypeVar("T")
 
 
@@ -52,6 +50,22 @@ class DecodeConfig:
     clips_per_video: int
     max_bad_fraction: float
     timeout_s: float
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    """SimCLR-style augmentation strengths (see the `augment` schema section)."""
+
+    crop_scale_min: float  # random resized crop keeps this fraction of the area at least
+    flip: float  # probability of a horizontal flip
+    jitter_prob: float  # probability of applying colour jitter to a sample
+    brightness: float
+    contrast: float
+    saturation: float
+    hue: float  # max hue rotation as a fraction of a full turn (0.5 = 180 degrees)
+    grayscale: float  # probability of converting to grayscale
+    temporal_crop: int  # clips only: frames kept by a random temporal crop (0 = all frames)
+    blur: float  # probability of a Gaussian blur (sigma uniform in [0.1, 2] px, SimCLR); 0 = off
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,11 @@ with `pgd_steps_check.factor` times more steps is not more than `tolerance` less
 successful; the black-box Square attack breaking samples the white-box attacks before it
 could not (gradient masking); plus the warnings of pyautoattack's own checks.
 
+Per-sample outcomes, for paired comparisons across methods (every classifier of a dataset is
+evaluated on the same first `samples` test samples): `outcomes.clean` and `outcomes.attacks.<attack>.<eps>`
+are strings of 0/1, character i saying whether test sample i counts as correct in that number (for
+an attack in the cascade: still correct after it and every attack before it; for "any": after all).
+
 Corruptions (`pipeline.corruptions`) run at each severity on the first
 `corruptions.max_samples` samples; their mean accuracy is `corruption_mean_accuracy`.
 
@@ -202,8 +207,10 @@ def attack_limit(ctx: Context, name: str) -> int:
     return min(ctx.n, ctx.cfg.attacks[name].get("max_samples", ctx.n))
 
 
-def cascade_step(ctx: Context, name: str, eps: float, eps_key: str, robust: torch.Tensor) -> dict:
-    """Run one attack of an eps's cascade and update `robust` (n,) in place; returns its record."""
+def cascade_step(ctx: Context, name: str, eps: float, eps_key: str, robust: torch.Tensor) -> tuple[dict, torch.Tensor]:
+    """Run one attack of an eps's cascade and update `robust` (n,) in place; returns its record and the
+    per-sample outcome (m,) bool that its accuracy counts: the attack's own result, or with the cascade
+    the result after it and every attack before it."""
     m = attack_limit(ctx, name)
     chained = ctx.cfg.cascade and name not in STANDALONE
     targets = robust[:m].nonzero().squeeze(1) if chained else torch.arange(m)
@@ -213,8 +220,9 @@ def cascade_step(ctx: Context, name: str, eps: float, eps_key: str, robust: torc
     own[targets] = torch.tensor(unit.pop("correct"), dtype=torch.bool)
     before = int(robust[:m].sum())
     robust[:m] &= own
-    return {**unit, "accuracy": float(own.float().mean()) if m else 0.0, "samples": m, "broken": before - int(robust[:m].sum()),
-            "samples_per_s": round(unit["attacked"] / max(unit["seconds"], 1e-9), 1), "norm": NORM[name], "cascade": chained}
+    record = {**unit, "accuracy": float(own.float().mean()) if m else 0.0, "samples": m, "broken": before - int(robust[:m].sum()),
+              "samples_per_s": round(unit["attacked"] / max(unit["seconds"], 1e-9), 1), "norm": NORM[name], "cascade": chained}
+    return record, own
 
 
 def attack_epsilons(ctx: Context, name: str, epsilons: list[float]) -> list[float]:
@@ -223,8 +231,15 @@ def attack_epsilons(ctx: Context, name: str, epsilons: list[float]) -> list[floa
     return [e for e in epsilons if e in own] if own else list(epsilons)
 
 
-def run_group(ctx: Context, names: list[str], epsilons: list[float], unit: float, clean: torch.Tensor) -> tuple[dict, dict]:
-    """Every attack of one norm at every eps: (per-attack records, worst-case records)."""
+def bits(flags: torch.Tensor) -> str:
+    """Per-sample outcomes (m,) bool as a string of 0/1, sample i of the test split at position i."""
+    return "".join("1" if f else "0" for f in flags.tolist())
+
+
+def run_group(ctx: Context, names: list[str], epsilons: list[float], unit: float, clean: torch.Tensor,
+              outcomes: dict) -> tuple[dict, dict]:
+    """Every attack of one norm at every eps: (per-attack records, worst-case records). Fills `outcomes`
+    (attack -> eps key -> bits) with the per-sample outcome behind every accuracy."""
     results: dict = {name: {} for name in names}
     worst: dict = {}
     for e in epsilons:
@@ -232,11 +247,14 @@ def run_group(ctx: Context, names: list[str], epsilons: list[float], unit: float
         active = [name for name in names if e in attack_epsilons(ctx, name, epsilons)]
         n_any = min(attack_limit(ctx, name) for name in active)
         for name in active:
-            results[name][eps_key] = r = cascade_step(ctx, name, e * unit, eps_key, robust)
+            r, own = cascade_step(ctx, name, e * unit, eps_key, robust)
+            results[name][eps_key] = r
+            outcomes.setdefault(name, {})[eps_key] = bits(own)
             r["clean_accuracy"] = float(clean[: r["samples"]].float().mean())
             print(f"evaluate {name} eps {e:g}: accuracy {r['accuracy']:.4f} ({r['samples_per_s']:.0f} samples/s)", file=sys.stderr)
         worst[eps_key] = {"accuracy": float(robust[:n_any].float().mean()), "samples": n_any, "within_eps": True, "in_range": True,
                           "max_norm": 0.0, "clean_accuracy": float(clean[:n_any].float().mean()), "attacks": active}
+        outcomes.setdefault(worst_key_of(names), {})[eps_key] = bits(robust[:n_any])
     return results, worst
 
 
@@ -340,14 +358,19 @@ def attack_parameters(ctx: Context, names: list[str]) -> dict:
                    **(DESCRIBE[name](classes, **ctx.cfg.attacks[name]) if name in DESCRIBE else {})} for name in names}
 
 
-def run_attacks(ctx: Context, clean: torch.Tensor) -> tuple[dict, list[str], dict]:
+def worst_key_of(names: list[str]) -> str:
+    """The key of the per-sample worst case over a norm's attacks ("any" or "any_l2")."""
+    return next(key for norm, key, _ in GROUPS if NORM[names[0]] == norm)
+
+
+def run_attacks(ctx: Context, clean: torch.Tensor, outcomes: dict) -> tuple[dict, list[str], dict]:
     """All configured attacks of both norms: (attacks results, warnings, eps lists per attack)."""
     results, eps_of = {}, {}
     for norm, any_key, unit in GROUPS:
         names = [a for a in ATTACKS if a in ctx.cfg.attacks and NORM[a] == norm]
         epsilons = ctx.cfg.epsilons if norm == "Linf" else ctx.cfg.epsilons_l2
         if names and epsilons:
-            per_attack, worst = run_group(ctx, names, epsilons, unit, clean)
+            per_attack, worst = run_group(ctx, names, epsilons, unit, clean, outcomes)
             results.update(per_attack)
             results[any_key] = worst
             eps_of.update({a: attack_epsilons(ctx, a, epsilons) for a in names} | {any_key: epsilons})
@@ -366,14 +389,17 @@ def run(cfg: EvaluateConfig, seed: int, data_dir: Path, model_path: Path, out: P
     ctx = Context(model, test, cfg, rt, seed, n, Partials(Path(out), fingerprint(cfg, seed, data_dir, model_path)))
     clean = clean_flags(model, test, n, cfg.batch_size)
     start = time.perf_counter()
-    results, warnings, _ = run_attacks(ctx, clean)
+    outcomes: dict = {}
+    results, warnings, _ = run_attacks(ctx, clean, outcomes)
     steps_record, steps_warnings = steps_check(ctx)
     report = {"clean_accuracy": float(clean.float().mean()), "samples": n, "epsilons_255": cfg.epsilons, "epsilons_l2": cfg.epsilons_l2,
               "cascade": cfg.cascade, "cascade_order": [a for a in ATTACKS if a in cfg.attacks], "attacks": results,
               "attack_settings": cfg.attacks, "attack_parameters": attack_parameters(ctx, [a for a in ATTACKS if a in cfg.attacks]),
               **run_corruptions(ctx, clean), "checks": {"pgd_steps": steps_record}, "warnings": warnings + steps_warnings,
               "runtime": rt.describe(), "seconds": round(time.perf_counter() - start, 3), "resumed_units": ctx.partials.resumed,
-              "seed": seed, "model": str(model_path)}
+              "seed": seed, "model": str(model_path),
+              # paired designs: which of the first `samples` test samples each number counts as correct
+              "outcomes": {"clean": bits(clean), "attacks": outcomes}}
     write_json(out, report)
     ctx.partials.remove()
     return report

@@ -5,6 +5,10 @@ therefore gets `params: code=source_hash("pipeline.<stage>")`: a hash over the s
 and every `pipeline.*` module it imports, transitively, found by parsing imports with `ast`
 (no import, so the Snakefile stays free of torch). Editing a file only the evaluate stage
 imports changes only evaluate's hash.
+
+The hash covers what the code does, not how it reads: each file is hashed as its syntax tree
+without docstrings (`normalised_source`), so a comment, a docstring, blank lines or a line break
+inside an expression rerun nothing, while any change to a statement, a name or a constant does.
 """
 
 from __future__ import annotations
@@ -63,11 +67,28 @@ def stage_sources(module: str) -> list[Path]:
     return sorted(seen.values())
 
 
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
+    """Drop the docstring of the module and of every class and function (their first string statement)."""
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def normalised_source(path: Path) -> str:
+    """The file's syntax tree without docstrings, comments or layout (no line numbers)."""
+    tree = _strip_docstrings(ast.parse(path.read_text(), filename=str(path)))
+    return ast.dump(tree, annotate_fields=True, include_attributes=False)
+
+
 @cache
 def source_hash(module: str) -> str:
-    """Short sha256 over the relative paths and contents of `stage_sources(module)`."""
+    """Short sha256 over the relative paths and normalised sources of `stage_sources(module)`."""
     digest = hashlib.sha256()
     for path in stage_sources(module):
         digest.update(str(path.relative_to(PACKAGE_DIR)).encode())
-        digest.update(path.read_bytes())
+        digest.update(normalised_source(path).encode())
     return digest.hexdigest()[:16]

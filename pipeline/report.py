@@ -32,7 +32,9 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from pipeline import grid as grid_paths
 from pipeline.config import ReportConfig, from_json
+from pipeline.grid import Grid
 from pipeline.io import atomic_path, read_json
 
 MIN_GAP = 0.005  # below this supervised-vs-CSL gap, "share closed" is not reported
@@ -47,38 +49,23 @@ def mean_std(values: list[float]) -> tuple[float, float, int]:
     return mean, std, n
 
 
-def seeds_of(grid: dict, method: str, protocol: str | None = None) -> list[int]:
-    """A method's configured seeds (the study's seeds unless the method sets its own), restricted
-    to a fine-tuning protocol's own `seeds` when it sets them (expensive ALF/AFF on fewer seeds)."""
-    seeds = grid.get("method_seeds", {}).get(method) or grid["seeds"]
-    chosen = grid.get("protocol_seeds", {}).get(protocol) if protocol else None
-    return [s for s in seeds if s in chosen] if chosen else seeds
-
-
-def methods_of(grid: dict, protocol: str) -> list[str]:
-    """The methods a fine-tuning protocol covers (ALF/AFF may cover only some), in grid order."""
-    return grid.get("protocol_methods", {}).get(protocol) or grid["methods"]
-
-
-def plot_grid(grid: dict) -> dict:
-    """The grid the plots read (they show `protocols[0]`): the first protocol covering every method,
-    so each method keeps its colour; else the first protocol with only its own methods."""
-    full = [p for p in grid["protocols"] if set(methods_of(grid, p)) >= set(grid["methods"])]
-    first = full[0] if full else grid["protocols"][0]
-    return {**grid, "protocols": [first], "methods": methods_of(grid, first)}
+def plot_grid(grid: Grid) -> dict:
+    """What the plots read: the protocol they show and its methods (`Grid.plot_view`), and the seeds."""
+    protocol, methods = grid.plot_view()
+    return {"protocols": [protocol], "methods": methods, "seeds": grid.seeds, "method_seeds": grid.method_seeds}
 
 
 def eval_path(results: Path, dataset: str, method: str, seed: int, protocol: str) -> Path:
-    return results / "evaluate" / dataset / method / f"seed{seed}" / protocol / "robustness.json"
+    return Path(grid_paths.eval_path(dataset, method, seed, protocol, results))
 
 
-def load_rows(results: Path, grid: dict) -> tuple[list[dict], list[str]]:
+def load_rows(results: Path, grid: Grid) -> tuple[list[dict], list[str]]:
     """Long-format accuracy rows and the evaluate-stage warnings, for every job of the grid."""
     rows, warnings = [], []
-    for dataset in grid["datasets"]:
-        for method in grid["methods"]:
-            for protocol in [p for p in grid["protocols"] if method in methods_of(grid, p)]:
-                for seed in seeds_of(grid, method, protocol):
+    for dataset in grid.datasets:
+        for method in grid.methods:
+            for protocol in grid.protocols_of(method):
+                for seed in grid.seeds_of(method, protocol):
                     path = eval_path(results, dataset, method, seed, protocol)
                     if not path.exists():  # a run by hand on a partial grid: flagged, not fatal
                         warnings.append(f"{dataset}/{method}/seed{seed}/{protocol}: missing {path}")
@@ -104,25 +91,25 @@ def per_seed(rows: list[dict]) -> dict[tuple, float]:
     return {(r["dataset"], r["method"], r["protocol"], r["attack"], r["eps"], r["seed"]): r["accuracy"] for r in rows}
 
 
-def gap_rows(rows: list[dict], grid: dict, cfg: ReportConfig) -> list[dict]:
+def gap_rows(rows: list[dict], grid: Grid, cfg: ReportConfig) -> list[dict]:
     """Share of the CSL-to-supervised gap each other method closes, per attack and eps."""
     summary: dict = defaultdict(lambda: (math.nan, math.nan, 0), summarise(rows))
     seeded: dict = defaultdict(lambda: math.nan, per_seed(rows))
     out = []
     keys = sorted({(r["dataset"], r["protocol"], r["attack"], r["eps"]) for r in rows if r["attack"] != "clean"})
     for dataset, protocol, attack, eps in keys:
-        if not {cfg.supervised_method, cfg.csl_method} <= set(methods_of(grid, protocol)):
+        if not {cfg.supervised_method, cfg.csl_method} <= set(grid.methods_of(protocol)):
             continue  # this protocol does not run both ends of the gap
         sup = summary[(dataset, cfg.supervised_method, protocol, attack, eps)][0]
         csl = summary[(dataset, cfg.csl_method, protocol, attack, eps)][0]
-        for method in methods_of(grid, protocol):
+        for method in grid.methods_of(protocol):
             if method in (cfg.supervised_method, cfg.csl_method):
                 continue
             var = summary[(dataset, method, protocol, attack, eps)][0]
             share = (var - csl) / (sup - csl) if abs(sup - csl) >= MIN_GAP else math.nan
             seed_shares = []
             ends = (method, cfg.csl_method, cfg.supervised_method)
-            for s in set.intersection(*(set(seeds_of(grid, m, protocol)) for m in ends)):
+            for s in set.intersection(*(set(grid.seeds_of(m, protocol)) for m in ends)):
                 ra_csl = seeded[(dataset, cfg.csl_method, protocol, attack, eps, s)]
                 g = seeded[(dataset, cfg.supervised_method, protocol, attack, eps, s)] - ra_csl
                 if abs(g) >= MIN_GAP:  # False for NaN (a missing seed) too
@@ -133,9 +120,9 @@ def gap_rows(rows: list[dict], grid: dict, cfg: ReportConfig) -> list[dict]:
     return out
 
 
-def representation_rows(results: Path, grid: dict) -> list[dict]:
+def representation_rows(results: Path, grid: Grid) -> list[dict]:
     out = []
-    for dataset in grid["datasets"]:
+    for dataset in grid.datasets:
         stats = read_json(results / "analyse" / dataset / "representation.json")["encoders"]
         for key, s in stats.items():
             method, seed = key.split(":")
@@ -162,12 +149,15 @@ def job_device(results: Path, stage: str, job: str) -> str:
     return "cpu"
 
 
-def cost_rows(results: Path) -> list[dict]:
-    """One row per job from Snakemake's `benchmark:` files: wall time, max RSS, CPU time, device."""
+def cost_rows(results: Path, grid: Grid) -> list[dict]:
+    """One row per job of the current grid from Snakemake's `benchmark:` files: wall time, max RSS, CPU
+    time, device. Files left over from jobs of an older grid are not counted; the report job itself is
+    still running, so it has no row."""
     rows = []
-    for tsv in sorted((results / "benchmarks").rglob("*.tsv")):
-        stage = tsv.relative_to(results / "benchmarks").parts[0]
-        job = str(tsv.relative_to(results / "benchmarks" / stage).with_suffix(""))
+    for stage, job in sorted(grid.jobs(), key=lambda j: grid_paths.benchmark_path(*j)):  # the order of the files
+        tsv = Path(grid_paths.benchmark_path(stage, job, results))
+        if stage == "report" or not tsv.exists():
+            continue
         # finetune: one line per protocol in the cost table (ALF/AFF cost far more than SLF)
         label = f"finetune_{Path(job).name}" if stage == "finetune" else stage
         header, *lines = tsv.read_text().splitlines()
@@ -177,11 +167,12 @@ def cost_rows(results: Path) -> list[dict]:
     return rows
 
 
-def peak_gpu_memory(results: Path, grid: dict) -> dict[str, float]:
-    """Largest `peak_memory_mb` per stage over the pretrain/finetune metrics (0 on CPU)."""
+def peak_gpu_memory(results: Path, grid: Grid) -> dict[str, float]:
+    """Largest `peak_memory_mb` per stage over the grid's pretrain/finetune metrics (0 on CPU)."""
     peaks: dict[str, float] = defaultdict(float)
-    for stage in ("pretrain", "finetune"):
-        for path in (results / stage).rglob("metrics.json"):
+    for stage, job in grid.jobs():
+        path = results / stage / job / "metrics.json"
+        if stage in ("pretrain", "finetune") and path.exists():
             peaks[stage] = max(peaks[stage], float(read_json(path).get("peak_memory_mb", 0.0)))
     return peaks
 
@@ -198,12 +189,12 @@ def cost_markdown(rows: list[dict], peaks: dict[str, float]) -> str:
     return markdown_table(["stage", "jobs", "total s", "mean s", "max s", "max RSS MB", "GPU-hours", "peak GPU MB"], body)
 
 
-def mining_rows(results: Path, grid: dict) -> list[dict]:
+def mining_rows(results: Path, grid: Grid) -> list[dict]:
     out = []
-    for dataset in grid["datasets"]:
-        for seed in grid["seeds"]:
+    for dataset in grid.datasets:
+        for seed in grid.mined_seeds():
             path = results / "mine" / dataset / f"seed{seed}" / "quality.json"
-            if grid.get("mined") and path.exists():
+            if path.exists():
                 q = read_json(path)
                 out.append({"dataset": dataset, "seed": seed, "algorithm": q["algorithm"], "pair_precision": q["pair_precision"],
                             "pair_recall": q["pair_recall"], "purity": q["purity"], "nmi": q["nmi"],
@@ -211,13 +202,13 @@ def mining_rows(results: Path, grid: dict) -> list[dict]:
     return out
 
 
-def checks(rows: list[dict], eval_warnings: list[str], grid: dict) -> list[str]:
+def checks(rows: list[dict], eval_warnings: list[str], grid: Grid) -> list[str]:
     """Suspicious results, shown in the report instead of being hidden."""
     found = list(eval_warnings)
     summary = summarise(rows)
     for (dataset, method, protocol, attack, eps), (_, _, n) in summary.items():
-        if n < len(seeds_of(grid, method, protocol)):
-            found.append(f"{dataset}/{method}/{protocol} {attack}@{eps}: {n} seeds, {len(seeds_of(grid, method, protocol))} configured")
+        if n < len(grid.seeds_of(method, protocol)):
+            found.append(f"{dataset}/{method}/{protocol} {attack}@{eps}: {n} seeds, {len(grid.seeds_of(method, protocol))} configured")
     return found
 
 
@@ -235,13 +226,13 @@ def eps_label(attack: str, eps: float) -> str:
     return f"L2 {eps:g}" if attack.endswith("_l2") else f"{eps:g}/255"
 
 
-def corruption_rows(results: Path, grid: dict) -> list[dict]:
+def corruption_rows(results: Path, grid: Grid) -> list[dict]:
     """Long-format corruption accuracies from the evaluate outputs (absent when none were run)."""
     rows = []
-    for dataset in grid["datasets"]:
-        for method in grid["methods"]:
-            for protocol in [p for p in grid["protocols"] if method in methods_of(grid, p)]:
-                for seed in seeds_of(grid, method, protocol):
+    for dataset in grid.datasets:
+        for method in grid.methods:
+            for protocol in grid.protocols_of(method):
+                for seed in grid.seeds_of(method, protocol):
                     path = eval_path(results, dataset, method, seed, protocol)
                     per = read_json(path).get("corruptions", {}) if path.exists() else {}
                     rows += [{"dataset": dataset, "method": method, "protocol": protocol, "seed": seed, "corruption": name,
@@ -249,7 +240,7 @@ def corruption_rows(results: Path, grid: dict) -> list[dict]:
     return rows
 
 
-def corruption_markdown(rows: list[dict], dataset: str, grid: dict) -> str:
+def corruption_markdown(rows: list[dict], dataset: str, grid: Grid) -> str:
     """Mean corruption accuracy per method, then per corruption and per severity (mean ± std over seeds)."""
     rows = [r for r in rows if r["dataset"] == dataset]
     corruptions = list(dict.fromkeys(r["corruption"] for r in rows))
@@ -265,19 +256,19 @@ def corruption_markdown(rows: list[dict], dataset: str, grid: dict) -> str:
     header = ["method", "protocol", "mean"] + corruptions + [f"severity {s}" for s in severities]
     body = [[m, p, cell(m, p, lambda r: True)] + [cell(m, p, lambda r, c=c: r["corruption"] == c) for c in corruptions]
             + [cell(m, p, lambda r, s=s: r["severity"] == s) for s in severities]
-            for m in grid["methods"] for p in grid["protocols"] if m in methods_of(grid, p) and any(r["method"] == m for r in rows)]
+            for m in grid.methods for p in grid.protocols_of(m) if any(r["method"] == m for r in rows)]
     return markdown_table(header, body)
 
 
-def accuracy_markdown(summary: dict, dataset: str, grid: dict) -> str:
+def accuracy_markdown(summary: dict, dataset: str, grid: Grid) -> str:
     summary = defaultdict(lambda: (math.nan, math.nan, 0), summary)
     # columns: the (attack, eps) pairs that exist (L2 attacks have their own eps), L2 and worst cases last
     cols = sorted({(k[3], k[4]) for k in summary if k[0] == dataset and k[3] != "clean"},
                   key=lambda c: (c[0].endswith("_l2"), c[0].startswith("any"), c))
     header = ["method", "protocol", "seeds", "clean"] + [f"{a} {eps_label(a, e)}" for a, e in cols]
     body = []
-    for method in grid["methods"]:
-        for protocol in [p for p in grid["protocols"] if method in methods_of(grid, p)]:
+    for method in grid.methods:
+        for protocol in grid.protocols_of(method):
             clean = summary[(dataset, method, protocol, "clean", 0.0)]
             cells = [fmt(*summary[(dataset, method, protocol, a, e)][:2]) for a, e in cols]
             body.append([method, protocol, str(clean[2]), fmt(*clean[:2]), *cells])
@@ -298,11 +289,11 @@ def gap_markdown(gaps: list[dict], dataset: str, rep: list[dict]) -> str:
     return markdown_table(header, body)
 
 
-def representation_markdown(rep: list[dict], dataset: str, grid: dict) -> str:
+def representation_markdown(rep: list[dict], dataset: str, grid: Grid) -> str:
     header = ["method", "alignment", "uniformity", "intra-class dist", "inter-class dist", "margin mean", "negative-margin share"]
     keys = ("alignment", "uniformity", "intra_class_distance", "inter_class_distance", "margin_mean", "margin_negative_share")
     body = []
-    for method in grid["methods"]:
+    for method in grid.methods:
         rs = [r for r in rep if r["dataset"] == dataset and r["method"] == method]
         stats = [mean_std([r[k] for r in rs]) for k in keys]
         body.append([method] + [f"{mean:.3f} ± {std:.3f}" for mean, std, *_ in stats])
@@ -324,7 +315,7 @@ def write_text(path: Path, text: str) -> None:
         tmp.write_text(text)
 
 
-def run(cfg: ReportConfig, grid: dict, results: Path, out: Path) -> dict:
+def run(cfg: ReportConfig, grid: Grid, results: Path, out: Path) -> dict:
     from pipeline import report_plots
 
     rows, eval_warnings = load_rows(results, grid)
@@ -341,11 +332,11 @@ def run(cfg: ReportConfig, grid: dict, results: Path, out: Path) -> dict:
                                     for k, v in sorted(summary.items())])
     write_csv(out / "gap.csv", gaps)
     write_csv(out / "representation.csv", rep)
-    costs = cost_rows(results)
+    costs = cost_rows(results, grid)
     write_csv(out / "cost.csv", costs)
     md = [f"# Results\n\nSupervised baseline: `{cfg.supervised_method}`; CSL method: `{cfg.csl_method}`. "
           "Accuracies in %, mean ± std over seeds.\n"]
-    for dataset, modality in grid["datasets"].items():
+    for dataset, modality in grid.datasets.items():
         md.append(f"\n## {dataset} ({modality})\n\n### Accuracy under attack\n\n{accuracy_markdown(summary, dataset, grid)}")
         md.append(f"\n### Share of the {cfg.csl_method}-to-{cfg.supervised_method} gap closed\n\n{gap_markdown(gaps, dataset, rep)}")
         md.append(f"\n### Representation\n\n{representation_markdown(rep, dataset, grid)}")
@@ -373,11 +364,11 @@ def run(cfg: ReportConfig, grid: dict, results: Path, out: Path) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cfg", required=True, help="JSON of the `report` section")
-    parser.add_argument("--grid", required=True, help="JSON: datasets {name: modality}, methods, seeds, protocols, mined")
+    parser.add_argument("--grid", required=True, help="JSON of the study grid (pipeline.grid.Grid.to_json)")
     parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    summary = run(from_json(ReportConfig, args.cfg, "report"), json.loads(args.grid), args.results, args.out)
+    summary = run(from_json(ReportConfig, args.cfg, "report"), Grid.from_dict(json.loads(args.grid)), args.results, args.out)
     print(f"report: {summary['rows']} rows, {len(summary['checks'])} checks", file=sys.stderr)
 
 

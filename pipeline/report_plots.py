@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from pipeline.grid import Grid  # noqa: E402
 from pipeline.io import atomic_path  # noqa: E402
 
 
@@ -102,17 +103,17 @@ def uniformity_vs_robust(rep: list[dict], rows: list[dict], dataset: str, grid: 
     _save(fig, path)
 
 
-def training_curves(results: Path, dataset: str, grid: dict, path: Path) -> None:
+def training_curves(results: Path, dataset: str, grid: Grid, path: Path) -> None:
     """Small multiples: pretraining loss per epoch for each method, one thin line per seed."""
     from pipeline.io import read_json
 
-    methods = grid["methods"]
+    methods = grid.methods
     colours = method_colours(methods)
     cols = min(4, len(methods))
     rows = math.ceil(len(methods) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
     for ax, method in zip(axes.flat, methods, strict=False):  # the last row may have spare axes
-        seeds = grid.get("method_seeds", {}).get(method) or grid["seeds"]
+        seeds = grid.method_seeds[method]
         for seed in seeds:
             metrics = results / "pretrain" / dataset / method / f"seed{seed}" / "metrics.json"
             if metrics.exists():

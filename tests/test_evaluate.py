@@ -199,3 +199,21 @@ def test_an_attack_can_run_at_a_subset_of_the_epsilons(tmp_path, digits_dir, cla
     assert set(r["attacks"]["square"]) == {"8.0"} and set(r["attacks"]["fgsm"]) == {"2.0", "8.0"}
     assert r["attacks"]["any"]["2.0"]["attacks"] == ["fgsm"] and r["attacks"]["any"]["2.0"]["samples"] == 40
     assert r["attacks"]["any"]["8.0"]["attacks"] == ["fgsm", "square"] and r["attacks"]["any"]["8.0"]["samples"] == 20
+
+
+def test_per_sample_outcomes_reproduce_every_accuracy(tmp_path, digits_dir, classifier):
+    """`outcomes` holds, per number, which test samples count as correct: its mean is the number, an
+    attack run alone never counts a clean-wrong sample as robust, and "any" is the AND of its attacks."""
+    attacks = {"fgsm": {}, "pgd": {**PGD, "random_start": False}}
+    r = evaluate.run(eval_cfg(attacks, cascade=False, epsilons=[2, 8], max_samples=100), 0, digits_dir, classifier, tmp_path / "o.json")
+    out = r["outcomes"]
+    clean = [c == "1" for c in out["clean"]]
+    assert len(clean) == r["samples"] == 100 and sum(clean) / 100 == pytest.approx(r["clean_accuracy"])
+    for name in ("fgsm", "pgd", "any"):
+        for e, record in r["attacks"][name].items():
+            flags = [c == "1" for c in out["attacks"][name][e]]
+            assert len(flags) == record["samples"] and sum(flags) / len(flags) == pytest.approx(record["accuracy"])
+            assert not any(f and not c for f, c in zip(flags, clean, strict=False))  # robust implies clean-correct here
+    for e in ("2.0", "8.0"):
+        both = [f == "1" and p == "1" for f, p in zip(out["attacks"]["fgsm"][e], out["attacks"]["pgd"][e], strict=True)]
+        assert [c == "1" for c in out["attacks"]["any"][e]] == both

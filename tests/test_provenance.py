@@ -31,3 +31,46 @@ def test_decode_does_not_depend_on_models():
 def test_every_stage_module_parses():
     for stage in ("embed", "decode", "pretrain", "mine", "finetune", "evaluate", "analyse", "report"):
         assert (Path(PACKAGE_DIR) / f"{stage}.py") in stage_sources(f"pipeline.{stage}")
+
+
+def test_augmentation_is_not_in_the_embed_or_decode_hash():
+    """The config layer every stage imports must not drag torch code (augment) into every hash."""
+    for stage in ("embed", "decode"):
+        deps = names(f"pipeline.{stage}")
+        assert "config.py" in deps and "augment.py" not in deps
+    assert "augment.py" in names("pipeline.pretrain")
+
+
+def test_report_hash_covers_the_grid_but_not_the_dataset_readers():
+    deps = names("pipeline.report")
+    assert {"grid.py", "modalities.py", "report_plots.py"} <= deps
+    assert not any(d.startswith("datasets/") for d in deps)
+
+
+def test_hash_ignores_comments_docstrings_and_layout_but_not_code(tmp_path):
+    from pipeline.provenance import normalised_source
+
+    base = '"""Module doc."""\n\n\ndef f(x):\n    """Doc."""\n    return x + 1  # why\n'
+    variants_same = [
+        base + "\n# trailing comment\n",
+        base.replace("Module doc.", "Another module doc.").replace('"""Doc."""', '"""Other doc,\n    two lines."""'),
+        base.replace("return x + 1", "return (x\n            + 1)"),
+        base.replace('    """Doc."""\n', ""),
+    ]
+    variants_differ = [base.replace("x + 1", "x + 2"), base.replace("def f(x)", "def g(x)"), base + "y = 'doc'\n"]
+
+    def norm(text: str) -> str:
+        path = tmp_path / "m.py"
+        path.write_text(text)
+        return normalised_source(path)
+
+    assert all(norm(v) == norm(base) for v in variants_same)
+    assert all(norm(v) != norm(base) for v in variants_differ)
+
+
+def test_function_with_only_a_docstring_still_parses_and_hashes(tmp_path):
+    from pipeline.provenance import normalised_source
+
+    path = tmp_path / "m.py"
+    path.write_text('def f():\n    """Only a docstring."""\n')
+    assert "Pass" in normalised_source(path)

@@ -10,13 +10,23 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import ReportConfig
+from pipeline.grid import Grid
 from pipeline.report import MIN_GAP, run
 
 # RA at PGD eps 8 per (method, seed); clean is 0.9 everywhere.
 RA = {("supervised", 0): 0.60, ("supervised", 1): 0.70, ("simclr", 0): 0.20, ("simclr", 1): 0.30,
       ("simclr_oracle_elim", 0): 0.40, ("simclr_oracle_elim", 1): 0.45}
-GRID = {"datasets": {"toy": "image"}, "methods": ["supervised", "simclr", "simclr_oracle_elim"], "seeds": [0, 1],
-        "protocols": ["slf"], "mined": False}
+METHODS = ["supervised", "simclr", "simclr_oracle_elim"]
+
+
+def toy_grid(protocol_methods: dict | None = None, protocol_seeds: dict | None = None) -> Grid:
+    protocol_methods = protocol_methods or {"slf": METHODS}
+    return Grid(datasets={"toy": "image"}, embeds=[], methods=METHODS, seeds=[0, 1], method_seeds={m: [0, 1] for m in METHODS},
+                protocols=list(protocol_methods), protocol_methods=protocol_methods,
+                protocol_seeds=protocol_seeds or {p: [] for p in protocol_methods}, mined_methods=[], warmup_method="simclr")
+
+
+GRID = toy_grid()
 
 
 def write(path: Path, data: dict) -> None:
@@ -105,8 +115,7 @@ def test_protocol_covering_some_methods(tmp_path, results):
             bench = results / f"benchmarks/finetune/toy/{method}/seed{seed}/alf.tsv"
             bench.parent.mkdir(parents=True, exist_ok=True)
             bench.write_text("s\tmax_rss\tcpu_time\n9.0\t50\t8.0\n")
-    grid = {**GRID, "protocols": ["slf", "alf"], "protocol_methods": {"slf": GRID["methods"], "alf": ["supervised", "simclr"]},
-            "protocol_seeds": {"slf": [], "alf": [0]}}
+    grid = toy_grid({"slf": METHODS, "alf": ["supervised", "simclr"]}, {"slf": [], "alf": [0]})
     summary = run(ReportConfig(supervised_method="supervised", csl_method="simclr"), grid, results, tmp_path / "rep")
     md = (tmp_path / "rep" / "report.md").read_text()
     assert not any("alf" in c for c in summary["checks"])

@@ -91,7 +91,7 @@ def test_editing_evaluate_only_source_reruns_only_evaluate(study):
     source = study / "pipeline" / "evaluate.py"
     original = source.read_text()
     try:
-        source.write_text(original + "\n# a comment changes the stage's code hash\n")
+        source.write_text(original + "\nEDITED = True  # a new statement changes the stage's code hash\n")
         assert set(planned(study)) == {"evaluate", "report", "all"}
     finally:
         source.write_text(original)
@@ -117,3 +117,60 @@ def test_misspelt_key_stops_before_any_job(tmp_path):
     proc = snakemake(tmp_path, "-n", configfile=cfg)
     out = proc.stderr + proc.stdout
     assert proc.returncode != 0 and "config error at 'datasets[1]'" in out and "cifar" in out
+
+
+# ---- what reruns after a change (issue: rerun exactly what changed) ----------------------
+def test_adding_a_seed_runs_only_the_new_seeds_jobs(study):
+    """seeds [0] -> [0, 1] for one method: its seed-1 pretrain/finetune/evaluate per dataset, then the summaries."""
+    cfg = changed_config(study, lambda c: c["pretrain"]["methods"]["simclr_oracle_elim"].update(seeds=[0, 1]))
+    # per dataset: pretrain 1, finetune 1 (slf), evaluate 1; analyse covers every encoder of a dataset
+    assert planned(study, cfg) == {"pretrain": 2, "finetune": 2, "evaluate": 2, "analyse": 2, "report": 1, "all": 1}
+
+
+def test_adding_a_method_runs_only_its_jobs(study):
+    cfg = changed_config(study, lambda c: c["pretrain"]["methods"].update(supcon={"loss": "supcon"}))
+    assert planned(study, cfg) == {"pretrain": 2, "finetune": 2, "evaluate": 2, "analyse": 2, "report": 1, "all": 1}
+
+
+def test_a_protocol_covering_one_more_method_runs_only_that_method(study):
+    cfg = changed_config(study, lambda c: c["finetune"]["protocols"]["aff_trades"].update(methods=["supervised", "simclr"]))
+    assert planned(study, cfg) == {"finetune": 2, "evaluate": 2, "report": 1, "all": 1}
+
+
+def test_comments_and_docstrings_in_every_module_rerun_nothing(study):
+    """Every pipeline/*.py gets a new comment line, a changed module docstring and a changed function docstring."""
+    originals = {p: p.read_text() for p in (study / "pipeline").rglob("*.py")}
+    try:
+        for path, text in originals.items():
+            edited = text.replace('"""', '"""Edited docstring. ', 1) if text.lstrip().startswith('"""') else text
+            edited = re.sub(r'(\n    """)', r'\1(edited) ', edited, count=1)
+            path.write_text(edited + "\n# a new comment at the end\n")
+        assert planned(study) == {}
+    finally:
+        for path, text in originals.items():
+            path.write_text(text)
+
+
+def test_augmentation_change_reruns_pretrain_and_downstream_not_embed_or_decode(study):
+    source = study / "pipeline" / "augment.py"
+    original = source.read_text()
+    assert "LUMA = (0.299, 0.587, 0.114)" in original
+    try:
+        source.write_text(original.replace("LUMA = (0.299, 0.587, 0.114)", "LUMA = (0.3, 0.587, 0.113)"))
+        assert set(planned(study)) == {"pretrain", "mine", "finetune", "evaluate", "analyse", "report", "all"}
+    finally:
+        source.write_text(original)
+
+
+def test_changed_schema_default_reruns_the_jobs_it_reaches(study):
+    """Defaults reach the rules as params: a new default for an evaluate key the tiny config leaves unset."""
+    schema = study / "workflow" / "schemas" / "config.schema.yaml"
+    original = schema.read_text()
+    data = yaml.safe_load(original)
+    assert "batch_size" not in yaml.safe_load((study / ".test" / "config.yaml").read_text())["evaluate"]
+    data["properties"]["evaluate"]["properties"]["batch_size"]["default"] += 1
+    try:
+        schema.write_text(yaml.safe_dump(data, sort_keys=False))
+        assert set(planned(study)) == {"evaluate", "report", "all"}
+    finally:
+        schema.write_text(original)

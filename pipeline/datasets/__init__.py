@@ -13,11 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# The source decides the modality; the Snakefile reads this to pick pretrain.image/video.
-SOURCE_MODALITY = {
-    "sklearn_digits": "image", "cifar10": "image", "cifar100": "image", "image_folder": "image",
-    "ucf101": "video", "hmdb51": "video", "video_folder": "video",
-}
+from pipeline.modalities import SOURCE_MODALITY  # noqa: F401  (re-exported: decode reads it from here)
 
 
 def check_layout(source: str, root: str, fold: int = 1, download: bool = False) -> None:

@@ -41,7 +41,7 @@ rule report:
         ),
     params:
         cfg=section_cfg("report"),
-        grid=report_grid(),
+        grid=GRID.to_json(),
         code=code_hash("report"),
         out=output_dir("markdown"),
         results=results_root,

@@ -1,0 +1,218 @@
+"""The study grid, in one place: which jobs exist, what each job receives, and the cross-key checks.
+
+Torch-free: the Snakefile (`workflow/rules/common.smk`) builds the DAG from it, the report stage reads
+the same grid back from JSON, and `pipeline.plan` forecasts its cost.
+
+A study runs, per dataset:
+    pretrain   one job per (method, seed): a method's own `seeds`, else the study's `seeds`
+    mine       one job per seed that a mined-false-negative method runs (warm-up encoder of that seed)
+    finetune   one job per (method, seed, protocol) that the protocol covers (its `methods` and
+    evaluate   `seeds`, else all), the same set for both stages
+    analyse    one job per dataset (every encoder of that dataset)
+plus one embed job per embedded dataset and one report job.
+
+What a job receives (`*_slice`) is its own section of the config, minus the grid-only lists
+(`GRID_ONLY`): which seeds a method runs and which methods and seeds a protocol covers decide which
+jobs exist, not what a job computes, so editing them never reruns an existing job.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from pipeline.modalities import SOURCE_MODALITY
+
+RESULTS = "results"
+
+# Keys that only say which jobs exist; blanked in the per-job slices (an empty list means "all").
+GRID_ONLY = {"pretrain.methods.<name>": ("seeds",), "finetune.protocols.<name>": ("methods", "seeds")}
+
+
+class GridError(ValueError):
+    """A config value names something that does not exist; the message names the key."""
+
+
+def config_error(key: str, message: str) -> None:
+    raise GridError(f"config error at '{key}': {message}")
+
+
+def embedded_name(root: str) -> str | None:
+    """The embed entry a decode root points into (results/embed/<name>), else None."""
+    parts = Path(root).parts
+    return parts[2] if len(parts) == 3 and parts[:2] == (RESULTS, "embed") else None
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Which dataset x method x seed x protocol jobs a study runs. Lists keep config order."""
+
+    datasets: dict[str, str]  # name -> modality ("image" or "video")
+    embeds: list[str]  # embed entries the datasets read (results/embed/<name>)
+    methods: list[str]
+    seeds: list[int]  # the study's seeds
+    method_seeds: dict[str, list[int]]  # resolved: the seeds each method runs
+    protocols: list[str]
+    protocol_methods: dict[str, list[str]]  # resolved: the methods each protocol covers
+    protocol_seeds: dict[str, list[int]]  # a protocol's own seed filter ([] = every seed of a method)
+    mined_methods: list[str]  # methods that read mined false negatives
+    warmup_method: str  # the encoder the mine stage reads
+
+    @classmethod
+    def from_config(cls, config: dict) -> Grid:
+        """The grid of a validated config (schema defaults filled in)."""
+        methods_cfg = config["pretrain"]["methods"]
+        methods = list(methods_cfg)
+        protocols_cfg = config["finetune"]["protocols"]
+        return cls(
+            datasets={ds: SOURCE_MODALITY[config["decode"][ds]["source"]] for ds in config["datasets"] if ds in config["decode"]},
+            embeds=[name for ds in config["datasets"] if ds in config["decode"]
+                    if (name := embedded_name(config["decode"][ds]["root"])) is not None],
+            methods=methods,
+            seeds=list(config["seeds"]),
+            method_seeds={m: list(methods_cfg[m].get("seeds") or config["seeds"]) for m in methods},
+            protocols=list(protocols_cfg),
+            protocol_methods={p: [m for m in methods if not protocols_cfg[p].get("methods") or m in protocols_cfg[p]["methods"]]
+                              for p in protocols_cfg},
+            protocol_seeds={p: list(protocols_cfg[p].get("seeds") or []) for p in protocols_cfg},
+            mined_methods=[m for m in methods if methods_cfg[m].get("false_negatives") == "mined"],
+            warmup_method=config["mine"]["warmup_method"],
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Grid:
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    # ---- which jobs exist ----------------------------------------------------------------
+    def seeds_of(self, method: str, protocol: str | None = None) -> list[int]:
+        """A method's seeds, restricted to a protocol's own `seeds` when it sets them."""
+        seeds = self.method_seeds[method]
+        chosen = self.protocol_seeds.get(protocol) if protocol else None
+        return [s for s in seeds if s in chosen] if chosen else list(seeds)
+
+    def methods_of(self, protocol: str) -> list[str]:
+        return list(self.protocol_methods[protocol])
+
+    def protocols_of(self, method: str) -> list[str]:
+        return [p for p in self.protocols if method in self.protocol_methods[p]]
+
+    def uses_mined(self, method: str) -> bool:
+        return method in self.mined_methods
+
+    def runs(self) -> list[tuple[str, int]]:
+        """Every (method, seed) pretraining run, in config order."""
+        return [(m, s) for m in self.methods for s in self.method_seeds[m]]
+
+    def protocol_runs(self) -> list[tuple[str, int, str]]:
+        """Every (method, seed, protocol) finetune and evaluate job, protocols first."""
+        return [(m, s, p) for p in self.protocols for m in self.protocol_methods[p] for s in self.seeds_of(m, p)]
+
+    def mined_seeds(self) -> list[int]:
+        return sorted({s for m, s in self.runs() if self.uses_mined(m)})
+
+    def jobs(self) -> list[tuple[str, str]]:
+        """Every job as (stage, job id); the id is the path of its log and benchmark under the stage."""
+        out = [("embed", name) for name in self.embeds]
+        for ds in self.datasets:
+            out.append(("decode", ds))
+            out += [("pretrain", f"{ds}/{m}/seed{s}") for m, s in self.runs()]
+            out += [("mine", f"{ds}/seed{s}") for s in self.mined_seeds()]
+            out += [(stage, f"{ds}/{m}/seed{s}/{p}") for stage in ("finetune", "evaluate") for m, s, p in self.protocol_runs()]
+            out.append(("analyse", ds))
+        out.append(("report", "report"))
+        return out
+
+    def plot_view(self) -> tuple[str, list[str]]:
+        """The protocol the plots show and its methods: the first protocol covering every method (so
+        each method appears), else the first protocol."""
+        full = [p for p in self.protocols if set(self.protocol_methods[p]) >= set(self.methods)]
+        first = full[0] if full else self.protocols[0]
+        return first, self.methods_of(first)
+
+
+# ---- paths ------------------------------------------------------------------------------
+def decode_dir(dataset: str, results: str | Path = RESULTS) -> str:
+    return f"{results}/decode/{dataset}"
+
+
+def encoder_path(dataset: str, method: str, seed: int, results: str | Path = RESULTS) -> str:
+    return f"{results}/pretrain/{dataset}/{method}/seed{seed}/encoder.pt"
+
+
+def run_dir(stage: str, dataset: str, method: str, seed: int, protocol: str, results: str | Path = RESULTS) -> str:
+    return f"{results}/{stage}/{dataset}/{method}/seed{seed}/{protocol}"
+
+
+def eval_path(dataset: str, method: str, seed: int, protocol: str, results: str | Path = RESULTS) -> str:
+    return f"{run_dir('evaluate', dataset, method, seed, protocol, results)}/robustness.json"
+
+
+def benchmark_path(stage: str, job: str, results: str | Path = RESULTS) -> str:
+    return f"{results}/benchmarks/{stage}/{job}.tsv"
+
+
+# ---- what each job receives -------------------------------------------------------------
+def pretrain_slice(config: dict, dataset: str, method: str) -> dict:
+    """Device settings, the dataset's modality section and the method, without its grid-only `seeds`."""
+    section = config["pretrain"]
+    modality = SOURCE_MODALITY[config["decode"][dataset]["source"]]
+    return {"device": section["device"], "precision": section["precision"], "budget_mb": section["budget_mb"],
+            "model": section[modality], "method": {**section["methods"][method], "seeds": []}}
+
+
+def finetune_slice(config: dict, protocol: str) -> dict:
+    """The finetune section with `protocols` cut down to this job's entry, minus its grid-only lists:
+    editing one protocol reruns only that protocol's jobs."""
+    section = config["finetune"]
+    entry = section["protocols"][protocol]
+    return {**section, "protocols": {protocol: {**entry, "methods": [], "seeds": []}}}
+
+
+# ---- cross-key checks -------------------------------------------------------------------
+def check_references(config: dict) -> None:
+    """Cross-key checks the JSON schema cannot express; each error names the offending key."""
+    methods_cfg = config["pretrain"]["methods"]
+    methods = list(methods_cfg)
+    seeds = config["seeds"]
+    for i, ds in enumerate(config["datasets"]):
+        if ds not in config["decode"]:
+            config_error(f"datasets[{i}]", f"'{ds}' has no entry under decode: (have {sorted(config['decode'])})")
+    if not methods:
+        config_error("pretrain.methods", "no pretraining method configured")
+    for key in ("supervised_method", "csl_method"):
+        if config["report"][key] not in methods:
+            config_error(f"report.{key}", f"'{config['report'][key]}' is not one of pretrain.methods {methods}")
+    _check_mining(config, methods_cfg, seeds)
+    for ds in config["datasets"]:
+        root = config["decode"][ds]["root"]
+        name = embedded_name(root)
+        if name is not None and name not in config["embed"]:
+            config_error(f"decode.{ds}.root", f"{root} is under {RESULTS}/embed but embed: has no '{name}'")
+    run_seeds = {s for m in methods_cfg.values() for s in m.get("seeds") or seeds}
+    for name, entry in config["finetune"]["protocols"].items():
+        unknown = [m for m in entry.get("methods", []) if m not in methods]
+        if unknown:
+            config_error(f"finetune.protocols.{name}.methods", f"{unknown} are not pretrain.methods {methods}")
+        unused = set(entry.get("seeds", [])) - run_seeds
+        if unused:
+            config_error(f"finetune.protocols.{name}.seeds", f"seeds {sorted(unused)} are not run by any pretraining method")
+
+
+def _check_mining(config: dict, methods_cfg: dict, seeds: list[int]) -> None:
+    """Mined methods need a warm-up method that is configured, not itself mined, and runs their seeds."""
+    if not any(m.get("false_negatives") == "mined" for m in methods_cfg.values()):
+        return
+    warmup = config["mine"]["warmup_method"]
+    if warmup not in methods_cfg:
+        config_error("mine.warmup_method", f"'{warmup}' is not one of pretrain.methods {list(methods_cfg)}")
+    if methods_cfg[warmup].get("false_negatives") == "mined":
+        config_error("mine.warmup_method", f"'{warmup}' itself uses mined false negatives (a cycle)")
+    warm_seeds = set(methods_cfg[warmup].get("seeds") or seeds)
+    for name, m in methods_cfg.items():
+        missing = set(m.get("seeds") or seeds) - warm_seeds
+        if m.get("false_negatives") == "mined" and missing:
+            config_error(f"pretrain.methods.{name}.seeds", f"seeds {sorted(missing)} have no {warmup} warm-up run to mine from")

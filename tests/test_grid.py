@@ -1,0 +1,114 @@
+"""The study grid: which jobs exist, what each job receives, and the cross-key checks."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from pipeline import grid as G
+from tests.conftest import REPO, validated
+
+
+@pytest.fixture(scope="module")
+def default_config() -> dict:
+    return validated(yaml.safe_load((REPO / "config" / "config.yaml").read_text()))
+
+
+@pytest.fixture()
+def config(default_config) -> dict:
+    return copy.deepcopy(default_config)
+
+
+def naive_protocol_runs(config: dict) -> set[tuple[str, int, str]]:
+    """The finetune/evaluate jobs, spelled out from the config with plain loops."""
+    out = set()
+    for p, entry in config["finetune"]["protocols"].items():
+        for m, mcfg in config["pretrain"]["methods"].items():
+            if entry["methods"] and m not in entry["methods"]:
+                continue
+            for s in mcfg["seeds"] or config["seeds"]:
+                if not entry["seeds"] or s in entry["seeds"]:
+                    out.add((m, s, p))
+    return out
+
+
+def test_grid_of_the_default_study_matches_a_naive_enumeration(config):
+    grid = G.Grid.from_config(config)
+    assert grid.datasets == {"digits": "image", "moving_digits": "video"}
+    assert grid.embeds == ["moving_digits"]
+    assert set(grid.protocol_runs()) == naive_protocol_runs(config)
+    assert len(grid.protocol_runs()) == len(set(grid.protocol_runs()))
+    runs = {(m, s) for m, c in config["pretrain"]["methods"].items() for s in c["seeds"] or config["seeds"]}
+    assert set(grid.runs()) == runs
+    assert grid.mined_seeds() == sorted({s for m, s in runs if config["pretrain"]["methods"][m]["false_negatives"] == "mined"})
+    assert grid.seeds_of("clae") == [0] and grid.seeds_of("simclr") == config["seeds"]
+    assert grid.seeds_of("simclr", "alf") == [0] and grid.methods_of("alf") == ["supervised", "simclr"]
+    assert "alf" in grid.protocols_of("simclr") and "alf" not in grid.protocols_of("clae")
+
+
+def test_jobs_list_every_stage_once_per_job(config):
+    grid = G.Grid.from_config(config)
+    jobs = grid.jobs()
+    assert len(jobs) == len(set(jobs))
+    count = {stage: sum(1 for s, _ in jobs if s == stage) for stage, _ in jobs}
+    n_ds = len(grid.datasets)
+    assert count["pretrain"] == n_ds * len(grid.runs())
+    assert count["finetune"] == count["evaluate"] == n_ds * len(grid.protocol_runs())
+    assert count["mine"] == n_ds * len(grid.mined_seeds())
+    assert count["embed"] == 1 and count["decode"] == count["analyse"] == n_ds and count["report"] == 1
+
+
+def test_grid_round_trips_through_json(config):
+    grid = G.Grid.from_config(config)
+    assert G.Grid.from_dict(json.loads(grid.to_json())) == grid
+
+
+def test_slices_leave_out_the_grid_only_lists(config):
+    """Which seeds a method runs, and which methods/seeds a protocol covers, never reach a job."""
+    config["pretrain"]["methods"]["clae"]["seeds"] = [0]
+    before = copy.deepcopy((G.pretrain_slice(config, "digits", "clae"), G.finetune_slice(config, "alf")))
+    config["pretrain"]["methods"]["clae"]["seeds"] = [0, 1, 2]
+    config["finetune"]["protocols"]["alf"]["methods"] = ["supervised"]
+    config["finetune"]["protocols"]["alf"]["seeds"] = [1]
+    after = G.pretrain_slice(config, "digits", "clae"), G.finetune_slice(config, "alf")
+    assert before == after
+    assert before[0]["model"] == config["pretrain"]["image"] and G.pretrain_slice(config, "moving_digits", "clae")["model"] == config["pretrain"]["video"]
+    assert set(before[1]["protocols"]) == {"alf"}
+
+
+def test_slices_change_with_a_real_setting(config):
+    before = copy.deepcopy(G.pretrain_slice(config, "digits", "clae"))
+    config["pretrain"]["methods"]["clae"]["attack"]["eps"] = 2
+    assert G.pretrain_slice(config, "digits", "clae") != before
+    assert G.pretrain_slice(config, "digits", "simclr") == G.pretrain_slice(copy.deepcopy(config), "digits", "simclr")
+
+
+@pytest.mark.parametrize("edit,key", [
+    (lambda c: c.update(datasets=["digits", "cifar"]), "datasets[1]"),
+    (lambda c: c["report"].update(csl_method="byol"), "report.csl_method"),
+    (lambda c: c["mine"].update(warmup_method="nope"), "mine.warmup_method"),
+    (lambda c: c["mine"].update(warmup_method="simclr_mined_elim"), "mine.warmup_method"),
+    (lambda c: c["pretrain"]["methods"]["simclr_mined_elim"].update(seeds=[0, 5]), "pretrain.methods.simclr_mined_elim.seeds"),
+    (lambda c: c["finetune"]["protocols"]["alf"].update(methods=["byol"]), "finetune.protocols.alf.methods"),
+    (lambda c: c["finetune"]["protocols"]["alf"].update(seeds=[7]), "finetune.protocols.alf.seeds"),
+    (lambda c: c["decode"]["moving_digits"].update(root="results/embed/other"), "decode.moving_digits.root"),
+])
+def test_reference_checks_name_the_key(config, edit, key):
+    edit(config)
+    with pytest.raises(G.GridError, match=re.escape(f"config error at '{key}'")):
+        G.check_references(config)
+
+
+def test_default_study_passes_the_reference_checks(config):
+    G.check_references(config)
+
+
+def test_grid_module_does_not_import_torch():
+    code = "import sys, pipeline.grid; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
