@@ -196,7 +196,7 @@ def _gradient(stat_fn: StatFn, m: np.ndarray, h: float = 1e-6) -> np.ndarray:
 
 
 def seed_shrinkage(stat_fn: StatFn, means: Means) -> dict[int, float]:
-    """Weight lam (0..1) of each seed group's seed level, so that it adds the seed variance only.
+    """Weight lam (0 to sqrt(S / (S - 1))) of each seed group's seed level, so that it adds the seed variance only.
 
     Resampling whole seeds adds the variance of the per-seed means, var_seed + var_sample / n,
     and the sample level adds var_sample / (S n) again: with few seeds and much per-(seed,
