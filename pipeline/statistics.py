@@ -306,6 +306,11 @@ class GapShare:
     def defined(self) -> bool:
         return self.share is not None
 
+    def as_dict(self) -> dict:
+        """JSON-ready summary: gap, share (None when undefined), flags and the printed text."""
+        return {"gap": self.gap.as_dict(), "share": None if self.share is None else self.share.as_dict(),
+                "flags": list(self.flags), "text": self.text()}
+
     def text(self) -> str:
         """`62% [40%, 85%]`, or why the share is undefined."""
         if self.share is None:

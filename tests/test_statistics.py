@@ -118,7 +118,7 @@ def test_share_of_the_gap_is_undefined_when_the_gap_is_not_established():
     csl, sup = synthetic(rng, 2, 300, 0.0)  # no gap
     res = st.gap_share(csl, csl, sup, rng=rng)
     assert res.gap.low <= 0 <= res.gap.high and not res.defined and res.share is None
-    assert res.text().startswith("undefined")
+    assert res.text().startswith("undefined") and res.as_dict()["share"] is None
 
 
 def test_share_of_the_gap_with_an_established_gap_and_its_flags():
