@@ -38,7 +38,7 @@ def diff(m):
     return m[..., 0] - m[..., 1]
 
 
-def coverage(rng: np.random.Generator, seeds: int, seed_sd: float, effect: float = 0.05, n_boot: int = 1000) -> tuple[float, st.Interval]:
+def coverage(rng: np.random.Generator, seeds: int, seed_sd: float, effect: float = 0.05, n_boot: int = 500) -> tuple[float, st.Interval]:
     """Share of R synthetic studies whose 95 % interval contains the true effect, and the last interval."""
     covered = 0
     for _ in range(R):
@@ -52,7 +52,7 @@ def test_interval_covers_a_known_effect_at_the_nominal_rate():
     # (With 3 seeds and a dominant seed variance the bootstrap under-covers: see pipeline/statistics.py.)
     share, iv = coverage(np.random.default_rng(1), 3, seed_sd=0.01)
     assert 0.90 <= share <= 0.99
-    assert iv.seed_level and iv.note == "" and (iv.n_seeds, iv.n_samples, iv.n_boot) == (3, 300, 1000)
+    assert iv.seed_level and iv.note == "" and (iv.n_seeds, iv.n_samples, iv.n_boot) == (3, 300, 500)
 
 
 def test_whole_seed_resampling_would_be_visibly_wider():
@@ -68,13 +68,13 @@ def test_one_seed_interval_is_sample_level_and_flagged_as_a_lower_bound():
     share, iv = coverage(np.random.default_rng(1), 1, seed_sd=0.0)  # no seed variance: the sample level is all
     assert 0.90 <= share <= 0.99
     assert not iv.seed_level and iv.note == st.ONE_SEED_NOTE
-    varying, _ = coverage(np.random.default_rng(1), 1, seed_sd=0.02, n_boot=400)  # seeds do vary: one seed under-covers
+    varying, _ = coverage(np.random.default_rng(1), 1, seed_sd=0.02, n_boot=300)  # seeds do vary: one seed under-covers
     assert varying < share
 
 
 def test_a_zero_effect_is_inconclusive_in_about_95_percent_of_draws():
     rng = np.random.default_rng(2)
-    verdicts = [st.verdict(st.accuracy_difference(*synthetic(rng, 3, 300, 0.0), rng=rng, n_boot=1000), +1) for _ in range(R)]
+    verdicts = [st.verdict(st.accuracy_difference(*synthetic(rng, 3, 300, 0.0), rng=rng, n_boot=500), +1) for _ in range(R)]
     assert 0.90 <= verdicts.count("inconclusive") / R <= 0.99
     assert set(verdicts) <= set(st.VERDICTS)
 
