@@ -6,9 +6,14 @@ nearest-other-class centroid margin distribution and the class-pair distance mat
 the test split also alignment between two augmented views (the encoder's own pretraining
 augmentation). Writes `representation.json` and a heat-map PNG of class-pair distances.
 
+Dual-BN encoders (CLAE, ACL) are analysed through the BN branch the classifiers are
+fine-tuned and evaluated with (`--bn-branch`, which the rule takes from
+`finetune.dual_bn_branch`), so the geometry described is that of the network attacked;
+each encoder's `bn_branch` is recorded (None without dual BN).
+
     python -m pipeline.analyse --cfg '<json of analyse>' --data results/decode/digits \
         --encoder simclr:0:results/pretrain/digits/simclr/seed0/encoder.pt [...] \
-        --out-json .../representation.json --out-png .../heatmaps.png
+        --bn-branch adv --out-json .../representation.json --out-png .../heatmaps.png
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import torch
 
 from pipeline import runtime
 from pipeline.augment import augment
-from pipeline.classifier import load_encoder
+from pipeline.classifier import BN_BRANCHES, encoder_bn_branch, load_encoder
 from pipeline.config import AnalyseConfig, ModelConfig, from_dict, from_json
 from pipeline.data import Split, embed, load_split
 from pipeline.io import atomic_path, read_json, write_json
@@ -53,8 +58,8 @@ def split_stats(f: torch.Tensor, y: torch.Tensor, classes: int, t: float) -> dic
             "class_distances": class_distance_matrix(f, y, classes).tolist()}
 
 
-def encoder_stats(path: Path, train: Split, test: Split, classes: int, cfg: AnalyseConfig, rt) -> dict:
-    encoder, state = load_encoder(path, rt.device)
+def encoder_stats(path: Path, train: Split, test: Split, classes: int, cfg: AnalyseConfig, rt, bn_branch: str) -> dict:
+    encoder, state = load_encoder(path, rt.device, bn_branch)
     norm = lambda s: torch.nn.functional.normalize(embed(encoder, s, cfg.batch_size), dim=1)  # noqa: E731
     out = {"train": split_stats(norm(train), train.y, classes, cfg.uniformity_t),
            "test": split_stats(norm(test), test.y, classes, cfg.uniformity_t)}
@@ -65,6 +70,7 @@ def encoder_stats(path: Path, train: Split, test: Split, classes: int, cfg: Anal
         f1 = torch.nn.functional.normalize(encoder(augment(x, spec, gen)), dim=1)
         f2 = torch.nn.functional.normalize(encoder(augment(x, spec, gen)), dim=1)
     out["test"]["alignment"] = alignment(f1, f2)
+    out["bn_branch"] = encoder_bn_branch(state, bn_branch)
     return out
 
 
@@ -92,12 +98,14 @@ def plot_heatmaps(stats: dict, png: Path) -> None:
     plt.close(fig)
 
 
-def run(cfg: AnalyseConfig, data_dir: Path, encoders: list[tuple[str, int, Path]], out_json: Path, out_png: Path, threads: int = 1) -> dict:
+def run(cfg: AnalyseConfig, data_dir: Path, encoders: list[tuple[str, int, Path]], out_json: Path, out_png: Path, threads: int = 1,
+        bn_branch: str = "adv") -> dict:
+    """Statistics of every encoder; `bn_branch`: finetune.dual_bn_branch (its schema default here), for dual-BN encoders."""
     rt = runtime.setup(cfg.device, "fp32", threads)
     classes = read_json(data_dir / "meta.json")["num_classes"]
     train = subset(load_split(data_dir, "train", rt.device), cfg.max_samples)
     test = subset(load_split(data_dir, "test", rt.device), cfg.max_samples)
-    stats = {f"{method}:{seed}": encoder_stats(path, train, test, classes, cfg, rt) for method, seed, path in encoders}
+    stats = {f"{method}:{seed}": encoder_stats(path, train, test, classes, cfg, rt, bn_branch) for method, seed, path in encoders}
     plot_heatmaps(stats, out_png)
     write_json(out_json, {"encoders": stats, "config": cfg.__dict__})
     return stats
@@ -114,11 +122,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cfg", required=True, help="JSON of the `analyse` section")
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--encoder", type=parse_encoder, action="append", required=True, help="method:seed:path")
+    parser.add_argument("--bn-branch", choices=BN_BRANCHES, required=True, help="finetune.dual_bn_branch: BN branch of dual-BN encoders")
     parser.add_argument("--out-json", type=Path, required=True)
     parser.add_argument("--out-png", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
-    stats = run(from_json(AnalyseConfig, args.cfg, "analyse"), args.data, args.encoder, args.out_json, args.out_png, args.threads)
+    stats = run(from_json(AnalyseConfig, args.cfg, "analyse"), args.data, args.encoder, args.out_json, args.out_png, args.threads,
+                args.bn_branch)
     print(f"analyse: {len(stats)} encoders", file=sys.stderr)
 
 

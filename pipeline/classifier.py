@@ -1,8 +1,14 @@
 """Loading and saving the classifier checkpoint shared by finetune, evaluate and report.
 
-A checkpoint is `{"model": state_dict, "model_args", "num_classes", "protocol"}` plus, for
-SPAT's cosine classifier, `"head": "cosine"` and `"cosine_scale"`: its state-dict keys are
-those of a `Classifier`, only its forward differs (normalised features and weights).
+A checkpoint is `{"model": state_dict, "model_args", "num_classes", "protocol", "bn_branch"}`
+plus, for SPAT's cosine classifier, `"head": "cosine"` and `"cosine_scale"`: its state-dict
+keys are those of a `Classifier`, only its forward differs (normalised features and weights).
+
+Dual-BN encoders (CLAE, ACL: pretrain saves the clean BN branch under the plain names and
+the adversarial one as `encoder_adv_bn`) load into the plain `Encoder` with the branch that
+`load_encoder` is asked for (config `finetune.dual_bn_branch`). The fine-tuned classifier's
+state dict then holds that branch's BatchNorms, so evaluate needs no choice of its own; the
+checkpoint's `bn_branch` records it (None for an encoder without dual BN).
 """
 
 from __future__ import annotations
@@ -37,17 +43,36 @@ class CosineClassifier(Classifier):
         return self.scale * self.cosines(x)
 
 
-def load_encoder(path: Path, device: torch.device):
-    """Encoder from a pretrain checkpoint, in eval mode, and its checkpoint dict."""
+BN_BRANCHES = ("adv", "clean")
+ADV_BN_KEY = "encoder_adv_bn"  # pretrain's copy of a dual-BN encoder with its adversarial BatchNorms
+
+
+def encoder_bn_branch(state: dict, bn_branch: str) -> str | None:
+    """The BN branch a pretrain checkpoint loads with: `bn_branch` for a dual-BN encoder, None otherwise."""
+    if bn_branch not in BN_BRANCHES:
+        raise ValueError(f"finetune.dual_bn_branch must be one of {BN_BRANCHES}, got {bn_branch!r}")
+    return bn_branch if ADV_BN_KEY in state else None
+
+
+def load_encoder(path: Path, device: torch.device, bn_branch: str = "clean"):
+    """Encoder from a pretrain checkpoint, in eval mode, and its checkpoint dict.
+
+    bn_branch ("adv" or "clean"): which BatchNorms of a dual-BN encoder to load; ignored for
+    an encoder without dual BN (its checkpoint has one set).
+    """
     state = load_torch(path)
     encoder = build_encoder(state["model_args"])
-    encoder.load_state_dict(state["encoder"])
+    encoder.load_state_dict(state[ADV_BN_KEY if encoder_bn_branch(state, bn_branch) == "adv" else "encoder"])
     return encoder.to(device).eval(), state
 
 
 def load_classifier(path: Path, device: torch.device) -> Classifier:
     """Classifier (encoder + linear or cosine head) from a finetune checkpoint, in eval mode."""
-    state = load_torch(path)
+    return classifier_from_state(load_torch(path), device)
+
+
+def classifier_from_state(state: dict, device: torch.device) -> Classifier:
+    """Classifier from a loaded finetune checkpoint dict (its `bn_branch` says which BN branch it holds)."""
     encoder = build_encoder(state["model_args"])
     if state.get("head", "linear") == "cosine":
         model: Classifier = CosineClassifier(encoder, state["num_classes"], state["cosine_scale"])

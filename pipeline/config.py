@@ -146,6 +146,7 @@ class FinetuneConfig:
     batch_size: int
     lr: float
     weight_decay: float
+    dual_bn_branch: str  # "adv" or "clean": the BN branch of dual-BN encoders (CLAE, ACL) fine-tuned and evaluated
 
 
 @dataclass(frozen=True)

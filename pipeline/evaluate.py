@@ -23,6 +23,9 @@ evaluated on the same first `samples` test samples): `outcomes.clean` and `outco
 are strings of 0/1, character i saying whether test sample i counts as correct in that number (for
 an attack in the cascade: still correct after it and every attack before it; for "any": after all).
 
+The classifier's BN branch (dual-BN encoders: the one finetune used, config
+`finetune.dual_bn_branch`) is read from its checkpoint and recorded as `bn_branch`.
+
 Corruptions (`pipeline.corruptions`) run at each severity on the first
 `corruptions.max_samples` samples; their mean accuracy is `corruption_mean_accuracy`.
 
@@ -63,11 +66,11 @@ from pipeline import runtime
 from pipeline.attacks import ATTACKS, BLACK_BOX, DESCRIBE, IMPLEMENTATION, NORM, STANDALONE
 from pipeline.attacks.adapters import num_classes
 from pipeline.attacks.autoattack import state_robust_flags
-from pipeline.classifier import load_classifier
+from pipeline.classifier import classifier_from_state
 from pipeline.config import EvaluateConfig, from_json
 from pipeline.corruptions import CORRUPTIONS, applicable
 from pipeline.data import Split, batch_indices, load_split
-from pipeline.io import read_json, write_json
+from pipeline.io import load_torch, read_json, write_json
 from pipeline.provenance import source_hash
 
 BOUND_TOLERANCE = 1e-6  # float32 rounding of x + delta (relative for L2)
@@ -381,7 +384,8 @@ def run_attacks(ctx: Context, clean: torch.Tensor, outcomes: dict) -> tuple[dict
 def run(cfg: EvaluateConfig, seed: int, data_dir: Path, model_path: Path, out: Path, threads: int = 1) -> dict:
     rt = runtime.setup(cfg.device, cfg.precision, threads)
     runtime.seed_everything(seed)
-    model = load_classifier(model_path, rt.device)
+    state = load_torch(model_path)
+    model = classifier_from_state(state, rt.device)  # a dual-BN encoder's branch is the one it was fine-tuned with
     for p in model.parameters():
         p.requires_grad_(False)  # gradients w.r.t. the input only
     test = load_split(data_dir, "test", rt.device)
@@ -397,7 +401,7 @@ def run(cfg: EvaluateConfig, seed: int, data_dir: Path, model_path: Path, out: P
               "attack_settings": cfg.attacks, "attack_parameters": attack_parameters(ctx, [a for a in ATTACKS if a in cfg.attacks]),
               **run_corruptions(ctx, clean), "checks": {"pgd_steps": steps_record}, "warnings": warnings + steps_warnings,
               "runtime": rt.describe(), "seconds": round(time.perf_counter() - start, 3), "resumed_units": ctx.partials.resumed,
-              "seed": seed, "model": str(model_path),
+              "seed": seed, "model": str(model_path), "bn_branch": state.get("bn_branch"),
               # paired designs: which of the first `samples` test samples each number counts as correct
               "outcomes": {"clean": bits(clean), "attacks": outcomes}}
     write_json(out, report)

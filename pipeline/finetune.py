@@ -16,6 +16,10 @@ The adversarial methods (pgd_at, trades, fgsm_rs, spat, dynamic) live in
 included) are hashed before and after, and the stage fails if they changed (a "linear
 eval" that is not frozen is a known trap).
 
+Dual-BN encoders (CLAE, ACL) are fine-tuned through the BN branch `dual_bn_branch` (default
+`adv`, as ACL's reference code, Jiang et al. 2020); the classifier then holds that branch,
+and metrics.json and the checkpoint record it as `bn_branch` (None without dual BN).
+
     python -m pipeline.finetune --cfg '<json of finetune>' --protocol slf --seed 0 \
         --data results/decode/digits --encoder .../encoder.pt --out-model .../classifier.pt \
         --out-metrics .../metrics.json
@@ -36,7 +40,7 @@ from pipeline import runtime
 from pipeline.adversarial import TRAINING
 from pipeline.adversarial.inner import to_layout
 from pipeline.adversarial.loop import Holdout, adversarial_train, split_holdout
-from pipeline.classifier import CosineClassifier, load_encoder
+from pipeline.classifier import CosineClassifier, encoder_bn_branch, load_encoder
 from pipeline.config import AdversarialConfig, FinetuneConfig, from_dict, from_json
 from pipeline.data import Split, batch_indices, embed, load_split
 from pipeline.io import read_json, save_torch, write_json
@@ -97,7 +101,7 @@ def split_accuracy(model: torch.nn.Module, split: Split, batch_size: int) -> flo
 
 
 def run_slf(cfg: FinetuneConfig, name: str, seed: int, data_dir: Path, encoder_path: Path, rt) -> tuple[Classifier, dict]:
-    encoder, state = load_encoder(encoder_path, rt.device)
+    encoder, state = load_encoder(encoder_path, rt.device, cfg.dual_bn_branch)
     before = freeze(encoder)
     train, test = load_split(data_dir, "train", rt.device), load_split(data_dir, "test", rt.device)
     classes = read_json(data_dir / "meta.json")["num_classes"]
@@ -110,7 +114,8 @@ def run_slf(cfg: FinetuneConfig, name: str, seed: int, data_dir: Path, encoder_p
     with torch.no_grad():
         acc = {split: float((head(f).argmax(1) == s.y).float().mean())
                for split, f, s in (("train", train_feats, train), ("test", test_feats, test))}
-    return model, {"train_acc": acc["train"], "test_acc": acc["test"], "encoder_frozen": True, "model_args": state["model_args"]}
+    return model, {"train_acc": acc["train"], "test_acc": acc["test"], "encoder_frozen": True, "model_args": state["model_args"],
+                   "bn_branch": encoder_bn_branch(state, cfg.dual_bn_branch)}
 
 
 def build_classifier(encoder: Encoder, classes: int, adv: AdversarialConfig) -> Classifier:
@@ -129,7 +134,7 @@ def clean_start(model: Classifier, train: Split, train_idx: torch.Tensor, cfg: F
 def run_adversarial(cfg: FinetuneConfig, name: str, seed: int, data_dir: Path, encoder_path: Path, rt) -> tuple[Classifier, dict]:
     """ALF (frozen encoder) or AFF (everything trained) with the entry's adversarial method."""
     kind, adv = protocol_kind(name), from_dict(AdversarialConfig, cfg.protocols[name], f"finetune.protocols.{name}")
-    encoder, state = load_encoder(encoder_path, rt.device)
+    encoder, state = load_encoder(encoder_path, rt.device, cfg.dual_bn_branch)
     before = freeze(encoder) if kind == "alf" else None
     train, test = load_split(data_dir, "train", rt.device), load_split(data_dir, "test", rt.device)
     model = build_classifier(encoder, read_json(data_dir / "meta.json")["num_classes"], adv).to(rt.device)
@@ -145,6 +150,7 @@ def run_adversarial(cfg: FinetuneConfig, name: str, seed: int, data_dir: Path, e
     bs = max(adv.batch_size, 256)
     return model, {"train_acc": split_accuracy(model, train, bs), "test_acc": split_accuracy(model, test, bs),
                    "encoder_frozen": kind == "alf", "model_args": state["model_args"], "training": adv.training,
+                   "bn_branch": encoder_bn_branch(state, cfg.dual_bn_branch),
                    "attack_bn": "eval" if kind == "alf" else adv.attack_bn, "holdout_samples": len(hold_idx),
                    "train_samples": len(train_idx), **history}
 
@@ -155,7 +161,7 @@ PROTOCOLS = {"slf": run_slf, "alf": run_adversarial, "aff": run_adversarial}
 def checkpoint(model: Classifier, metrics: dict, protocol: str) -> dict:
     """What evaluate's `load_classifier` reads back (plus the head kind for a cosine classifier)."""
     state = {"model": model.state_dict(), "model_args": metrics["model_args"], "num_classes": model.head.out_features,
-             "protocol": protocol, "head": "linear"}
+             "protocol": protocol, "head": "linear", "bn_branch": metrics["bn_branch"]}
     if isinstance(model, CosineClassifier):
         state.update(head="cosine", cosine_scale=model.scale)
     return state

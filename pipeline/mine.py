@@ -9,7 +9,10 @@ are flagged by one of:
   threshold  cosine similarity above `threshold` (at most 256 neighbours per anchor).
 Output `false_negatives.npz` holds `labels` (N,) or `neighbours` (N, K, -1 padded) for
 the pretrain stage; `quality.json` holds pair precision/recall against the true labels,
-cluster purity and NMI, and how many pairs each anchor loses.
+cluster purity and NMI, and how many pairs each anchor loses. A dual-BN warm-up encoder
+(CLAE, ACL) is read through its clean BN branch, whatever `finetune.dual_bn_branch` says:
+mining labels clean training images for pretraining, whose clean stream uses that branch
+(`bn_branch` in quality.json records it; None without dual BN).
 
     python -m pipeline.mine --cfg '<json of mine>' --data results/decode/digits \
         --encoder results/pretrain/digits/simclr/seed0/encoder.pt --out results/mine/digits/seed0
@@ -26,7 +29,7 @@ import numpy as np
 import torch
 
 from pipeline import runtime
-from pipeline.classifier import load_encoder
+from pipeline.classifier import encoder_bn_branch, load_encoder
 from pipeline.config import MineConfig, from_json
 from pipeline.data import embed, load_split
 from pipeline.io import atomic_path, write_json
@@ -121,7 +124,8 @@ def run(cfg: MineConfig, seed: int, data_dir: Path, encoder_path: Path, out: Pat
     rt = runtime.setup(cfg.device, "fp32", threads)
     start = time.perf_counter()
     train = load_split(data_dir, "train", rt.device)
-    encoder, _ = load_encoder(encoder_path, rt.device)
+    # the clean BN branch of a dual-BN warm-up encoder: mining serves clean pretraining pairs
+    encoder, state = load_encoder(encoder_path, rt.device, "clean")
     z = torch.nn.functional.normalize(embed(encoder, train, cfg.batch_size), dim=1)
     truth = train.y.cpu().numpy()
     if cfg.algorithm == "kmeans":
@@ -131,7 +135,7 @@ def run(cfg: MineConfig, seed: int, data_dir: Path, encoder_path: Path, out: Pat
         table = neighbour_table(z, cfg)
         arrays, quality = {"neighbours": table}, neighbour_pair_quality(table, truth)
     quality.update(algorithm=cfg.algorithm, seconds=round(time.perf_counter() - start, 3), samples=len(truth),
-                   encoder=str(encoder_path), config=cfg.__dict__)
+                   encoder=str(encoder_path), bn_branch=encoder_bn_branch(state, "clean"), config=cfg.__dict__)
     with atomic_path(out / "false_negatives.npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)

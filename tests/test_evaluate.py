@@ -8,11 +8,13 @@ import json
 import pytest
 import torch
 
-from pipeline import evaluate
-from pipeline.config import EvaluateConfig, from_dict
+from pipeline import evaluate, finetune
+from pipeline.classifier import load_classifier, load_encoder
+from pipeline.config import EvaluateConfig, FinetuneConfig, from_dict
 from pipeline.data import load_split, num_classes
 from pipeline.io import read_json, save_torch
 from pipeline.models import Classifier, build_encoder
+from pipeline.models.dual_bn import BATCH_NORMS, adversarial_bn, branch_state_dict, convert_dual_bn
 from tests.conftest import schema_defaults
 
 
@@ -135,7 +137,7 @@ def test_autoattack_number_is_pyautoattacks(tmp_path, digits_dir, classifier):
 
     settings = {"steps": 5, "square_queries": 30, "n_target_classes": 9}
     r = evaluate.run(eval_cfg({"autoattack": settings}, epsilons=[8], max_samples=60), 0, digits_dir, classifier, tmp_path / "r.json")
-    model = evaluate.load_classifier(classifier, torch.device("cpu"))
+    model = load_classifier(classifier, torch.device("cpu"))
     test = load_split(digits_dir, "test", torch.device("cpu"))
     x, y = test.batch(torch.arange(60)).contiguous(), test.y[:60]  # pyautoattack .view()s its gradients
     aa = build(model, 10, x.device, eps=8 / 255, version="standard", seed=evaluate.unit_seed(0, "autoattack@8.0"), **settings)
@@ -217,3 +219,46 @@ def test_per_sample_outcomes_reproduce_every_accuracy(tmp_path, digits_dir, clas
     for e in ("2.0", "8.0"):
         both = [f == "1" and p == "1" for f, p in zip(out["attacks"]["fgsm"][e], out["attacks"]["pgd"][e], strict=True)]
         assert [c == "1" for c in out["attacks"]["any"][e]] == both
+
+def save_dual_bn_encoder(data_dir, path) -> None:
+    """A pretrain checkpoint of a dual-BN encoder whose two branches hold different BN statistics."""
+    torch.manual_seed(0)
+    meta = read_json(data_dir / "meta.json")
+    args = {"backbone": "resnet_small", "width": 4, "small_input": True, "mean": meta["mean"], "std": meta["std"]}
+    dual = convert_dual_bn(build_encoder(args)).train()
+    for m in dual.modules():
+        if isinstance(m, BATCH_NORMS):
+            m.momentum = 1.0  # one pass sets the running statistics to the batch's
+    x = load_split(data_dir, "train", torch.device("cpu")).batch(torch.arange(256))
+    with torch.no_grad():
+        dual(x)
+        with adversarial_bn(dual):  # the adversarial branch sees inputs with other statistics
+            dual((x + 0.3 * torch.randn_like(x)).clamp(0, 1))
+    save_torch(path, {"encoder": branch_state_dict(dual, "clean"), "encoder_adv_bn": branch_state_dict(dual, "adv"),
+                      "model_args": args, "config": "{}", "seed": 0})
+
+
+def test_dual_bn_branch_choice_reaches_evaluate(tmp_path, digits_dir):
+    enc = tmp_path / "encoder.pt"
+    save_dual_bn_encoder(digits_dir, enc)
+    test = load_split(digits_dir, "test", torch.device("cpu"))
+    x = test.batch(torch.arange(len(test)))
+    head = torch.nn.Linear(load_encoder(enc, torch.device("cpu"))[0].out_dim, 10)  # one head on both branches
+    with torch.no_grad():
+        preds = {b: head(load_encoder(enc, torch.device("cpu"), b)[0](x)).argmax(1) for b in ("adv", "clean")}
+    assert (preds["adv"] != preds["clean"]).any()  # the two branches are two different networks
+
+    cfg = eval_cfg({"fgsm": {}}, epsilons=[2], max_samples=60)
+    for branch in ("adv", "clean"):
+        ft = from_dict(FinetuneConfig, schema_defaults("finetune", {"device": "cpu", "epochs": 5, "dual_bn_branch": branch}))
+        clf = tmp_path / branch / "classifier.pt"
+        metrics = finetune.run(ft, "slf", 0, digits_dir, enc, clf, tmp_path / branch / "metrics.json")
+        assert metrics["bn_branch"] == branch and read_json(tmp_path / branch / "metrics.json")["bn_branch"] == branch
+        report = evaluate.run(cfg, 0, digits_dir, clf, tmp_path / branch / "robustness.json")
+        assert report["bn_branch"] == branch and read_json(tmp_path / branch / "robustness.json")["bn_branch"] == branch
+        model = load_classifier(clf, torch.device("cpu"))  # what evaluate attacks
+        encoder = load_encoder(enc, torch.device("cpu"), branch)[0]
+        assert all(torch.equal(v, model.encoder.state_dict()[k]) for k, v in encoder.state_dict().items())
+        with torch.no_grad():
+            by_hand = (model.head(encoder(x[:60])).argmax(1) == test.y[:60]).float().mean()
+        assert report["clean_accuracy"] == pytest.approx(float(by_hand))

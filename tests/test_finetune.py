@@ -117,3 +117,15 @@ def test_adversarial_dataclasses_mirror_the_schema():
     assert {f.name for f in dataclasses.fields(C.AdversarialConfig)} == set(schema)
     for key, cls in (("trades", C.TradesConfig), ("fgsm_rs", C.FastAtConfig), ("spat", C.SpatConfig), ("dynamic", C.DynamicConfig)):
         assert {f.name for f in dataclasses.fields(cls)} == set(schema[key]["properties"])
+
+
+def test_non_dual_bn_encoders_ignore_the_branch_key(tmp_path, digits_dir, encoder_path):
+    """A SimCLR encoder has one set of BatchNorms: both values of dual_bn_branch give the same classifier."""
+    states = []
+    for branch in ("adv", "clean"):
+        cfg = dataclasses.replace(finetune_cfg("slf"), dual_bn_branch=branch, epochs=3)
+        metrics = run(cfg, "slf", 0, digits_dir, encoder_path, tmp_path / f"{branch}.pt", tmp_path / f"{branch}.json")
+        assert metrics["bn_branch"] is None and json.loads((tmp_path / f"{branch}.json").read_text())["bn_branch"] is None
+        states.append(load_torch(tmp_path / f"{branch}.pt"))
+    assert states[0]["bn_branch"] is None and states[0]["model"].keys() == states[1]["model"].keys()
+    assert all(torch.equal(states[0]["model"][k], states[1]["model"][k]) for k in states[0]["model"])

@@ -16,6 +16,7 @@ rule analyse:
         code=code_hash("analyse"),
         data=data_dir,
         encoders=encoder_args,
+        bn_branch=config["finetune"]["dual_bn_branch"],  # dual-BN encoders: the branch the classifiers use
     threads: 1
     log:
         f"{RESULTS}/logs/analyse/{{dataset}}.log",
@@ -23,4 +24,4 @@ rule analyse:
         f"{RESULTS}/benchmarks/analyse/{{dataset}}.tsv"
     shell:
         "{PYTHON:q} -m pipeline.analyse --cfg {params.cfg:q} --data {params.data:q} {params.encoders} "
-        "--out-json {output.stats:q} --out-png {output.heatmaps:q} --threads {threads} > {log:q} 2>&1"
+        "--bn-branch {params.bn_branch} --out-json {output.stats:q} --out-png {output.heatmaps:q} --threads {threads} > {log:q} 2>&1"
