@@ -31,7 +31,21 @@ from pipeline.classifier import BN_BRANCHES, encoder_bn_branch, load_encoder
 from pipeline.config import AnalyseConfig, ModelConfig, from_dict, from_json
 from pipeline.data import Split, embed, load_split
 from pipeline.io import atomic_path, read_json, write_json
-from pipeline.representation import alignment, centroid_margins, class_distance_matrix, intra_inter, uniformity
+from pipeline.representation import (
+    alignment,
+    centroid_margins,
+    class_distance_matrix,
+    intra_inter,
+    uniformity,
+    uniformity_per_sample,
+)
+
+
+def subset_indices(size: int, n: int) -> list[int]:
+    """Indices of n evenly spaced samples out of `size` (all of them when n >= size)."""
+    if n >= size:
+        return list(range(size))
+    return torch.linspace(0, size - 1, n).round().long().tolist()
 
 
 def subset(split: Split, n: int) -> Split:
@@ -43,7 +57,7 @@ def subset(split: Split, n: int) -> Split:
     """
     if n >= len(split):
         return split
-    idx = torch.linspace(0, len(split) - 1, n).round().long()
+    idx = torch.tensor(subset_indices(len(split), n))
     x = split.x[idx.to(split.x.device)] if isinstance(split.x, torch.Tensor) else split.x[idx.numpy()]
     return Split(x=x, y=split.y[idx.to(split.y.device)], device=split.device)
 
@@ -55,7 +69,10 @@ def split_stats(f: torch.Tensor, y: torch.Tensor, classes: int, t: float) -> dic
     return {"uniformity": uniformity(f, t), "intra_class_distance": intra, "inter_class_distance": inter,
             "margin": {"mean": float(margins.mean()), "p10": q[0], "median": q[1], "p90": q[2],
                        "negative_share": float((margins < 0).float().mean())},
-            "class_distances": class_distance_matrix(f, y, classes).tolist()}
+            "class_distances": class_distance_matrix(f, y, classes).tolist(),
+            # per sample (the same samples for every encoder of a dataset), for paired comparisons
+            "per_sample": {"margin": [round(v, 6) for v in margins.tolist()],
+                           "uniformity": [round(v, 6) for v in uniformity_per_sample(f, t).tolist()]}}
 
 
 def encoder_stats(path: Path, train: Split, test: Split, classes: int, cfg: AnalyseConfig, rt, bn_branch: str) -> dict:
@@ -103,11 +120,12 @@ def run(cfg: AnalyseConfig, data_dir: Path, encoders: list[tuple[str, int, Path]
     """Statistics of every encoder; `bn_branch`: finetune.dual_bn_branch (its schema default here), for dual-BN encoders."""
     rt = runtime.setup(cfg.device, "fp32", threads)
     classes = read_json(data_dir / "meta.json")["num_classes"]
-    train = subset(load_split(data_dir, "train", rt.device), cfg.max_samples)
-    test = subset(load_split(data_dir, "test", rt.device), cfg.max_samples)
+    full = {name: load_split(data_dir, name, rt.device) for name in ("train", "test")}
+    indices = {name: subset_indices(len(split), cfg.max_samples) for name, split in full.items()}
+    train, test = (subset(full[name], cfg.max_samples) for name in ("train", "test"))
     stats = {f"{method}:{seed}": encoder_stats(path, train, test, classes, cfg, rt, bn_branch) for method, seed, path in encoders}
     plot_heatmaps(stats, out_png)
-    write_json(out_json, {"encoders": stats, "config": cfg.__dict__})
+    write_json(out_json, {"encoders": stats, "config": cfg.__dict__, "sample_indices": indices})
     return stats
 
 

@@ -36,6 +36,7 @@ from pipeline import grid as grid_paths
 from pipeline.config import ReportConfig, from_json
 from pipeline.grid import Grid
 from pipeline.io import atomic_path, read_json
+from pipeline.tables import markdown_table
 
 MIN_GAP = 0.005  # below this supervised-vs-CSL gap, "share closed" is not reported
 
@@ -214,11 +215,6 @@ def checks(rows: list[dict], eval_warnings: list[str], grid: Grid) -> list[str]:
 
 def fmt(mean: float, std: float) -> str:
     return "n/a" if math.isnan(mean) else f"{100 * mean:.1f} ± {100 * std:.1f}"
-
-
-def markdown_table(header: list[str], body: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in body]) + "\n"
 
 
 def eps_label(attack: str, eps: float) -> str:

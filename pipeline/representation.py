@@ -15,6 +15,18 @@ def uniformity(f: torch.Tensor, t: float = 2) -> float:
     return float(torch.pdist(f.double(), p=2).pow(2).mul(-t).exp().mean().log())
 
 
+def uniformity_per_sample(f: torch.Tensor, t: float = 2) -> torch.Tensor:
+    """Per sample i: log mean_{j != i} exp(-t ||f_i - f_j||^2), shape (N,). Lower = more uniform around i.
+
+    The per-sample form of Wang and Isola's L_unif, so that two encoders can be compared on the same
+    samples with a paired bootstrap; its mean is at most L_unif (Jensen) and ranks encoders alike.
+    """
+    sq = torch.cdist(f.double(), f.double()).pow(2)  # (N, N)
+    k = sq.mul(-t).exp()
+    k.fill_diagonal_(0)
+    return (k.sum(1) / (len(f) - 1)).log().float()
+
+
 def class_distance_matrix(f: torch.Tensor, y: torch.Tensor, classes: int) -> torch.Tensor:
     """(C, C) mean cosine distance 1 - cos between members of class a and class b (a != b pairs only on the diagonal)."""
     onehot = torch.nn.functional.one_hot(y, classes).double()  # (N, C)

@@ -56,6 +56,10 @@ def test_analyse_stage_writes_stats_and_heatmap(tmp_path, digits_dir):
     assert -4 <= test["uniformity"] <= 0 and 0 <= test["alignment"] <= 4
     assert len(test["class_distances"]) == 10
     assert (tmp_path / "heat.png").stat().st_size > 1000
+    written = json.loads((tmp_path / "rep.json").read_text())
+    indices = written["sample_indices"]["test"]
+    assert len(test["per_sample"]["margin"]) == len(test["per_sample"]["uniformity"]) == len(indices) == 200
+    assert sum(test["per_sample"]["margin"]) / 200 == pytest.approx(test["margin"]["mean"], abs=1e-4)
 
 
 def test_subset_covers_every_class_of_a_class_sorted_split():
@@ -72,3 +76,15 @@ def test_subset_covers_every_class_of_a_class_sorted_split():
     assert (small.x[:, 0] // 2).tolist() == [round(i * 99 / 9) for i in range(10)]  # x and y stay paired
     tensor_small = subset(Split(x=torch.from_numpy(x), y=y, device=torch.device("cpu")), 10)
     assert torch.equal(tensor_small.x, torch.from_numpy(small.x))
+
+
+def test_per_sample_uniformity_matches_a_naive_loop():
+    import math
+
+    from pipeline.representation import uniformity, uniformity_per_sample
+
+    torch.manual_seed(0)
+    f = torch.nn.functional.normalize(torch.randn(30, 5), dim=1)
+    naive = [math.log(sum(math.exp(-2 * float((f[i] - f[j]).pow(2).sum())) for j in range(30) if j != i) / 29) for i in range(30)]
+    assert torch.allclose(uniformity_per_sample(f, 2), torch.tensor(naive), atol=1e-5)
+    assert float(uniformity_per_sample(f, 2).mean()) <= uniformity(f, 2) + 1e-6  # Jensen

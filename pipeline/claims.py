@@ -1,0 +1,331 @@
+"""The paper's claims, each with an estimate, a 95 % interval, a verdict and what it rests on.
+
+Per dataset, on the claims protocol (`report.claims_protocol`, SLF by default: the paper's
+linear evaluation), under the strongest attack run at each eps (the per-sample worst case
+over the Linf attacks, `any` in robustness.json):
+
+    C1a  CSL is less robust than supervised learning: RA(sup) - RA(csl) > 0
+    C1b  ... also relative to clean accuracy: conditional robustness CR(sup) - CR(csl) > 0, where
+         CR is the share of a model's clean-correct samples that stay correct under attack
+         (1 - attack success rate), so a learner is not penalised for samples it never got right
+    C1c  ... also at matched clean accuracy: RA(sup matched) - RA(csl) > 0, the supervised
+         pretraining snapshot whose clean accuracy matches the CSL model's (stage `match`)
+    C2a  CSL features are more uniform: U(csl) - U(sup) < 0 (per-sample Wang-Isola uniformity)
+    C2b  CSL features have smaller class margins: M(csl) - M(sup) < 0 (per-sample centroid margin)
+    C3   oracle false-negative elimination closes part of the gap: RA(oracle) - RA(csl) > 0
+    C4   mined elimination / attraction close part of it: RA(mined) - RA(csl) > 0, next to the
+         mining's pair precision and recall
+    C5   false-negative removal improves adversarial CSL: RA(X + mined) - RA(X) > 0, X = RoCL, ACL
+
+Statistics (`pipeline.statistics`): differences are bootstrapped with the two-level paired design
+(seeds shared by number, then test samples shared by index), 2,000 draws, percentile interval.
+Verdicts are read at the primary eps (the largest) with Holm's correction over the claims of a
+dataset; the other eps are shown as estimates with uncorrected intervals. A share of the gap is
+given only where the gap (C1a) is established. A claim whose methods have one seed rests on the
+test samples alone and says so (its interval is a lower bound on the uncertainty).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import statistics as st
+from pipeline.grid import Grid, eval_path
+from pipeline.io import read_json
+from pipeline.tables import markdown_table
+
+N_BOOT = 2000
+WORST_CASE = "any"  # robustness.json: per-sample worst case over the Linf attacks at one eps
+
+
+@dataclass(frozen=True)
+class Roles:
+    """Which methods play which part in the claims (report config)."""
+
+    supervised: str
+    csl: str
+    matched: str | None  # the matched-clean-accuracy supervised pseudo-method, when the study runs it
+    oracle: list[str]
+    mined: list[str]
+    adversarial: dict[str, str]  # variant with false-negative removal -> its plain adversarial CSL method
+    protocol: str
+
+
+@dataclass
+class ClaimRow:
+    dataset: str
+    claim: str
+    statement: str
+    comparison: str  # "a - b" in words
+    eps: float | None  # None: not an attack number (C2)
+    direction: int
+    interval: st.Interval
+    seeds: list[int]
+    primary: bool
+    verdict: str = "inconclusive"
+    p_holm: float = float("nan")
+    extra: str = ""  # gap share, mining quality, matched clean accuracy
+    needs: str = ""  # the size a decisive verdict would need (inconclusive primary claims)
+    flags: list[str] = field(default_factory=list)
+
+
+# ---- reading per-sample outcomes ------------------------------------------------------------
+def bits_array(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode(), dtype=np.uint8) == ord("1")
+
+
+class Outcomes:
+    """Per-sample outcomes of one dataset's robustness files, read once."""
+
+    def __init__(self, results: Path, grid: Grid, dataset: str, protocol: str) -> None:
+        self.results, self.grid, self.dataset, self.protocol = results, grid, dataset, protocol
+        self._cache: dict[tuple[str, int], dict | None] = {}
+
+    def record(self, method: str, seed: int) -> dict | None:
+        key = (method, seed)
+        if key not in self._cache:
+            path = Path(eval_path(self.dataset, method, seed, self.protocol, self.results))
+            self._cache[key] = read_json(path) if path.exists() else None
+        return self._cache[key]
+
+    def seeds(self, method: str) -> list[int]:
+        """Seeds of `method` whose robustness file has per-sample outcomes."""
+        seeds = self.grid.method_seeds.get(method, [])
+        return [s for s in seeds if (r := self.record(method, s)) is not None and "outcomes" in r]
+
+    def matrix(self, method: str, seeds: list[int], attack: str | None, eps_key: str | None) -> np.ndarray:
+        """(S, n) bool: clean correctness (attack None) or correctness under `attack` at `eps_key`."""
+        rows = []
+        for s in seeds:
+            out = self.record(method, s)["outcomes"]
+            rows.append(bits_array(out["clean"] if attack is None else out["attacks"][attack][eps_key]))
+        n = min(len(r) for r in rows)
+        return np.stack([r[:n] for r in rows])
+
+    def eps_keys(self, method: str, seeds: list[int]) -> list[str]:
+        """The Linf eps (keys) at which every seed of `method` has a worst case, in increasing order."""
+        keys = [set(self.record(method, s)["outcomes"]["attacks"].get(WORST_CASE, {})) for s in seeds]
+        return sorted(set.intersection(*keys), key=float) if keys else []
+
+
+def common_seeds(outcomes: Outcomes, *methods: str) -> list[int]:
+    """Seeds every method ran (paired by number)."""
+    sets = [set(outcomes.seeds(m)) for m in methods]
+    return sorted(set.intersection(*sets)) if sets else []
+
+
+def pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cut two (S, n) arrays to their common first n samples (an attack's max_samples may differ)."""
+    n = min(a.shape[1], b.shape[1])
+    return a[:, :n], b[:, :n]
+
+
+# ---- one comparison -------------------------------------------------------------------------
+def robust_difference(outcomes: Outcomes, a: str, b: str, eps_key: str, seeds: list[int], rng) -> st.Interval:
+    ra, rb = pair(outcomes.matrix(a, seeds, WORST_CASE, eps_key), outcomes.matrix(b, seeds, WORST_CASE, eps_key))
+    return st.accuracy_difference(ra, rb, rng=rng, n_boot=N_BOOT)
+
+
+def conditional_difference(outcomes: Outcomes, a: str, b: str, eps_key: str, seeds: list[int], rng) -> st.Interval:
+    ra, rb = pair(outcomes.matrix(a, seeds, WORST_CASE, eps_key), outcomes.matrix(b, seeds, WORST_CASE, eps_key))
+    n = ra.shape[1]
+    ca, cb = outcomes.matrix(a, seeds, None, None)[:, :n], outcomes.matrix(b, seeds, None, None)[:, :n]
+    return st.conditional_robustness_difference(ca, ra, cb, rb, rng=rng, n_boot=N_BOOT)
+
+
+def needed_size(values: np.ndarray, effect: float) -> str:
+    """The (seeds x samples) a decisive verdict would need, from the observed variance components."""
+    if values.shape[1] < 2 or not np.isfinite(effect) or abs(effect) < 1e-12:
+        return "no effect observed: no finite size decides it"
+    vc = st.variance_components(values)
+    sizes = st.required_size(effect, vc.var_seed, vc.var_sample, var_item=vc.var_item)
+    if not sizes:
+        return "more than 20 seeds"
+    shown = [f"{s} seeds x {n:,} samples" for s, n in sizes[:3]]
+    return "; ".join(shown) + (f" ({vc.note})" if vc.note else "")
+
+
+# ---- the claims of one dataset ---------------------------------------------------------------
+def attack_claims(outcomes: Outcomes, roles: Roles, rng) -> list[ClaimRow]:
+    """C1a, C1b, C1c, C3, C4, C5 at every eps (primary = the largest)."""
+    rows: list[ClaimRow] = []
+    sup, csl = roles.supervised, roles.csl
+    specs: list[tuple[str, str, str, str, Callable]] = [
+        ("C1a", "CSL is less robust than supervised learning (robust accuracy)", sup, csl, robust_difference),
+        ("C1b", "CSL is less robust than supervised learning, relative to clean accuracy (conditional robustness)",
+         sup, csl, conditional_difference),
+    ]
+    if roles.matched:
+        specs.append(("C1c", "CSL is less robust than supervised learning at matched clean accuracy", roles.matched, csl,
+                      robust_difference))
+    specs += [("C3", "oracle false-negative elimination closes part of the gap", m, csl, robust_difference) for m in roles.oracle]
+    specs += [("C4", f"mined false negatives ({m}) close part of the gap", m, csl, robust_difference) for m in roles.mined]
+    specs += [("C5", f"false-negative removal improves adversarial CSL ({base} -> {v})", v, base, robust_difference)
+              for v, base in roles.adversarial.items()]
+    for claim, statement, a, b, fn in specs:
+        seeds = common_seeds(outcomes, a, b)
+        if not seeds:
+            continue
+        keys = outcomes.eps_keys(a, seeds)
+        for key in keys:
+            iv = fn(outcomes, a, b, key, seeds, rng)
+            rows.append(ClaimRow(outcomes.dataset, claim, statement, f"{a} - {b}", float(key), +1, iv, seeds, key == keys[-1]))
+    return rows
+
+
+def representation_claims(results: Path, dataset: str, roles: Roles, rng) -> list[ClaimRow]:
+    """C2a (uniformity) and C2b (class margins), per-sample on the test split, paired by seed and sample."""
+    path = results / "analyse" / dataset / "representation.json"
+    if not path.exists():
+        return []
+    encoders = read_json(path)["encoders"]
+
+    def values(method: str, seeds: list[int], key: str) -> np.ndarray:
+        return np.array([encoders[f"{method}:{s}"]["test"]["per_sample"][key] for s in seeds], dtype=np.float64)
+
+    seeds = sorted({int(k.split(":")[1]) for k in encoders if k.split(":")[0] == roles.csl}
+                   & {int(k.split(":")[1]) for k in encoders if k.split(":")[0] == roles.supervised})
+    if not seeds or "per_sample" not in encoders[f"{roles.csl}:{seeds[0]}"]["test"]:
+        return []
+    rows = []
+    for claim, statement, key in (("C2a", "CSL features are more uniform (lower uniformity loss)", "uniformity"),
+                                  ("C2b", "CSL features have smaller class margins", "margin")):
+        a, b = values(roles.csl, seeds, key), values(roles.supervised, seeds, key)
+        iv = st.paired_bootstrap(lambda m: m[..., 0] - m[..., 1], [a, b], rng=rng, n_boot=N_BOOT)
+        rows.append(ClaimRow(dataset, claim, statement, f"{roles.csl} - {roles.supervised}", None, -1, iv, seeds, True))
+    return rows
+
+
+def add_gap_shares(rows: list[ClaimRow], outcomes: Outcomes, roles: Roles, rng) -> None:
+    """C3/C4: the share of the gap closed, only where the gap itself (C1a at that eps) is established."""
+    for row in rows:
+        if row.claim not in ("C3", "C4"):
+            continue
+        variant = row.comparison.split(" - ")[0]
+        seeds = common_seeds(outcomes, variant, roles.csl, roles.supervised)
+        if not seeds:
+            continue
+        key = next(k for k in outcomes.eps_keys(variant, seeds) if float(k) == row.eps)
+        arrays = [outcomes.matrix(m, seeds, WORST_CASE, key) for m in (variant, roles.csl, roles.supervised)]
+        n = min(a.shape[1] for a in arrays)
+        share = st.gap_share(*(a[:, :n] for a in arrays), rng=rng, n_boot=N_BOOT)
+        row.extra = f"share of the gap: {share.text()}"
+        row.flags += list(share.flags)
+
+
+def add_mining_quality(rows: list[ClaimRow], results: Path, grid: Grid, roles: Roles) -> None:
+    """C4 rows name the mining's pair precision and recall (mean over the seeds mined)."""
+    quality = [read_json(p) for s in grid.mined_seeds() if (p := results / "mine" / rows[0].dataset / f"seed{s}" / "quality.json").exists()] \
+        if rows else []
+    if not quality:
+        return
+    precision = np.mean([q["pair_precision"] for q in quality])
+    recall = np.mean([q["pair_recall"] for q in quality])
+    chance = np.mean([q.get("chance", np.nan) for q in quality])
+    text = f"mining ({quality[0]['algorithm']}): pair precision {precision:.2f}" + (
+        f" ({precision / chance:.1f}x chance)" if np.isfinite(chance) and chance > 0 else "") + f", recall {recall:.2f}"
+    for row in rows:
+        if row.claim == "C4":
+            row.extra = f"{row.extra}; {text}" if row.extra else text
+
+
+def add_matched_accuracy(rows: list[ClaimRow], outcomes: Outcomes, roles: Roles) -> None:
+    """C1c rows say how close the matched clean accuracies are."""
+    for row in rows:
+        if row.claim != "C1c":
+            continue
+        a = outcomes.matrix(roles.matched, row.seeds, None, None).mean()
+        b = outcomes.matrix(roles.csl, row.seeds, None, None).mean()
+        row.extra = f"clean accuracy {100 * a:.1f} (matched supervised) vs {100 * b:.1f} ({roles.csl})"
+
+
+def decide(rows: list[ClaimRow]) -> None:
+    """Holm-corrected verdicts over the dataset's primary claims; sizes for the inconclusive ones."""
+    primary = [r for r in rows if r.primary]
+    if primary:
+        verdicts, adjusted = st.holm_verdicts([r.interval for r in primary], [r.direction for r in primary])
+        for row, v, p in zip(primary, verdicts, adjusted, strict=True):
+            row.verdict, row.p_holm = v, float(p)
+    for row in rows:
+        if not row.primary:
+            row.verdict = st.verdict(row.interval, row.direction) + " (uncorrected)"
+
+
+def dataset_claims(results: Path, grid: Grid, dataset: str, roles: Roles, seed: int = 0) -> list[ClaimRow]:
+    rng = np.random.default_rng(seed)
+    outcomes = Outcomes(results, grid, dataset, roles.protocol)
+    rows = attack_claims(outcomes, roles, rng) + representation_claims(results, dataset, roles, rng)
+    add_gap_shares(rows, outcomes, roles, rng)
+    add_mining_quality(rows, results, grid, roles)
+    add_matched_accuracy(rows, outcomes, roles)
+    decide(rows)
+    add_needed_sizes(rows, outcomes, results, roles)
+    order = {c: i for i, c in enumerate(("C1a", "C1b", "C1c", "C2a", "C2b", "C3", "C4", "C5"))}
+    return sorted(rows, key=lambda r: (not r.primary, order[r.claim], r.comparison, r.eps or 0.0))
+
+
+def add_needed_sizes(rows: list[ClaimRow], outcomes: Outcomes, results: Path, roles: Roles) -> None:
+    """For inconclusive primary attack claims: seeds x samples that would decide the observed effect."""
+    for row in rows:
+        if not row.primary or row.verdict != "inconclusive" or row.eps is None:
+            continue
+        a, b = row.comparison.split(" - ")
+        key = next(k for k in outcomes.eps_keys(a, row.seeds) if float(k) == row.eps)
+        ra, rb = pair(outcomes.matrix(a, row.seeds, WORST_CASE, key), outcomes.matrix(b, row.seeds, WORST_CASE, key))
+        if row.claim == "C1b":
+            n = ra.shape[1]
+            va = st.conditional_robustness_values(outcomes.matrix(a, row.seeds, None, None)[:, :n], ra)
+            vb = st.conditional_robustness_values(outcomes.matrix(b, row.seeds, None, None)[:, :n], rb)
+            row.needs = needed_size(va - vb, row.interval.estimate)
+        else:
+            row.needs = needed_size(st.paired_difference(ra, rb), row.interval.estimate)
+
+
+# ---- output ---------------------------------------------------------------------------------
+def as_record(row: ClaimRow) -> dict:
+    iv = row.interval
+    return {"dataset": row.dataset, "claim": row.claim, "statement": row.statement, "comparison": row.comparison,
+            "eps": "" if row.eps is None else row.eps, "primary": row.primary, "direction": row.direction,
+            "estimate": iv.estimate, "low": iv.low, "high": iv.high, "verdict": row.verdict, "p_holm": row.p_holm,
+            "seeds": " ".join(map(str, row.seeds)), "n_seeds": iv.n_seeds, "samples": iv.n_samples, "n_boot": iv.n_boot,
+            "seed_level": iv.seed_level, "note": iv.note, "extra": row.extra, "needs": row.needs, "flags": "; ".join(row.flags)}
+
+
+def fmt_points(row: ClaimRow) -> str:
+    """Accuracy differences in points (x100); representation differences as they are."""
+    iv, scale = row.interval, (1 if row.eps is None else 100)
+    digits = 3 if row.eps is None else 1
+    return f"{scale * iv.estimate:+.{digits}f} [{scale * iv.low:+.{digits}f}, {scale * iv.high:+.{digits}f}]"
+
+
+def rests_on(row: ClaimRow) -> str:
+    seeds = f"n = 1 seed ({row.seeds[0]})" if len(row.seeds) == 1 else f"{len(row.seeds)} seeds ({', '.join(map(str, row.seeds))})"
+    return f"{seeds} x {row.interval.n_samples:,} test samples"
+
+
+def markdown(rows: list[ClaimRow]) -> str:
+    """The claims table of one dataset (primary eps), then the other eps, then the power notes."""
+    primary = [r for r in rows if r.primary]
+    k = len(primary)
+    head = ["claim", "statement", "comparison", "eps", "estimate [95% CI]", "verdict", "Holm p", "rests on", "notes"]
+    body = [[r.claim, r.statement, f"`{r.comparison}`", "—" if r.eps is None else f"{r.eps:g}/255", fmt_points(r),
+             f"**{r.verdict}**", f"{r.p_holm:.3f}", rests_on(r),
+             "; ".join(x for x in (r.extra, r.interval.note, *r.flags) if x)] for r in primary]
+    text = (f"{k} claims tested at the primary eps, Holm-corrected; accuracy differences in points (robust accuracy under "
+            "the per-sample worst case of the Linf attacks), uniformity and margins in their own units; intervals from a "
+            f"paired bootstrap over seeds and test samples ({N_BOOT:,} draws).\n\n") + markdown_table(head, body)
+    others = [r for r in rows if not r.primary]
+    if others:
+        text += "\nAt the other eps (uncorrected intervals, for the trend):\n\n" + markdown_table(
+            ["claim", "comparison", "eps", "estimate [95% CI]", "verdict", "rests on", "notes"],
+            [[r.claim, f"`{r.comparison}`", f"{r.eps:g}/255", fmt_points(r), r.verdict, rests_on(r),
+              "; ".join(x for x in (r.extra, *r.flags) if x)] for r in others])
+    needs = [r for r in primary if r.needs]
+    if needs:
+        text += "\nWhat a decisive verdict would need (from the observed between-seed and within-test-set variance):\n\n" + "\n".join(
+            f"- {r.claim} `{r.comparison}`: {r.needs}" for r in needs) + "\n"
+    return text
