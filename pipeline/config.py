@@ -133,6 +133,12 @@ class MineConfig:
     knn_k: int
     threshold: float
     batch_size: int
+    features: str
+    temporal_windows: bool
+    support_views: int
+    support_aggregate: str
+    support_crop_scale_min: float
+    compare: bool
 
 
 @dataclass(frozen=True)

@@ -1,18 +1,18 @@
 """Stage `mine`: false-negative candidates from a warm-up CSL encoder, with their quality.
 
-The training split is embedded without augmentation (batched on the device) and pairs
-are flagged by one of:
-  kmeans     same cluster (spherical k-means on the device); with several cluster counts
-             a pair is flagged only if it shares a cluster in every clustering, which is
-             expressed as one combined pseudo-label;
-  knn        mutual-or-one-way top-k cosine neighbours;
-  threshold  cosine similarity above `threshold` (at most 256 neighbours per anchor).
-Output `false_negatives.npz` holds `labels` (N,) or `neighbours` (N, K, -1 padded) for
-the pretrain stage; `quality.json` holds pair precision/recall against the true labels,
-cluster purity and NMI, and how many pairs each anchor loses. A dual-BN warm-up encoder
-(CLAE, ACL) is read through its clean BN branch, whatever `finetune.dual_bn_branch` says:
-mining labels clean training images for pretraining, whose clean stream uses that branch
-(`bn_branch` in quality.json records it; None without dual BN).
+The training split is embedded by the warm-up encoder without augmentation (backbone features by
+default; clips as the mean of their windows of the warm-up's clip length, see
+pipeline/mining/embeddings.py) and pairs are flagged by `algorithm`:
+  kmeans     same cluster (spherical k-means); several cluster counts intersect;
+  knn        top-`knn_k` cosine neighbours;
+  threshold  cosine similarity above `threshold` (at most 256 neighbours per anchor);
+  fnc        top-`knn_k` by support-view similarity: each sample is seen through its base embedding
+             and `support_views` augmented views, and a pair's similarity is the max (or mean) over
+             all view pairs (FNC, Huynh et al. 2022).
+Output `false_negatives.npz` holds `labels` (N,) or `neighbours` (N, K, -1 padded) for the pretrain
+stage. `quality.json` holds the chosen algorithm's pair precision / recall against the true labels
+(and x chance, purity, NMI, pairs lost per anchor) and, with `compare`, the same numbers for all four
+algorithms on the same embeddings (`candidates`), for the report's mining table.
 
     python -m pipeline.mine --cfg '<json of mine>' --data results/decode/digits \
         --encoder results/pretrain/digits/simclr/seed0/encoder.pt --out results/mine/digits/seed0
@@ -21,6 +21,7 @@ mining labels clean training images for pretraining, whose clean stream uses tha
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -29,116 +30,94 @@ import numpy as np
 import torch
 
 from pipeline import runtime
+from pipeline.augment import AugmentSpec
 from pipeline.classifier import encoder_bn_branch, load_encoder
-from pipeline.config import MineConfig, from_json
-from pipeline.data import embed, load_split
+from pipeline.config import MineConfig, from_dict, from_json
+from pipeline.data import load_split
 from pipeline.io import atomic_path, write_json
+from pipeline.mining.algorithms import fnc_table, kmeans_labels, knn_table, threshold_table
+from pipeline.mining.embeddings import base_embeddings, feature_fn, support_spec, support_views
+from pipeline.mining.quality import chance_precision, label_pair_quality, neighbour_pair_quality
 
-MAX_THRESHOLD_NEIGHBOURS = 256
-
-
-def spherical_kmeans(z: torch.Tensor, k: int, iterations: int, gen: torch.Generator) -> tuple[torch.Tensor, float]:
-    """k-means on unit vectors z (N, D) with k-means++ seeding. Returns labels (N,) and inertia."""
-    n = z.shape[0]
-    centres = z[torch.randint(n, (1,), generator=gen, device=z.device)]
-    for _ in range(1, k):  # k-means++: sample proportional to squared distance to the nearest centre
-        d2 = (2 - 2 * z @ centres.T).clamp(min=0).min(1).values
-        pick = torch.multinomial(d2 + 1e-12, 1, generator=gen)
-        centres = torch.cat([centres, z[pick]])
-    for _ in range(iterations):
-        labels = (z @ centres.T).argmax(1)
-        sums = torch.zeros_like(centres).index_add_(0, labels, z)
-        empty = sums.norm(dim=1) == 0
-        sums[empty] = centres[empty]  # keep an empty cluster's centre where it was
-        centres = torch.nn.functional.normalize(sums, dim=1)
-    labels = (z @ centres.T).argmax(1)
-    inertia = float((2 - 2 * (z * centres[labels]).sum(1)).sum())
-    return labels, inertia
+ALGORITHMS = ("kmeans", "knn", "threshold", "fnc")
 
 
-def kmeans_labels(z: torch.Tensor, cfg: MineConfig, seed: int) -> np.ndarray:
-    """Combined pseudo-labels over all cluster counts (best-inertia restart of each)."""
-    gen = torch.Generator(device=z.device).manual_seed(seed)
-    columns = []
-    for k in cfg.clusters:
-        runs = [spherical_kmeans(z, k, cfg.iterations, gen) for _ in range(cfg.restarts)]
-        columns.append(min(runs, key=lambda r: r[1])[0].cpu().numpy())
-    _, combined = np.unique(np.stack(columns, 1), axis=0, return_inverse=True)
-    return combined.reshape(-1).astype(np.int64)
+def warmup_augment(state: dict, encoder_path: Path) -> AugmentSpec:
+    """The augmentation the warm-up encoder was trained with (from its checkpoint's config)."""
+    try:
+        return from_dict(AugmentSpec, json.loads(state["config"])["model"]["augment"], f"{encoder_path}: model.augment")
+    except (KeyError, TypeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{encoder_path}: no pretrain config with model.augment in the checkpoint ({e!r})") from e
 
 
-def neighbour_table(z: torch.Tensor, cfg: MineConfig, chunk: int = 1024) -> np.ndarray:
-    """(N, K) neighbour indices (-1 padded) by top-k or by similarity threshold."""
-    k = cfg.knn_k if cfg.algorithm == "knn" else MAX_THRESHOLD_NEIGHBOURS
-    k = min(k, z.shape[0] - 1)
-    rows = []
-    for start in range(0, z.shape[0], chunk):
-        sim = z[start : start + chunk] @ z.T
-        sim[torch.arange(sim.shape[0]), torch.arange(start, start + sim.shape[0])] = -2  # never oneself
-        top_sim, top_idx = sim.topk(k, dim=1)
-        if cfg.algorithm == "threshold":
-            top_idx = torch.where(top_sim > cfg.threshold, top_idx, -1)
-        rows.append(top_idx)
-    return torch.cat(rows).cpu().numpy().astype(np.int64)
+def mine_candidates(algorithm: str, z: torch.Tensor, views: torch.Tensor | None, cfg: MineConfig, seed: int) -> dict:
+    """One algorithm's output arrays: {"labels": (N,)} or {"neighbours": (N, K)}.
+
+    z: unit base embeddings (N, D); views: unit views (V, N, D), base first (fnc only).
+    """
+    if algorithm == "kmeans":
+        return {"labels": kmeans_labels(z, cfg.clusters, cfg.restarts, cfg.iterations, seed)}
+    if algorithm == "knn":
+        return {"neighbours": knn_table(z, cfg.knn_k)}
+    if algorithm == "threshold":
+        return {"neighbours": threshold_table(z, cfg.threshold)}
+    if algorithm == "fnc":
+        assert views is not None, "fnc needs support views"
+        return {"neighbours": fnc_table(views, cfg.knn_k, cfg.support_aggregate)}
+    raise ValueError(f"mine.algorithm: unknown {algorithm!r}; choose one of {ALGORITHMS}")
 
 
-def label_pair_quality(pseudo: np.ndarray, truth: np.ndarray) -> dict:
-    """Pair precision/recall of "same pseudo-label" against "same true label", purity and NMI."""
-    from sklearn.metrics import normalized_mutual_info_score
-
-    table = np.zeros((pseudo.max() + 1, truth.max() + 1), np.int64)
-    np.add.at(table, (pseudo, truth), 1)
-    pairs = lambda c: (c * (c - 1) // 2).sum()  # noqa: E731 - number of unordered pairs per cell
-    tp, flagged, true_pairs = pairs(table), pairs(table.sum(1)), pairs(table.sum(0))
-    lost = table.sum(1)[pseudo] - 1  # other samples flagged for each anchor
-    return {
-        "pair_precision": float(tp / max(flagged, 1)), "pair_recall": float(tp / max(true_pairs, 1)),
-        "flagged_pairs": int(flagged), "true_pairs": int(true_pairs),
-        "purity": float(table.max(1).sum() / len(pseudo)),
-        "nmi": float(normalized_mutual_info_score(truth, pseudo)),
-        "clusters": int((table.sum(1) > 0).sum()),
-        "pairs_lost_per_anchor": {"mean": float(lost.mean()), "median": float(np.median(lost)), "max": int(lost.max())},
-    }
+def quality_of(arrays: dict, truth: np.ndarray) -> dict:
+    """Pair quality of one algorithm's output against the true labels (N,)."""
+    if "labels" in arrays:
+        return label_pair_quality(arrays["labels"], truth)
+    return neighbour_pair_quality(arrays["neighbours"], truth)
 
 
-def neighbour_pair_quality(neighbours: np.ndarray, truth: np.ndarray) -> dict:
-    """Pair precision/recall of the (symmetrised) neighbour graph against the true labels."""
-    n = len(truth)
-    rows = np.repeat(np.arange(n), neighbours.shape[1])
-    cols = neighbours.reshape(-1)
-    keep = cols >= 0
-    pairs = {(min(a, b), max(a, b)) for a, b in zip(rows[keep], cols[keep], strict=True)}
-    a, b = (np.array(v, dtype=np.int64) for v in zip(*pairs, strict=True)) if pairs else (np.zeros(0, np.int64),) * 2
-    tp = int((truth[a] == truth[b]).sum())
-    counts = np.bincount(truth)
-    true_pairs = int((counts * (counts - 1) // 2).sum())
-    lost = np.bincount(np.concatenate([a, b]), minlength=n)
-    return {
-        "pair_precision": tp / max(len(pairs), 1), "pair_recall": tp / max(true_pairs, 1),
-        "flagged_pairs": len(pairs), "true_pairs": true_pairs, "purity": None, "nmi": None, "clusters": None,
-        "pairs_lost_per_anchor": {"mean": float(lost.mean()), "median": float(np.median(lost)), "max": int(lost.max())},
-    }
+def settings_of(algorithm: str, cfg: MineConfig) -> dict:
+    """The settings that define one algorithm's candidates (for the comparison table)."""
+    return {"kmeans": {"clusters": cfg.clusters, "restarts": cfg.restarts},
+            "knn": {"k": cfg.knn_k},
+            "threshold": {"threshold": cfg.threshold},
+            "fnc": {"k": cfg.knn_k, "support_views": cfg.support_views, "aggregate": cfg.support_aggregate,
+                    "crop_scale_min": cfg.support_crop_scale_min}}[algorithm]
+
+
+def summary(q: dict, algorithm: str, cfg: MineConfig) -> dict:
+    keys = ("pair_precision", "pair_recall", "x_chance", "flagged_pairs")
+    return {**{k: q[k] for k in keys}, "settings": settings_of(algorithm, cfg)}
 
 
 def run(cfg: MineConfig, seed: int, data_dir: Path, encoder_path: Path, out: Path, threads: int = 1) -> dict:
+    """Mine, write `false_negatives.npz` and `quality.json` under `out`; returns the quality dict."""
+    if cfg.algorithm not in ALGORITHMS:
+        raise ValueError(f"mine.algorithm: unknown {cfg.algorithm!r}; choose one of {ALGORITHMS}")
     rt = runtime.setup(cfg.device, "fp32", threads)
     start = time.perf_counter()
     train = load_split(data_dir, "train", rt.device)
     # the clean BN branch of a dual-BN warm-up encoder: mining serves clean pretraining pairs
     encoder, state = load_encoder(encoder_path, rt.device, "clean")
-    z = torch.nn.functional.normalize(embed(encoder, train, cfg.batch_size), dim=1)
+    spec = warmup_augment(state, encoder_path)
+    fn = feature_fn(encoder, state, cfg.features, rt.device)
+    window = spec.temporal_crop if cfg.temporal_windows and train.is_video else 0
+    z = base_embeddings(fn, train, cfg.batch_size, window)
+    algorithms = ALGORITHMS if cfg.compare else (cfg.algorithm,)
+    views = None
+    if "fnc" in algorithms:
+        gen = torch.Generator(device=rt.device).manual_seed(seed)
+        extra = support_views(fn, train, cfg.batch_size, support_spec(spec, cfg.support_crop_scale_min), cfg.support_views, gen)
+        views = torch.cat([z[None], extra])  # the base embedding is view 0
     truth = train.y.cpu().numpy()
-    if cfg.algorithm == "kmeans":
-        labels = kmeans_labels(z, cfg, seed)
-        arrays, quality = {"labels": labels}, label_pair_quality(labels, truth)
-    else:
-        table = neighbour_table(z, cfg)
-        arrays, quality = {"neighbours": table}, neighbour_pair_quality(table, truth)
-    quality.update(algorithm=cfg.algorithm, seconds=round(time.perf_counter() - start, 3), samples=len(truth),
-                   encoder=str(encoder_path), bn_branch=encoder_bn_branch(state, "clean"), config=cfg.__dict__)
+    outputs = {name: mine_candidates(name, z, views, cfg, seed) for name in algorithms}
+    quality = quality_of(outputs[cfg.algorithm], truth)
+    if cfg.compare:
+        quality["candidates"] = {name: summary(quality_of(arrays, truth), name, cfg) for name, arrays in outputs.items()}
+    quality.update(algorithm=cfg.algorithm, chance=chance_precision(truth), windows=window, features=cfg.features,
+                   seconds=round(time.perf_counter() - start, 3), samples=len(truth), encoder=str(encoder_path),
+                   bn_branch=encoder_bn_branch(state, "clean"), config=cfg.__dict__)
     with atomic_path(out / "false_negatives.npz") as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+            np.savez(f, **outputs[cfg.algorithm])
     write_json(out / "quality.json", quality)
     return quality
 
@@ -147,14 +126,18 @@ def main(argv: list[str] | None = None) -> None:
     runtime.warn_if_gpus_idle("mine")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cfg", required=True, help="JSON of the `mine` section")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="k-means and support-view seed")
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--encoder", type=Path, required=True, help="warm-up encoder checkpoint")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     q = run(from_json(MineConfig, args.cfg, "mine"), args.seed, args.data, args.encoder, args.out, args.threads)
-    print(f"mine: pair precision {q['pair_precision']:.3f} recall {q['pair_recall']:.3f}", file=sys.stderr)
+    print(f"mine: {q['algorithm']} pair precision {q['pair_precision']:.3f} recall {q['pair_recall']:.3f} "
+          f"({q['x_chance']:.2f} x chance {q['chance']:.3f}) in {q['seconds']:.1f} s", file=sys.stderr)
+    for name, c in q.get("candidates", {}).items():
+        print(f"  {name:9s} precision {c['pair_precision']:.3f} recall {c['pair_recall']:.3f} x chance {c['x_chance']:.2f} "
+              f"{c['settings']}", file=sys.stderr)
 
 
 if __name__ == "__main__":

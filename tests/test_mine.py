@@ -1,17 +1,33 @@
-"""Mining: high precision on well-separated clusters, quality numbers equal hand computation."""
+"""Mining: every algorithm finds planted clusters, quality numbers equal a naive reference, and the
+stage writes the contract pretrain reads plus the four-algorithm comparison."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 import torch
 
-from pipeline.config import MineConfig, from_dict
-from pipeline.mine import kmeans_labels, label_pair_quality, neighbour_pair_quality, neighbour_table
-from tests.conftest import schema_defaults
+from pipeline.config import MineConfig, PretrainConfig, from_dict
+from pipeline.mine import ALGORITHMS, mine_candidates, quality_of, run
+from pipeline.mining.algorithms import fnc_table, kmeans_labels, knn_table, threshold_table
+from pipeline.mining.embeddings import base_embeddings, windows
+from pipeline.mining.quality import chance_precision, label_pair_quality, neighbour_pair_quality
+from tests.conftest import as_json, pretrain_cfg, schema_defaults
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny matrices: torch's thread pool only adds contention on a shared CPU (26 s -> 0.2 s for k-means)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def blobs(classes=5, per_class=40, dim=16, noise=0.05, seed=0):
+    """Unit vectors (N, dim) around `classes` random centres, and their labels (N,)."""
     g = torch.Generator().manual_seed(seed)
     centres = torch.nn.functional.normalize(torch.randn(classes, dim, generator=g), dim=1)
     y = torch.arange(classes).repeat_interleave(per_class)
@@ -19,33 +35,117 @@ def blobs(classes=5, per_class=40, dim=16, noise=0.05, seed=0):
     return z, y.numpy()
 
 
+def noisy_views(z: torch.Tensor, views: int, noise: float, seed: int = 1) -> torch.Tensor:
+    """z (N, D) first, then `views` perturbed copies, unit norm: (views + 1, N, D)."""
+    g = torch.Generator().manual_seed(seed)
+    extra = [torch.nn.functional.normalize(z + noise * torch.randn(z.shape, generator=g), dim=1) for _ in range(views)]
+    return torch.stack([z, *extra])
+
+
 def mine_cfg(**kw) -> MineConfig:
     return from_dict(MineConfig, schema_defaults("mine", {"device": "cpu", **kw}))
 
 
+def naive_pair_quality(flag: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """O(N^2) reference: precision and recall of a symmetric bool (N, N) "flagged pair" matrix."""
+    n = len(truth)
+    tp = flagged = same = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            flagged += bool(flag[i, j])
+            same += bool(truth[i] == truth[j])
+            tp += bool(flag[i, j] and truth[i] == truth[j])
+    return tp / max(flagged, 1), tp / max(same, 1)
+
+
 def test_kmeans_recovers_known_clusters():
     z, y = blobs()
-    labels = kmeans_labels(z, mine_cfg(clusters=[5]), seed=0)
-    q = label_pair_quality(labels, y)
+    q = label_pair_quality(kmeans_labels(z, [5], restarts=3, iterations=50, seed=0), y)
     assert q["pair_precision"] >= 0.9 and q["pair_recall"] >= 0.9 and q["nmi"] > 0.9
 
 
 def test_several_clusterings_combine_by_intersection():
-    z, y = blobs()
-    one = kmeans_labels(z, mine_cfg(clusters=[5]), seed=0)
-    both = kmeans_labels(z, mine_cfg(clusters=[5, 10]), seed=0)
+    z, _ = blobs()
+    one = kmeans_labels(z, [5], 3, 50, seed=0)
+    both = kmeans_labels(z, [5, 10], 3, 50, seed=0)
     # every pair flagged by the combination is flagged by the 5-cluster labelling
-    same_both = both[:, None] == both[None, :]
-    same_one = one[:, None] == one[None, :]
-    assert not (same_both & ~same_one).any()
+    assert not ((both[:, None] == both[None, :]) & ~(one[:, None] == one[None, :])).any()
 
 
-@pytest.mark.parametrize("algorithm", ["knn", "threshold"])
-def test_neighbour_mining_is_precise(algorithm):
-    z, y = blobs()
-    table = neighbour_table(z, mine_cfg(algorithm=algorithm, knn_k=5, threshold=0.9))
-    q = neighbour_pair_quality(table, y)
-    assert q["pair_precision"] >= 0.9 and q["flagged_pairs"] > 0
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_every_algorithm_finds_planted_clusters(algorithm):
+    z, y = blobs(noise=0.3)  # overlapping enough that a wrong implementation cannot be perfect by luck
+    cfg = mine_cfg(algorithm=algorithm, clusters=[5], knn_k=5, threshold=0.8)
+    q = quality_of(mine_candidates(algorithm, z, noisy_views(z, 4, 0.1), cfg, seed=0), y)
+    assert q["flagged_pairs"] > 0
+    assert q["pair_precision"] >= 0.8 and q["x_chance"] >= 3  # chance is 1/5 here
+    assert q["x_chance"] == pytest.approx(q["pair_precision"] / chance_precision(y))
+
+
+def test_threshold_keeps_only_pairs_above_it():
+    z, _ = blobs(noise=0.3)
+    table = threshold_table(z, 0.8)
+    sim = z @ z.T
+    rows, cols = np.nonzero(table >= 0)
+    assert (sim[rows, table[rows, cols]] > 0.8).all()
+    above = (sim > 0.8).sum(1) - 1  # minus oneself
+    assert ((table >= 0).sum(1) == np.minimum(above.numpy(), table.shape[1])).all()
+
+
+@pytest.mark.parametrize("aggregate", ["max", "mean"])
+def test_support_views_with_identical_views_equal_knn(aggregate):
+    z, _ = blobs(noise=0.3)
+    same = z[None].expand(5, -1, -1).contiguous()
+    assert (fnc_table(same, 7, aggregate) == knn_table(z, 7)).all()
+
+
+@pytest.mark.parametrize("aggregate", ["max", "mean"])
+def test_support_views_match_naive_aggregation_over_all_view_pairs(aggregate):
+    g = torch.Generator().manual_seed(3)
+    views = torch.nn.functional.normalize(torch.randn(4, 30, 8, generator=g), dim=2)  # (V, N, D)
+    pair_sims = torch.einsum("and,bmd->abnm", views, views)  # (V, V, N, N)
+    agg = pair_sims.amax((0, 1)) if aggregate == "max" else pair_sims.mean((0, 1))
+    agg.fill_diagonal_(-torch.inf)
+    expected = agg.topk(5, dim=1).indices.numpy()
+    got = fnc_table(views, 5, aggregate)
+    assert (got == expected).all()
+    # the views matter: the first view alone gives another table
+    assert (got != knn_table(views[0], 5)).any()
+
+
+def test_support_views_raise_precision_over_one_noisy_view():
+    z, y = blobs(noise=0.35, seed=2)
+    views = noisy_views(z, 8, 0.6)  # every view noisy; their agreement is less noisy than one
+    one = neighbour_pair_quality(knn_table(views[1], 5), y)["pair_precision"]
+    several = neighbour_pair_quality(fnc_table(views[1:], 5, "mean"), y)["pair_precision"]
+    assert several > one
+
+
+def test_neighbour_quality_matches_naive_reference():
+    rng = np.random.default_rng(0)
+    n, k = 40, 6
+    truth = rng.integers(0, 4, n)
+    table = rng.integers(-1, n, (n, k))  # -1 padding, duplicates, and oneself (ignored) all occur
+    flag = np.zeros((n, n), bool)
+    for i in range(n):
+        for j in table[i]:
+            if j >= 0 and j != i:
+                flag[i, j] = flag[j, i] = True
+    q = neighbour_pair_quality(table, truth)
+    precision, recall = naive_pair_quality(flag, truth)
+    assert q["pair_precision"] == pytest.approx(precision) and q["pair_recall"] == pytest.approx(recall)
+    assert q["flagged_pairs"] == flag.sum() // 2
+    assert q["pairs_lost_per_anchor"]["mean"] == pytest.approx(flag.sum(1).mean())
+
+
+def test_label_quality_matches_naive_reference():
+    rng = np.random.default_rng(1)
+    pseudo, truth = rng.integers(0, 6, 50), rng.integers(0, 4, 50)
+    flag = pseudo[:, None] == pseudo[None, :]
+    q = label_pair_quality(pseudo, truth)
+    precision, recall = naive_pair_quality(flag, truth)
+    assert q["pair_precision"] == pytest.approx(precision) and q["pair_recall"] == pytest.approx(recall)
+    assert chance_precision(truth) == pytest.approx(naive_pair_quality(np.ones((50, 50), bool), truth)[0])
 
 
 def test_label_quality_matches_hand_computation():
@@ -63,3 +163,61 @@ def test_neighbour_quality_matches_hand_computation():
     table = np.array([[1, 2], [0, -1], [-1, -1], [-1, -1]])  # pairs {0,1} (correct) and {0,2} (wrong)
     q = neighbour_pair_quality(table, truth)
     assert q["flagged_pairs"] == 2 and q["pair_precision"] == 0.5 and q["pair_recall"] == 0.5
+
+
+def test_clip_windows_are_non_overlapping_training_lengths():
+    assert windows(8, 4) == [0, 4] and windows(9, 4) == [0, 4] and windows(8, 0) == [0] and windows(4, 8) == [0]
+
+    class Split:  # two clips of 8 frames whose frame t has value t; "features" = mean frame value
+        x = None
+        def __len__(self):
+            return 2
+        def batch(self, idx):
+            return torch.arange(8.0).view(1, 1, 8, 1, 1).expand(len(idx), 3, 8, 2, 2)
+
+    seen = []
+    def fn(x):
+        seen.append(x.shape[2])
+        return torch.stack([x.mean((1, 2, 3, 4)), torch.ones(len(x))], 1)
+    z = base_embeddings(fn, Split(), batch_size=2, window=4)
+    assert seen == [4, 4]
+    # windows average 1.5 and 5.5 -> mean 3.5, the same as the whole clip for this linear feature
+    assert torch.allclose(z, torch.nn.functional.normalize(torch.tensor([[3.5, 1.0]] * 2), dim=1))
+
+
+@pytest.fixture(scope="module")
+def warmup_encoder(tmp_path_factory, digits_dir):
+    """An untrained SimCLR warm-up checkpoint for the 8x8 digits (enough to exercise the stage)."""
+    from pipeline.io import read_json
+    from pipeline.pretrain import build_nets, save_encoder
+
+    cfg_dict = pretrain_cfg({"loss": "nt_xent"})
+    cfg = from_dict(PretrainConfig, cfg_dict)
+    torch.manual_seed(0)
+    meta = read_json(digits_dir / "meta.json")
+    nets = build_nets(cfg, meta, is_video=False)
+    path = tmp_path_factory.mktemp("warmup") / "encoder.pt"
+    save_encoder(path, nets.eval(), cfg, as_json(cfg_dict), meta, seed=0, knn=0.0)
+    return path
+
+
+@pytest.mark.parametrize(("algorithm", "features", "array"),
+                         [("fnc", "backbone", "neighbours"), ("kmeans", "projection", "labels")])
+def test_stage_writes_the_pretrain_contract_and_the_comparison(tmp_path, digits_dir, warmup_encoder, algorithm, features, array):
+    cfg = mine_cfg(algorithm=algorithm, features=features, support_views=2, restarts=1, iterations=5)
+    q = run(cfg, 0, digits_dir, warmup_encoder, tmp_path)
+    n = len(np.load(digits_dir / "train_y.npy"))
+    with np.load(tmp_path / "false_negatives.npz") as f:
+        assert list(f) == [array] and len(f[array]) == n
+    saved = json.loads((tmp_path / "quality.json").read_text())
+    assert set(saved["candidates"]) == set(ALGORITHMS)
+    assert saved["candidates"][algorithm]["pair_precision"] == q["pair_precision"] == saved["pair_precision"]
+    assert saved["chance"] == pytest.approx(0.1, abs=0.01)
+    assert saved["candidates"]["knn"]["x_chance"] > 1.5  # even random conv features group digits
+
+
+def test_projection_features_need_an_mlp_head():
+    from pipeline.mining.embeddings import projection_from_state
+
+    with pytest.raises(ValueError, match="mine.features"):
+        projection_from_state({"head": {"weight": torch.zeros(10, 4), "bias": torch.zeros(10)}}, torch.device("cpu"))
