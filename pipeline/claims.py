@@ -38,7 +38,6 @@ from pipeline.grid import Grid, eval_path
 from pipeline.io import read_json
 from pipeline.tables import markdown_table
 
-N_BOOT = 2000
 WORST_CASE = "any"  # robustness.json: per-sample worst case over the Linf attacks at one eps
 
 
@@ -53,6 +52,7 @@ class Roles:
     mined: list[str]
     adversarial: dict[str, str]  # variant with false-negative removal -> its plain adversarial CSL method
     protocol: str
+    n_boot: int  # bootstrap draws per interval
 
 
 @dataclass
@@ -94,7 +94,7 @@ class Outcomes:
 
     def seeds(self, method: str) -> list[int]:
         """Seeds of `method` whose robustness file has per-sample outcomes."""
-        seeds = self.grid.method_seeds.get(method, [])
+        seeds = self.grid.matched_seeds if method == self.grid.matched_method else self.grid.method_seeds.get(method, [])
         return [s for s in seeds if (r := self.record(method, s)) is not None and "outcomes" in r]
 
     def matrix(self, method: str, seeds: list[int], attack: str | None, eps_key: str | None) -> np.ndarray:
@@ -125,16 +125,16 @@ def pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ---- one comparison -------------------------------------------------------------------------
-def robust_difference(outcomes: Outcomes, a: str, b: str, eps_key: str, seeds: list[int], rng) -> st.Interval:
+def robust_difference(outcomes: Outcomes, a: str, b: str, eps_key: str, seeds: list[int], rng, n_boot: int) -> st.Interval:
     ra, rb = pair(outcomes.matrix(a, seeds, WORST_CASE, eps_key), outcomes.matrix(b, seeds, WORST_CASE, eps_key))
-    return st.accuracy_difference(ra, rb, rng=rng, n_boot=N_BOOT)
+    return st.accuracy_difference(ra, rb, rng=rng, n_boot=n_boot)
 
 
-def conditional_difference(outcomes: Outcomes, a: str, b: str, eps_key: str, seeds: list[int], rng) -> st.Interval:
+def conditional_difference(outcomes: Outcomes, a: str, b: str, eps_key: str, seeds: list[int], rng, n_boot: int) -> st.Interval:
     ra, rb = pair(outcomes.matrix(a, seeds, WORST_CASE, eps_key), outcomes.matrix(b, seeds, WORST_CASE, eps_key))
     n = ra.shape[1]
     ca, cb = outcomes.matrix(a, seeds, None, None)[:, :n], outcomes.matrix(b, seeds, None, None)[:, :n]
-    return st.conditional_robustness_difference(ca, ra, cb, rb, rng=rng, n_boot=N_BOOT)
+    return st.conditional_robustness_difference(ca, ra, cb, rb, rng=rng, n_boot=n_boot)
 
 
 def needed_size(values: np.ndarray, effect: float) -> str:
@@ -172,7 +172,7 @@ def attack_claims(outcomes: Outcomes, roles: Roles, rng) -> list[ClaimRow]:
             continue
         keys = outcomes.eps_keys(a, seeds)
         for key in keys:
-            iv = fn(outcomes, a, b, key, seeds, rng)
+            iv = fn(outcomes, a, b, key, seeds, rng, roles.n_boot)
             rows.append(ClaimRow(outcomes.dataset, claim, statement, f"{a} - {b}", float(key), +1, iv, seeds, key == keys[-1]))
     return rows
 
@@ -195,7 +195,7 @@ def representation_claims(results: Path, dataset: str, roles: Roles, rng) -> lis
     for claim, statement, key in (("C2a", "CSL features are more uniform (lower uniformity loss)", "uniformity"),
                                   ("C2b", "CSL features have smaller class margins", "margin")):
         a, b = values(roles.csl, seeds, key), values(roles.supervised, seeds, key)
-        iv = st.paired_bootstrap(lambda m: m[..., 0] - m[..., 1], [a, b], rng=rng, n_boot=N_BOOT)
+        iv = st.paired_bootstrap(lambda m: m[..., 0] - m[..., 1], [a, b], rng=rng, n_boot=roles.n_boot)
         rows.append(ClaimRow(dataset, claim, statement, f"{roles.csl} - {roles.supervised}", None, -1, iv, seeds, True))
     return rows
 
@@ -212,7 +212,7 @@ def add_gap_shares(rows: list[ClaimRow], outcomes: Outcomes, roles: Roles, rng) 
         key = next(k for k in outcomes.eps_keys(variant, seeds) if float(k) == row.eps)
         arrays = [outcomes.matrix(m, seeds, WORST_CASE, key) for m in (variant, roles.csl, roles.supervised)]
         n = min(a.shape[1] for a in arrays)
-        share = st.gap_share(*(a[:, :n] for a in arrays), rng=rng, n_boot=N_BOOT)
+        share = st.gap_share(*(a[:, :n] for a in arrays), rng=rng, n_boot=roles.n_boot)
         row.extra = f"share of the gap: {share.text()}"
         row.flags += list(share.flags)
 
@@ -255,7 +255,15 @@ def decide(rows: list[ClaimRow]) -> None:
             row.verdict = st.verdict(row.interval, row.direction) + " (uncorrected)"
 
 
+def roles_from(cfg, matched: str | None) -> Roles:
+    """The claims' roles from the report config (`pipeline.config.ReportConfig`)."""
+    return Roles(supervised=cfg.supervised_method, csl=cfg.csl_method, matched=matched, oracle=list(cfg.oracle_methods),
+                 mined=list(cfg.mined_methods), adversarial=dict(cfg.adversarial_pairs), protocol=cfg.claims_protocol,
+                 n_boot=cfg.bootstrap_draws)
+
+
 def dataset_claims(results: Path, grid: Grid, dataset: str, roles: Roles, seed: int = 0) -> list[ClaimRow]:
+    """Every claim of one dataset, verdicts decided; the bootstrap is seeded, so a rerun prints the same."""
     rng = np.random.default_rng(seed)
     outcomes = Outcomes(results, grid, dataset, roles.protocol)
     rows = attack_claims(outcomes, roles, rng) + representation_claims(results, dataset, roles, rng)
@@ -317,7 +325,7 @@ def markdown(rows: list[ClaimRow]) -> str:
              "; ".join(x for x in (r.extra, r.interval.note, *r.flags) if x)] for r in primary]
     text = (f"{k} claims tested at the primary eps, Holm-corrected; accuracy differences in points (robust accuracy under "
             "the per-sample worst case of the Linf attacks), uniformity and margins in their own units; intervals from a "
-            f"paired bootstrap over seeds and test samples ({N_BOOT:,} draws).\n\n") + markdown_table(head, body)
+            f"paired bootstrap over seeds and test samples ({primary[0].interval.n_boot if primary else 0:,} draws).\n\n") + markdown_table(head, body)
     others = [r for r in rows if not r.primary]
     if others:
         text += "\nAt the other eps (uncorrected intervals, for the trend):\n\n" + markdown_table(

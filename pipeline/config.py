@@ -108,6 +108,7 @@ class MethodConfig:
     online_warmup_epochs: int
     adv_weight: float
     attack: InnerAttackConfig
+    snapshots: int  # encoder snapshots kept along training (the match stage reads the supervised one's)
     seeds: list[int]  # grid-only: which seeds the workflow runs (empty = all); unused by the stage
 
 
@@ -139,6 +140,12 @@ class MineConfig:
     support_aggregate: str
     support_crop_scale_min: float
     compare: bool
+
+
+@dataclass(frozen=True)
+class MatchConfig:
+    enabled: bool
+    tolerance: float  # largest clean-accuracy difference (fraction) still called a match
 
 
 @dataclass(frozen=True)
@@ -250,6 +257,11 @@ class AnalyseConfig:
 class ReportConfig:
     supervised_method: str
     csl_method: str
+    claims_protocol: str
+    oracle_methods: list[str]
+    mined_methods: list[str]
+    adversarial_pairs: dict[str, str]
+    bootstrap_draws: int
 
 
 def from_dict(cls: type[T], data: Any, where: str = "config") -> T:

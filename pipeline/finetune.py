@@ -100,11 +100,10 @@ def split_accuracy(model: torch.nn.Module, split: Split, batch_size: int) -> flo
     return float((embed(model, split, batch_size).argmax(1) == split.y).float().mean())
 
 
-def run_slf(cfg: FinetuneConfig, name: str, seed: int, data_dir: Path, encoder_path: Path, rt) -> tuple[Classifier, dict]:
-    encoder, state = load_encoder(encoder_path, rt.device, cfg.dual_bn_branch)
+def fit_slf(encoder: Encoder, cfg: FinetuneConfig, name: str, seed: int, train: Split, test: Split,
+            classes: int) -> tuple[Classifier, dict[str, float]]:
+    """A linear head on the frozen encoder's features; returns the classifier and its train/test accuracy."""
     before = freeze(encoder)
-    train, test = load_split(data_dir, "train", rt.device), load_split(data_dir, "test", rt.device)
-    classes = read_json(data_dir / "meta.json")["num_classes"]
     bs = max(cfg.batch_size, 256)
     train_feats, test_feats = embed(encoder, train, bs), embed(encoder, test, bs)
     head = train_linear_head(train_feats, train.y, classes, cfg, seed)
@@ -114,6 +113,14 @@ def run_slf(cfg: FinetuneConfig, name: str, seed: int, data_dir: Path, encoder_p
     with torch.no_grad():
         acc = {split: float((head(f).argmax(1) == s.y).float().mean())
                for split, f, s in (("train", train_feats, train), ("test", test_feats, test))}
+    return model, acc
+
+
+def run_slf(cfg: FinetuneConfig, name: str, seed: int, data_dir: Path, encoder_path: Path, rt) -> tuple[Classifier, dict]:
+    encoder, state = load_encoder(encoder_path, rt.device, cfg.dual_bn_branch)
+    train, test = load_split(data_dir, "train", rt.device), load_split(data_dir, "test", rt.device)
+    classes = read_json(data_dir / "meta.json")["num_classes"]
+    model, acc = fit_slf(encoder, cfg, name, seed, train, test, classes)
     return model, {"train_acc": acc["train"], "test_acc": acc["test"], "encoder_frozen": True, "model_args": state["model_args"],
                    "bn_branch": encoder_bn_branch(state, cfg.dual_bn_branch)}
 

@@ -19,7 +19,7 @@ jobs exist, not what a job computes, so editing them never reruns an existing jo
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pipeline.modalities import SOURCE_MODALITY
@@ -58,6 +58,8 @@ class Grid:
     protocol_seeds: dict[str, list[int]]  # a protocol's own seed filter ([] = every seed of a method)
     mined_methods: list[str]  # methods that read mined false negatives
     warmup_method: str  # the encoder the mine stage reads
+    matched_method: str | None = None  # supervised at the CSL model's clean accuracy (stage `match`), if run
+    matched_seeds: list[int] = field(default_factory=list)
 
     @classmethod
     def from_config(cls, config: dict) -> Grid:
@@ -78,6 +80,7 @@ class Grid:
             protocol_seeds={p: list(protocols_cfg[p].get("seeds") or []) for p in protocols_cfg},
             mined_methods=[m for m in methods if methods_cfg[m].get("false_negatives") == "mined"],
             warmup_method=config["mine"]["warmup_method"],
+            **matched_part(config),
         )
 
     @classmethod
@@ -114,6 +117,10 @@ class Grid:
     def mined_seeds(self) -> list[int]:
         return sorted({s for m, s in self.runs() if self.uses_mined(m)})
 
+    def evaluate_runs(self) -> list[tuple[str, int, str]]:
+        """Every evaluate job: the finetune jobs plus the matched supervised classifier (protocol slf)."""
+        return self.protocol_runs() + [(self.matched_method, s, "slf") for s in self.matched_seeds if self.matched_method]
+
     def jobs(self) -> list[tuple[str, str]]:
         """Every job as (stage, job id); the id is the path of its log and benchmark under the stage."""
         out = [("embed", name) for name in self.embeds]
@@ -121,7 +128,9 @@ class Grid:
             out.append(("decode", ds))
             out += [("pretrain", f"{ds}/{m}/seed{s}") for m, s in self.runs()]
             out += [("mine", f"{ds}/seed{s}") for s in self.mined_seeds()]
-            out += [(stage, f"{ds}/{m}/seed{s}/{p}") for stage in ("finetune", "evaluate") for m, s, p in self.protocol_runs()]
+            out += [("finetune", f"{ds}/{m}/seed{s}/{p}") for m, s, p in self.protocol_runs()]
+            out += [("match", f"{ds}/seed{s}") for s in self.matched_seeds]
+            out += [("evaluate", f"{ds}/{m}/seed{s}/{p}") for m, s, p in self.evaluate_runs()]
             out.append(("analyse", ds))
         out.append(("report", "report"))
         return out
@@ -132,6 +141,16 @@ class Grid:
         full = [p for p in self.protocols if set(self.protocol_methods[p]) >= set(self.methods)]
         first = full[0] if full else self.protocols[0]
         return first, self.methods_of(first)
+
+
+def matched_part(config: dict) -> dict:
+    """The matched-clean-accuracy pseudo-method and its seeds (both ends of the gap ran them), when enabled."""
+    if not config["match"]["enabled"]:
+        return {}
+    sup, csl = config["report"]["supervised_method"], config["report"]["csl_method"]
+    methods_cfg = config["pretrain"]["methods"]
+    seeds = [s for s in (methods_cfg[sup].get("seeds") or config["seeds"]) if s in (methods_cfg[csl].get("seeds") or config["seeds"])]
+    return {"matched_method": f"{sup}_matched", "matched_seeds": seeds}
 
 
 # ---- paths ------------------------------------------------------------------------------
@@ -187,6 +206,7 @@ def check_references(config: dict) -> None:
         if config["report"][key] not in methods:
             config_error(f"report.{key}", f"'{config['report'][key]}' is not one of pretrain.methods {methods}")
     _check_mining(config, methods_cfg, seeds)
+    _check_claims(config, methods)
     for ds in config["datasets"]:
         root = config["decode"][ds]["root"]
         name = embedded_name(root)
@@ -216,3 +236,28 @@ def _check_mining(config: dict, methods_cfg: dict, seeds: list[int]) -> None:
         missing = set(m.get("seeds") or seeds) - warm_seeds
         if m.get("false_negatives") == "mined" and missing:
             config_error(f"pretrain.methods.{name}.seeds", f"seeds {sorted(missing)} have no {warmup} warm-up run to mine from")
+
+
+def _check_claims(config: dict, methods: list[str]) -> None:
+    """The claims' roles name configured methods; the match stage has snapshots to match from."""
+    report = config["report"]
+    for key in ("oracle_methods", "mined_methods"):
+        for i, m in enumerate(report[key]):
+            if m not in methods:
+                config_error(f"report.{key}[{i}]", f"'{m}' is not one of pretrain.methods {methods}")
+    for variant, base in report["adversarial_pairs"].items():
+        for m in (variant, base):
+            if m not in methods:
+                config_error(f"report.adversarial_pairs.{variant}", f"'{m}' is not one of pretrain.methods {methods}")
+    if report["claims_protocol"] not in config["finetune"]["protocols"]:
+        config_error("report.claims_protocol", f"'{report['claims_protocol']}' is not one of finetune.protocols "
+                                               f"{list(config['finetune']['protocols'])}")
+    sup = report["supervised_method"]
+    if config["match"]["enabled"]:
+        if config["pretrain"]["methods"][sup].get("snapshots", 0) < 2:
+            config_error(f"pretrain.methods.{sup}.snapshots", "the match stage (match.enabled) needs at least 2 snapshots of the "
+                                                              "supervised pretraining to choose from")
+        if "slf" not in config["finetune"]["protocols"]:
+            config_error("match.enabled", "the match stage compares SLF clean accuracies: finetune.protocols needs slf")
+        if f"{sup}_matched" in methods:
+            config_error(f"pretrain.methods.{sup}_matched", "the name is taken by the match stage's pseudo-method")

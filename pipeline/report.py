@@ -32,6 +32,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from pipeline import claims
 from pipeline import grid as grid_paths
 from pipeline.config import ReportConfig, from_json
 from pipeline.grid import Grid
@@ -73,9 +74,11 @@ def load_rows(results: Path, grid: Grid) -> tuple[list[dict], list[str]]:
                         continue
                     r = read_json(path)
                     base = {"dataset": dataset, "method": method, "protocol": protocol, "seed": seed}
-                    rows.append({**base, "attack": "clean", "eps": 0.0, "accuracy": r["clean_accuracy"]})
+                    rows.append({**base, "attack": "clean", "eps": 0.0, "accuracy": r["clean_accuracy"], "samples": r["samples"],
+                                 "clean_same_samples": r["clean_accuracy"]})
                     for attack, per_eps in r["attacks"].items():
-                        rows += [{**base, "attack": attack, "eps": float(e), "accuracy": v["accuracy"]} for e, v in per_eps.items()]
+                        rows += [{**base, "attack": attack, "eps": float(e), "accuracy": v["accuracy"], "samples": v["samples"],
+                                  "clean_same_samples": v["clean_accuracy"]} for e, v in per_eps.items()]
                     warnings += [f"{dataset}/{method}/seed{seed}/{protocol}: {w}" for w in r["warnings"]]
     return rows, warnings
 
@@ -197,15 +200,28 @@ def mining_rows(results: Path, grid: Grid) -> list[dict]:
             path = results / "mine" / dataset / f"seed{seed}" / "quality.json"
             if path.exists():
                 q = read_json(path)
-                out.append({"dataset": dataset, "seed": seed, "algorithm": q["algorithm"], "pair_precision": q["pair_precision"],
-                            "pair_recall": q["pair_recall"], "purity": q["purity"], "nmi": q["nmi"],
-                            "pairs_lost_per_anchor": q["pairs_lost_per_anchor"]["mean"]})
+                candidates = q.get("candidates") or {q["algorithm"]: q}
+                for algorithm, c in candidates.items():  # every algorithm measured on the same embeddings
+                    out.append({"dataset": dataset, "seed": seed, "algorithm": algorithm, "used": algorithm == q["algorithm"],
+                                "pair_precision": c["pair_precision"], "pair_recall": c["pair_recall"],
+                                "x_chance": c.get("x_chance", math.nan), "chance": q.get("chance", math.nan)})
     return out
 
 
+def mining_markdown(mining: list[dict]) -> str:
+    """Precision and recall of every mining algorithm on the same warm-up embeddings; * = the one pretraining used."""
+    body = [[m["dataset"], str(m["seed"]), m["algorithm"] + (" *" if m["used"] else ""), f"{m['pair_precision']:.3f}",
+             f"{m['pair_recall']:.3f}", f"{m['x_chance']:.1f}x", f"{m['chance']:.3f}"] for m in mining]
+    return markdown_table(["dataset", "seed", "algorithm", "pair precision", "pair recall", "precision / chance", "chance"], body)
+
+
 def checks(rows: list[dict], eval_warnings: list[str], grid: Grid) -> list[str]:
-    """Suspicious results, shown in the report instead of being hidden."""
+    """Suspicious results, shown in the report instead of being hidden. Robust accuracy above the clean
+    accuracy of the same samples is impossible and is flagged."""
     found = list(eval_warnings)
+    found += [f"{r['dataset']}/{r['method']}/seed{r['seed']}/{r['protocol']} {r['attack']}@{r['eps']:g}: accuracy {r['accuracy']:.4f} "
+              f"above the clean accuracy {r['clean_same_samples']:.4f} of the same {r['samples']} samples"
+              for r in rows if r["accuracy"] > r["clean_same_samples"] + 1e-9]
     summary = summarise(rows)
     for (dataset, method, protocol, attack, eps), (_, _, n) in summary.items():
         if n < len(grid.seeds_of(method, protocol)):
@@ -213,8 +229,21 @@ def checks(rows: list[dict], eval_warnings: list[str], grid: Grid) -> list[str]:
     return found
 
 
-def fmt(mean: float, std: float) -> str:
-    return "n/a" if math.isnan(mean) else f"{100 * mean:.1f} ± {100 * std:.1f}"
+def fmt(mean: float, std: float, n: int = 2) -> str:
+    """Mean ± std over seeds in %; one seed has no spread, so it shows n = 1 instead."""
+    if math.isnan(mean):
+        return "n/a"
+    return f"{100 * mean:.1f} (n=1)" if n == 1 else f"{100 * mean:.1f} ± {100 * std:.1f}"
+
+
+def column_name(attack: str, eps: float, cascade: bool, order: list[str]) -> str:
+    """What the number is: an attack alone, an attack after the ones before it in the cascade, or the
+    per-sample worst case over all attacks of a norm."""
+    budget = eps_label(attack, eps)
+    if attack in ("any", "any_l2"):
+        return f"worst case {budget}"
+    before = order[: order.index(attack)] if cascade and attack in order else []
+    return f"{attack} after {'+'.join(before)} {budget}" if before else f"{attack} {budget}"
 
 
 def eps_label(attack: str, eps: float) -> str:
@@ -247,7 +276,7 @@ def corruption_markdown(rows: list[dict], dataset: str, grid: Grid) -> str:
         for r in rows:
             if r["method"] == method and r["protocol"] == protocol and keep(r):
                 seeds[r["seed"]].append(r["accuracy"])
-        return fmt(*mean_std([sum(v) / len(v) for v in seeds.values()])[:2])
+        return fmt(*mean_std([sum(v) / len(v) for v in seeds.values()]))
 
     header = ["method", "protocol", "mean"] + corruptions + [f"severity {s}" for s in severities]
     body = [[m, p, cell(m, p, lambda r: True)] + [cell(m, p, lambda r, c=c: r["corruption"] == c) for c in corruptions]
@@ -256,18 +285,30 @@ def corruption_markdown(rows: list[dict], dataset: str, grid: Grid) -> str:
     return markdown_table(header, body)
 
 
-def accuracy_markdown(summary: dict, dataset: str, grid: Grid) -> str:
+def cascade_of(results: Path, grid: Grid, dataset: str) -> tuple[bool, list[str]]:
+    """Whether the dataset's attacks ran as a cascade, and in which order (from its first robustness file)."""
+    for method in grid.methods:
+        for protocol in grid.protocols_of(method):
+            for seed in grid.seeds_of(method, protocol):
+                path = eval_path(results, dataset, method, seed, protocol)
+                if path.exists():
+                    r = read_json(path)
+                    return bool(r.get("cascade")), list(r.get("cascade_order", []))
+    return False, []
+
+
+def accuracy_markdown(summary: dict, dataset: str, grid: Grid, cascade: tuple[bool, list[str]] = (False, [])) -> str:
     summary = defaultdict(lambda: (math.nan, math.nan, 0), summary)
     # columns: the (attack, eps) pairs that exist (L2 attacks have their own eps), L2 and worst cases last
     cols = sorted({(k[3], k[4]) for k in summary if k[0] == dataset and k[3] != "clean"},
                   key=lambda c: (c[0].endswith("_l2"), c[0].startswith("any"), c))
-    header = ["method", "protocol", "seeds", "clean"] + [f"{a} {eps_label(a, e)}" for a, e in cols]
+    header = ["method", "protocol", "seeds", "clean"] + [column_name(a, e, *cascade) for a, e in cols]
     body = []
     for method in grid.methods:
         for protocol in grid.protocols_of(method):
             clean = summary[(dataset, method, protocol, "clean", 0.0)]
-            cells = [fmt(*summary[(dataset, method, protocol, a, e)][:2]) for a, e in cols]
-            body.append([method, protocol, str(clean[2]), fmt(*clean[:2]), *cells])
+            cells = [fmt(*summary[(dataset, method, protocol, a, e)]) for a, e in cols]
+            body.append([method, protocol, str(clean[2]), fmt(*clean), *cells])
     return markdown_table(header, body)
 
 
@@ -330,11 +371,21 @@ def run(cfg: ReportConfig, grid: Grid, results: Path, out: Path) -> dict:
     write_csv(out / "representation.csv", rep)
     costs = cost_rows(results, grid)
     write_csv(out / "cost.csv", costs)
-    md = [f"# Results\n\nSupervised baseline: `{cfg.supervised_method}`; CSL method: `{cfg.csl_method}`. "
-          "Accuracies in %, mean ± std over seeds.\n"]
+    roles = claims.roles_from(cfg, grid.matched_method)
+    claim_rows = {ds: claims.dataset_claims(results, grid, ds, roles) for ds in grid.datasets}
+    write_csv(out / "claims.csv", [claims.as_record(r) for rows_ in claim_rows.values() for r in rows_])
+    md = [f"# Results\n\nSupervised baseline: `{cfg.supervised_method}`; CSL method: `{cfg.csl_method}`.\n",
+          "\n## Claims\n\nEach claim of the paper with its estimate, 95 % interval and verdict (supported / contradicted / "
+          "inconclusive), per dataset; `claims.csv` has every row.\n"]
     for dataset, modality in grid.datasets.items():
-        md.append(f"\n## {dataset} ({modality})\n\n### Accuracy under attack\n\n{accuracy_markdown(summary, dataset, grid)}")
-        md.append(f"\n### Share of the {cfg.csl_method}-to-{cfg.supervised_method} gap closed\n\n{gap_markdown(gaps, dataset, rep)}")
+        md.append(f"\n### {dataset} ({modality})\n\n" + (claims.markdown(claim_rows[dataset]) if claim_rows[dataset]
+                                                         else "No claim could be computed (no per-sample outcomes).\n"))
+    md.append("\n## Results by dataset\n\nAccuracies in %, mean ± std over seeds (n=1: one seed, no spread).\n")
+    for dataset, modality in grid.datasets.items():
+        cascade = cascade_of(results, grid, dataset)
+        md.append(f"\n## {dataset} ({modality})\n\n### Accuracy under attack\n\n{accuracy_markdown(summary, dataset, grid, cascade)}")
+        md.append(f"\n### Share of the {cfg.csl_method}-to-{cfg.supervised_method} gap closed (descriptive; the claims "
+                  f"section has the intervals)\n\n{gap_markdown(gaps, dataset, rep)}")
         md.append(f"\n### Representation\n\n{representation_markdown(rep, dataset, grid)}")
         report_plots.accuracy_vs_eps(summary, dataset, plot_grid(grid), out / f"{dataset}_accuracy_vs_eps.png")
         report_plots.corruption_severity(corrupted, dataset, plot_grid(grid), out / f"{dataset}_corruptions.png")  # empty if none ran
@@ -345,11 +396,8 @@ def run(cfg: ReportConfig, grid: Grid, results: Path, out: Path) -> dict:
         report_plots.uniformity_vs_robust(rep, rows, dataset, plot_grid(grid), out / f"{dataset}_uniformity.png")
         report_plots.training_curves(results, dataset, grid, out / f"{dataset}_training.png")
     if mining:
-        md.append("\n## False-negative mining quality\n\n" + markdown_table(
-            ["dataset", "seed", "algorithm", "pair precision", "pair recall", "purity", "NMI", "pairs lost / anchor"],
-            [[m["dataset"], str(m["seed"]), m["algorithm"], f"{m['pair_precision']:.3f}", f"{m['pair_recall']:.3f}",
-              "n/a" if m["purity"] is None else f"{m['purity']:.3f}", "n/a" if m["nmi"] is None else f"{m['nmi']:.3f}",
-              f"{m['pairs_lost_per_anchor']:.1f}"] for m in mining]))
+        md.append("\n## False-negative mining quality (pair precision and recall against the true labels; "
+                  "* = used for pretraining)\n\n" + mining_markdown(mining))
     if costs:
         md.append("\n## Cost (Snakemake benchmark files; wall seconds per job)\n\n" + cost_markdown(costs, peak_gpu_memory(results, grid)))
     md.append("\n## Checks\n\n" + ("\n".join(f"- {c}" for c in found) if found else "No suspicious results.") + "\n")

@@ -27,6 +27,8 @@ def toy_grid(protocol_methods: dict | None = None, protocol_seeds: dict | None =
 
 
 GRID = toy_grid()
+CFG = ReportConfig(supervised_method="supervised", csl_method="simclr", claims_protocol="slf", oracle_methods=["simclr_oracle_elim"],
+                   mined_methods=[], adversarial_pairs={}, bootstrap_draws=500)
 
 
 def write(path: Path, data: dict) -> None:
@@ -37,12 +39,12 @@ def write(path: Path, data: dict) -> None:
 @pytest.fixture()
 def results(tmp_path):
     r = tmp_path / "results"
-    ok = {"within_eps": True, "in_range": True, "max_linf": 0.0}
+    ok = {"within_eps": True, "in_range": True, "max_linf": 0.0, "samples": 100, "clean_accuracy": 0.9}
     encoders = {}
     for (method, seed), ra in RA.items():
         base = f"toy/{method}/seed{seed}"
         write(r / f"evaluate/{base}/slf/robustness.json", {
-            "clean_accuracy": 0.9, "warnings": ["pgd: made-up warning"] if method == "simclr" and seed == 1 else [],
+            "clean_accuracy": 0.9, "samples": 100, "warnings": ["pgd: made-up warning"] if method == "simclr" and seed == 1 else [],
             "attacks": {"pgd": {"4.0": {"accuracy": ra + 0.1, **ok}, "8.0": {"accuracy": ra, **ok}}}})
         write(r / f"pretrain/{base}/metrics.json", {"train_seconds": 1.5, "peak_memory_mb": 0.0, "runtime": {"device_name": "cpu"},
                                                     "history": [{"epoch": 1, "loss": 5.0}, {"epoch": 2, "loss": 4.0}]})
@@ -65,7 +67,7 @@ def read_csv(path: Path) -> list[dict]:
 
 def test_tables_and_gap_arithmetic(tmp_path, results):
     out = tmp_path / "report"
-    summary = run(ReportConfig(supervised_method="supervised", csl_method="simclr"), GRID, results, out)
+    summary = run(CFG, GRID, results, out)
     rows = read_csv(out / "summary.csv")
     pgd8 = {r["method"]: r for r in rows if r["attack"] == "pgd" and float(r["eps"]) == 8.0}
     assert float(pgd8["supervised"]["mean"]) == pytest.approx(0.65)
@@ -90,7 +92,7 @@ def test_tiny_gap_is_not_reported(tmp_path, results):
         d = json.loads(p.read_text())
         d["attacks"]["pgd"]["8.0"]["accuracy"] = RA[("simclr", seed)] + MIN_GAP / 10
         p.write_text(json.dumps(d))
-    run(ReportConfig(supervised_method="supervised", csl_method="simclr"), GRID, results, tmp_path / "rep")
+    run(CFG, GRID, results, tmp_path / "rep")
     gap = [g for g in read_csv(tmp_path / "rep" / "gap.csv") if float(g["eps"]) == 8.0][0]
     assert gap["share_closed"] == "nan"
     assert "n/a (gap < 0.5%)" in (tmp_path / "rep" / "report.md").read_text()
@@ -98,7 +100,7 @@ def test_tiny_gap_is_not_reported(tmp_path, results):
 
 def test_fewer_seeds_than_configured_is_flagged(tmp_path, results):
     (results / "evaluate/toy/simclr_oracle_elim/seed1/slf/robustness.json").unlink()
-    summary = run(ReportConfig(supervised_method="supervised", csl_method="simclr"), GRID, results, tmp_path / "rep")
+    summary = run(CFG, GRID, results, tmp_path / "rep")
     md = (tmp_path / "rep" / "report.md").read_text()
     assert any("simclr_oracle_elim/seed1/slf: missing" in c for c in summary["checks"])
     assert "simclr_oracle_elim/slf pgd@8.0: 1 seeds, 2 configured" in md
@@ -106,34 +108,34 @@ def test_fewer_seeds_than_configured_is_flagged(tmp_path, results):
 
 def test_protocol_covering_some_methods(tmp_path, results):
     """An ALF protocol run on supervised and simclr, seed 0 only: no missing-file checks, rows only where it ran."""
-    ok = {"within_eps": True, "in_range": True, "max_linf": 0.0}
+    ok = {"within_eps": True, "in_range": True, "max_linf": 0.0, "samples": 100, "clean_accuracy": 0.8}
     for (method, seed), ra in RA.items():
         if method in ("supervised", "simclr") and seed == 0:
             write(results / f"evaluate/toy/{method}/seed{seed}/alf/robustness.json", {
-                "clean_accuracy": 0.8, "warnings": [],
+                "clean_accuracy": 0.8, "samples": 100, "warnings": [],
                 "attacks": {"pgd": {"4.0": {"accuracy": ra + 0.2, **ok}, "8.0": {"accuracy": ra + 0.1, **ok}}}})
             bench = results / f"benchmarks/finetune/toy/{method}/seed{seed}/alf.tsv"
             bench.parent.mkdir(parents=True, exist_ok=True)
             bench.write_text("s\tmax_rss\tcpu_time\n9.0\t50\t8.0\n")
     grid = toy_grid({"slf": METHODS, "alf": ["supervised", "simclr"]}, {"slf": [], "alf": [0]})
-    summary = run(ReportConfig(supervised_method="supervised", csl_method="simclr"), grid, results, tmp_path / "rep")
+    summary = run(CFG, grid, results, tmp_path / "rep")
     md = (tmp_path / "rep" / "report.md").read_text()
     assert not any("alf" in c for c in summary["checks"])
-    assert "| supervised | alf | 1 | 80.0 ± 0.0 |" in md and "| simclr_oracle_elim | alf |" not in md
+    assert "| supervised | alf | 1 | 80.0 (n=1) |" in md and "| simclr_oracle_elim | alf |" not in md
     assert {g["protocol"] for g in read_csv(tmp_path / "rep" / "gap.csv")} == {"slf"}  # alf has no variant to score
     assert "| finetune_alf | 2 | 18.0 | 9.0 | 9.0 | 50 |" in md
 
 
 def test_corruption_tables_and_l2_columns(tmp_path, results):
     """Corruption accuracies (evaluate's `corruptions`) become a table and a plot; L2 attacks get their own columns."""
-    ok = {"within_eps": True, "in_range": True, "max_norm": 0.0}
+    ok = {"within_eps": True, "in_range": True, "max_norm": 0.0, "samples": 100, "clean_accuracy": 0.9}
     for (method, seed), ra in RA.items():
         p = results / f"evaluate/toy/{method}/seed{seed}/slf/robustness.json"
         d = json.loads(p.read_text())
         d["attacks"]["pgd_l2"] = {"0.5": {"accuracy": ra / 2, **ok}}
         d["corruptions"] = {"jpeg": {"1": {"accuracy": 0.8}, "5": {"accuracy": 0.4 + 0.1 * seed}}, "contrast": {"1": {"accuracy": 0.6}}}
         p.write_text(json.dumps(d))
-    run(ReportConfig(supervised_method="supervised", csl_method="simclr"), GRID, results, tmp_path / "rep")
+    run(CFG, GRID, results, tmp_path / "rep")
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "pgd_l2 L2 0.5" in md and "pgd 8/255" in md and "pgd_l2 8/255" not in md
     # mean per seed (0.8 + 0.4 + 0.6)/3 = 0.6, (0.8 + 0.5 + 0.6)/3 = 0.633; jpeg per seed 0.6, 0.65; severity 5: 0.4, 0.5

@@ -113,10 +113,29 @@ def finetune_cfg(wildcards):
     return as_json(study.finetune_slice(config, wildcards.protocol))
 
 
+def classifier_input(wildcards):
+    """The classifier evaluate attacks: finetune's, or the match stage's for the matched supervised pseudo-method."""
+    if wildcards.method == GRID.matched_method:
+        return f"{RESULTS}/match/{wildcards.dataset}/seed{wildcards.seed}/classifier.pt"
+    return f"{study.run_dir('finetune', wildcards.dataset, wildcards.method, wildcards.seed, wildcards.protocol)}/classifier.pt"
+
+
+def matched_snapshots(wildcards):
+    return f"{RESULTS}/pretrain/{wildcards.dataset}/{config['report']['supervised_method']}/seed{wildcards.seed}/snapshots.pt"
+
+
+def matched_target(wildcards):
+    return study.eval_path(wildcards.dataset, config["report"]["csl_method"], wildcards.seed, "slf")
+
+
+def match_cfg():
+    return as_json({"finetune": study.finetune_slice(config, "slf"), "match": config["match"]})
+
+
 def report_inputs():
     runs = [(d, m, s, p) for d in DATASETS for m, s, p in GRID.protocol_runs()]
     inputs = {
-        "evaluate": [study.eval_path(d, m, s, p) for d, m, s, p in runs],
+        "evaluate": [study.eval_path(d, m, s, p) for d in DATASETS for m, s, p in GRID.evaluate_runs()],
         "finetune": [f"{study.run_dir('finetune', d, m, s, p)}/metrics.json" for d, m, s, p in runs],
         "pretrain": [f"{RESULTS}/pretrain/{d}/{m}/seed{s}/metrics.json" for d in DATASETS for m, s in GRID.runs()],
         "analyse": [f"{RESULTS}/analyse/{d}/representation.json" for d in DATASETS],

@@ -6,7 +6,7 @@ rule evaluate:
     """
     input:
         meta=f"{RESULTS}/decode/{{dataset}}/meta.json",
-        model=f"{RESULTS}/finetune/{{dataset}}/{{method}}/seed{{seed}}/{{protocol}}/classifier.pt",
+        model=classifier_input,
     output:
         f"{RESULTS}/evaluate/{{dataset}}/{{method}}/seed{{seed}}/{{protocol}}/robustness.json",
     params:

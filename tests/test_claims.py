@@ -1,0 +1,147 @@
+"""The claims section: per-sample outcomes in, estimates, intervals and verdicts out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline import claims
+from pipeline.grid import Grid
+
+METHODS = ["supervised", "simclr", "simclr_oracle_elim"]
+N = 400
+
+
+def grid(seeds=(0, 1, 2)) -> Grid:
+    return Grid(datasets={"toy": "image"}, embeds=[], methods=METHODS, seeds=list(seeds), method_seeds={m: list(seeds) for m in METHODS},
+                protocols=["slf"], protocol_methods={"slf": METHODS}, protocol_seeds={"slf": []}, mined_methods=[],
+                warmup_method="simclr")
+
+
+ROLES = claims.Roles(supervised="supervised", csl="simclr", matched=None, oracle=["simclr_oracle_elim"], mined=[], adversarial={},
+                     protocol="slf", n_boot=1000)
+
+
+def bits(flags: np.ndarray) -> str:
+    return "".join("1" if f else "0" for f in flags)
+
+
+def write_outcomes(results: Path, method: str, seed: int, clean: np.ndarray, robust: dict[str, np.ndarray]) -> None:
+    path = results / "evaluate" / "toy" / method / f"seed{seed}" / "slf" / "robustness.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    attacks = {"any": {e: {"accuracy": float(r.mean()), "samples": len(r)} for e, r in robust.items()}}
+    path.write_text(json.dumps({"clean_accuracy": float(clean.mean()), "samples": len(clean), "attacks": attacks,
+                                "outcomes": {"clean": bits(clean), "attacks": {"any": {e: bits(r) for e, r in robust.items()}}}}))
+
+
+def study(tmp_path: Path, robust_rate: dict[str, float], seeds=(0, 1, 2), clean_rate: dict[str, float] | None = None,
+          shared_noise: bool = False) -> Path:
+    """Per-sample outcomes where a shared per-sample difficulty makes methods' outcomes correlated
+    (`shared_noise`: the methods of a seed see the same noise, so equal rates give equal outcomes)."""
+    rng = np.random.default_rng(0)
+    difficulty = rng.random(N)  # the same test samples are hard for every method
+    for seed in seeds:
+        seed_noise = rng.random(N) * 0.1
+        for method in METHODS:
+            noise = seed_noise if shared_noise else rng.random(N) * 0.1
+            clean = difficulty + noise < (clean_rate or {}).get(method, 0.9)
+            robust8 = clean & (difficulty + noise < robust_rate[method])
+            robust2 = clean & (difficulty + noise < min(0.9, robust_rate[method] + 0.2))
+            write_outcomes(tmp_path, method, seed, clean, {"2.0": robust2, "8.0": robust8})
+    return tmp_path
+
+
+def by_claim(rows, claim):
+    return [r for r in rows if r.claim == claim and r.primary]
+
+
+def test_a_large_gap_is_supported_and_the_share_is_reported(tmp_path):
+    results = study(tmp_path, {"supervised": 0.7, "simclr": 0.4, "simclr_oracle_elim": 0.55})
+    rows = claims.dataset_claims(results, grid(), "toy", ROLES)
+    (c1a,) = by_claim(rows, "C1a")
+    assert c1a.eps == 8.0 and c1a.verdict == "supported" and c1a.interval.low > 0
+    assert c1a.interval.n_seeds == 3 and c1a.interval.n_samples == N
+    (c3,) = by_claim(rows, "C3")
+    assert c3.verdict == "supported" and "share of the gap" in c3.extra
+    share = float(c3.extra.split(": ")[1].split("%")[0]) / 100
+    assert share == pytest.approx(0.5, abs=0.1)  # (0.55 - 0.4) / (0.7 - 0.4)
+    assert all(r.eps == 2.0 for r in rows if not r.primary) and all("uncorrected" in r.verdict for r in rows if not r.primary)
+
+
+def test_a_reversed_gap_is_contradicted(tmp_path):
+    results = study(tmp_path, {"supervised": 0.4, "simclr": 0.7, "simclr_oracle_elim": 0.7})
+    (c1a,) = by_claim(claims.dataset_claims(results, grid(), "toy", ROLES), "C1a")
+    assert c1a.verdict == "contradicted" and c1a.interval.high < 0
+
+
+def test_a_known_zero_effect_is_inconclusive(tmp_path):
+    results = study(tmp_path, {"supervised": 0.6, "simclr": 0.6, "simclr_oracle_elim": 0.6}, shared_noise=True)
+    rows = claims.dataset_claims(results, grid(), "toy", ROLES)
+    (c1a,) = by_claim(rows, "C1a")
+    assert c1a.verdict == "inconclusive" and c1a.interval.estimate == 0 and c1a.interval.low <= 0 <= c1a.interval.high
+    assert c1a.needs == "no effect observed: no finite size decides it"
+    (c3,) = by_claim(rows, "C3")
+    assert "undefined" in c3.extra  # no established gap: no share
+
+
+def test_conditional_robustness_removes_the_clean_accuracy_confound(tmp_path):
+    """Supervised has higher clean accuracy but the same share of its clean-correct samples survives:
+    robust accuracy differs (C1a supported) while conditional robustness does not (C1b inconclusive)."""
+    rng = np.random.default_rng(1)
+    for seed in (0, 1, 2):
+        for method, clean_rate in (("supervised", 0.9), ("simclr", 0.6), ("simclr_oracle_elim", 0.6)):
+            clean = rng.random(N) < clean_rate
+            survive = rng.random(N) < 0.5
+            write_outcomes(tmp_path, method, seed, clean, {"8.0": clean & survive})
+    rows = claims.dataset_claims(tmp_path, grid(), "toy", ROLES)
+    assert by_claim(rows, "C1a")[0].verdict == "supported"
+    (c1b,) = by_claim(rows, "C1b")
+    assert c1b.verdict == "inconclusive" and abs(c1b.interval.estimate) < 0.06
+
+
+def test_needed_size_follows_the_closed_form():
+    """A paired difference with a known per-sample spread: the sizes printed solve z sqrt(v / (s n)) < effect."""
+    rng = np.random.default_rng(0)
+    values = rng.choice([-1.0, 0.0, 1.0], p=[0.1, 0.8, 0.1], size=(2, 300))  # var 0.2, no seed effect
+    text = claims.needed_size(values, 0.02)
+    seeds, samples = text.split(";")[0].split(" seeds x ")
+    s, n = int(seeds), int(samples.replace(",", "").split()[0])
+    var = claims.st.variance_components(values)
+    assert claims.st.half_width(s, n, var.var_seed, var.var_sample, var_item=var.var_item) < 0.02
+    assert claims.st.half_width(s, int(n * 0.9), var.var_seed, var.var_sample, var_item=var.var_item) >= 0.02 * 0.99
+
+
+def test_one_seed_rests_on_the_samples_and_says_so(tmp_path):
+    results = study(tmp_path, {"supervised": 0.7, "simclr": 0.4, "simclr_oracle_elim": 0.55}, seeds=(0,))
+    rows = claims.dataset_claims(results, grid(seeds=(0,)), "toy", ROLES)
+    (c1a,) = by_claim(rows, "C1a")
+    assert not c1a.interval.seed_level and "lower bound" in c1a.interval.note
+    assert "n = 1 seed" in claims.rests_on(c1a)
+
+
+def test_holm_is_applied_over_the_primary_claims(tmp_path):
+    results = study(tmp_path, {"supervised": 0.7, "simclr": 0.4, "simclr_oracle_elim": 0.55})
+    rows = claims.dataset_claims(results, grid(), "toy", ROLES)
+    primary = [r for r in rows if r.primary]
+    raw = sorted(r.interval.p_value() for r in primary)
+    assert all(r.p_holm >= r.interval.p_value() - 1e-12 for r in primary)
+    assert min(r.p_holm for r in primary) == pytest.approx(min(1.0, raw[0] * len(primary)))
+
+
+def test_markdown_and_records_are_well_formed(tmp_path):
+    results = study(tmp_path, {"supervised": 0.7, "simclr": 0.4, "simclr_oracle_elim": 0.55})
+    rows = claims.dataset_claims(results, grid(), "toy", ROLES)
+    md = claims.markdown(rows)
+    assert "Holm-corrected" in md and "| C1a |" in md and "**supported**" in md and "3 seeds (0, 1, 2) x 400 test samples" in md
+    record = claims.as_record(rows[0])
+    assert {"claim", "estimate", "low", "high", "verdict", "seeds", "samples", "p_holm"} <= set(record)
+
+
+def test_rerun_gives_the_same_numbers(tmp_path):
+    results = study(tmp_path, {"supervised": 0.7, "simclr": 0.4, "simclr_oracle_elim": 0.55})
+    a = [claims.as_record(r) for r in claims.dataset_claims(results, grid(), "toy", ROLES)]
+    b = [claims.as_record(r) for r in claims.dataset_claims(results, grid(), "toy", ROLES)]
+    assert a == b
