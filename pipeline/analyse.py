@@ -25,6 +25,7 @@ from pipeline.augment import augment
 from pipeline.classifier import load_encoder
 from pipeline.config import AnalyseConfig, ModelConfig, from_dict, from_json
 from pipeline.data import Split, embed, load_split
+from pipeline.environment import environment
 from pipeline.io import atomic_path, read_json, write_json
 from pipeline.representation import alignment, centroid_margins, class_distance_matrix, intra_inter, uniformity
 
@@ -99,7 +100,7 @@ def run(cfg: AnalyseConfig, data_dir: Path, encoders: list[tuple[str, int, Path]
     test = subset(load_split(data_dir, "test", rt.device), cfg.max_samples)
     stats = {f"{method}:{seed}": encoder_stats(path, train, test, classes, cfg, rt) for method, seed, path in encoders}
     plot_heatmaps(stats, out_png)
-    write_json(out_json, {"encoders": stats, "config": cfg.__dict__})
+    write_json(out_json, {"encoders": stats, "config": cfg.__dict__, "environment": environment()})
     return stats
 
 

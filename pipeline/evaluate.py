@@ -62,6 +62,7 @@ from pipeline.classifier import load_classifier
 from pipeline.config import EvaluateConfig, from_json
 from pipeline.corruptions import CORRUPTIONS, applicable
 from pipeline.data import Split, batch_indices, load_split
+from pipeline.environment import environment
 from pipeline.io import read_json, write_json
 from pipeline.provenance import source_hash
 
@@ -374,7 +375,7 @@ def run(cfg: EvaluateConfig, seed: int, data_dir: Path, model_path: Path, out: P
               **run_corruptions(ctx, clean), "checks": {"pgd_steps": steps_record}, "warnings": warnings + steps_warnings,
               "runtime": rt.describe(), "seconds": round(time.perf_counter() - start, 3), "resumed_units": ctx.partials.resumed,
               "seed": seed, "model": str(model_path)}
-    write_json(out, report)
+    write_json(out, {**report, "environment": environment()})
     ctx.partials.remove()
     return report
 

@@ -29,6 +29,7 @@ from pipeline import runtime
 from pipeline.classifier import load_encoder
 from pipeline.config import MineConfig, from_json
 from pipeline.data import embed, load_split
+from pipeline.environment import environment
 from pipeline.io import atomic_path, write_json
 
 MAX_THRESHOLD_NEIGHBOURS = 256
@@ -135,7 +136,7 @@ def run(cfg: MineConfig, seed: int, data_dir: Path, encoder_path: Path, out: Pat
     with atomic_path(out / "false_negatives.npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
-    write_json(out / "quality.json", quality)
+    write_json(out / "quality.json", {**quality, "environment": environment()})
     return quality
 
 
