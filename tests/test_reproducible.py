@@ -7,6 +7,7 @@ the only fields it skips).
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -39,5 +40,10 @@ def test_tiny_study_twice_gives_identical_results(tmp_path):
     # not a vacuous comparison: every kind of artefact of both modalities is there
     assert {".mp4", ".npy", ".npz", ".pt", ".json", ".csv", ".md", ".png"} <= set(kinds), kinds
     assert kinds[".mp4"] == 30 and (first / "decode" / "moving_digits" / "train_x.npy").exists()
+    # every stage's metrics/meta file records its environment (which the comparison skips)
+    for pattern in ("embed/*/manifest.json", "decode/*/meta.json", "pretrain/**/metrics.json", "mine/**/quality.json",
+                    "finetune/**/metrics.json", "evaluate/**/robustness.json", "analyse/*/representation.json"):
+        paths = list(first.glob(pattern))
+        assert paths and all("cpu" in json.loads(p.read_text())["environment"] for p in paths), pattern
     diffs = compare_trees(first, second)
     assert diffs == [], format_report(diffs, len(tree_files(first)))
