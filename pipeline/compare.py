@@ -270,7 +270,8 @@ def compare_trees(root_a: Path, root_b: Path) -> list[FileDiff]:
 def format_report(diffs: list[FileDiff], compared: int) -> str:
     """Human-readable listing: one block per differing file, then the first divergence."""
     if not diffs:
-        return f"identical: {compared} files compared (ignoring names with {', '.join(sorted(IGNORED_WORDS))}, per_s; folders {', '.join(IGNORED_DIRS)})"
+        skipped = ", ".join([*sorted(IGNORED_WORDS), "per_s"])
+        return f"identical: {compared} files compared (ignoring names with {skipped}; folders {', '.join(IGNORED_DIRS)})"
     lines = []
     for d in diffs:
         worst = "" if d.max_abs is None else f", max |a-b| {d.max_abs:.3g}"

@@ -64,6 +64,7 @@ def test_dirty_flag_follows_tracked_changes(tmp_path):
 
 
 def test_environment_does_not_import_torch():
-    code = "import sys; from pipeline.environment import environment; e = environment(); print('torch' in sys.modules, 'torch_threads' in e)"
+    code = ("import sys; from pipeline.environment import environment; e = environment(); "
+            "print('torch' in sys.modules, 'torch_threads' in e)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]

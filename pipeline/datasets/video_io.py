@@ -17,14 +17,13 @@ from typing import Any
 
 import numpy as np
 
-
-# libx264 settings for reproducible files. Measured (issue #18, 300 moving-digit clips encoded
-# 3 times in one process on an AVX-512 Xeon): with the default settings 8% of the clips come out
-# different (decoded frames differ by up to 4 grey levels); one thread alone (threads=1,
-# lookahead-threads=1, sliced-threads=0) still gives 7%, so threads are not the cause; restricting
-# x264 to its AVX2 kernels gives 0, its AVX-512 kernels 1.5%: they are the nondeterministic ones.
-# asm=0 (plain C kernels) gives 0 and, unlike a list of CPU flags, is safe on every CPU and makes
-# the bytes independent of which SIMD set the machine has; it costs encoder time only (see README).
+# libx264 settings for reproducible files. Measured (issue #18) on this project's AVX-512 Xeon:
+# 300 moving-digit clips each encoded 3 times in one process; clips whose 2nd/3rd encoding differ
+# from the 1st: default settings 25/23 (decoded frames differ by up to 4 grey levels); one thread
+# (threads=1, lookahead-threads=1, sliced-threads=0) 20/18, so threads are not the cause; x264
+# limited to its kernels up to AVX2 0/0, with AVX-512 added 5/4; asm=0 (plain C kernels) 0/0.
+# asm=0, unlike a list of CPU flags, is safe on every CPU and makes the bytes independent of the
+# machine's SIMD set; with one thread it costs no time against the default (see README).
 X264_DETERMINISTIC = "threads=1:lookahead-threads=1:sliced-threads=0:asm=0"
 
 
