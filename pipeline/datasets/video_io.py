@@ -22,8 +22,8 @@ import numpy as np
 # from the 1st: default settings 25/23 (decoded frames differ by up to 4 grey levels); one thread
 # (threads=1, lookahead-threads=1, sliced-threads=0) 20/18, so threads are not the cause; x264
 # limited to its kernels up to AVX2 0/0, with AVX-512 added 5/4; asm=0 (plain C kernels) 0/0.
-# asm=0, unlike a list of CPU flags, is safe on every CPU and makes the bytes independent of the
-# machine's SIMD set; with one thread it costs no time against the default (see README).
+# asm=0, unlike a list of CPU flags, is safe on every CPU, and the same C kernels run whatever
+# SIMD set a machine has; with one thread it costs no time against the default (see README).
 X264_DETERMINISTIC = "threads=1:lookahead-threads=1:sliced-threads=0:asm=0"
 
 
