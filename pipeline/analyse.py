@@ -30,6 +30,7 @@ from pipeline.augment import augment
 from pipeline.classifier import BN_BRANCHES, encoder_bn_branch, load_encoder
 from pipeline.config import AnalyseConfig, ModelConfig, from_dict, from_json
 from pipeline.data import Split, embed, load_split
+from pipeline.environment import environment
 from pipeline.io import atomic_path, read_json, write_json
 from pipeline.representation import (
     alignment,
@@ -125,7 +126,7 @@ def run(cfg: AnalyseConfig, data_dir: Path, encoders: list[tuple[str, int, Path]
     train, test = (subset(full[name], cfg.max_samples) for name in ("train", "test"))
     stats = {f"{method}:{seed}": encoder_stats(path, train, test, classes, cfg, rt, bn_branch) for method, seed, path in encoders}
     plot_heatmaps(stats, out_png)
-    write_json(out_json, {"encoders": stats, "config": cfg.__dict__, "sample_indices": indices})
+    write_json(out_json, {"encoders": stats, "config": cfg.__dict__, "sample_indices": indices, "environment": environment()})
     return stats
 
 

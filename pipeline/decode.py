@@ -37,6 +37,7 @@ from pipeline.datasets import SOURCE_MODALITY, check_layout, cifar, folders, hmd
 from pipeline.datasets.digits import load_digits_uint8, stratified_split, upsample_rgb
 from pipeline.datasets.pool import KillablePool
 from pipeline.datasets.resize import resize_in_chunks
+from pipeline.environment import environment
 from pipeline.io import read_npy, write_json, write_npy
 
 SPLITS = ("train", "test")
@@ -321,7 +322,7 @@ def run(cfg: DecodeConfig, out: Path, threads: int) -> dict:
             staged.unlink()
     meta["skipped_total"] = sum(len(d.skipped) for d in source.splits.values())
     meta["seconds"] = round(time.perf_counter() - start, 3)
-    write_json(out / "meta.json", meta)
+    write_json(out / "meta.json", {**meta, "environment": environment()})
     return meta
 
 

@@ -22,6 +22,7 @@ from pipeline.config import EmbedConfig, from_json
 from pipeline.datasets import ucf101
 from pipeline.datasets.digits import load_digits_uint8
 from pipeline.datasets.video_io import write_h264
+from pipeline.environment import environment
 from pipeline.io import write_json
 
 CLASS_NAMES = [f"Digit{d}" for d in range(10)]
@@ -78,7 +79,7 @@ def run(cfg: EmbedConfig, out: Path) -> dict:
     start = time.perf_counter()
     manifest = make_videos(cfg, tmp)
     manifest["seconds"] = round(time.perf_counter() - start, 3)
-    write_json(tmp / "manifest.json", manifest)
+    write_json(tmp / "manifest.json", {**manifest, "environment": environment()})
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return manifest

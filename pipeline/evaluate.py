@@ -70,6 +70,7 @@ from pipeline.classifier import classifier_from_state
 from pipeline.config import EvaluateConfig, from_json
 from pipeline.corruptions import CORRUPTIONS, applicable
 from pipeline.data import Split, batch_indices, load_split
+from pipeline.environment import environment
 from pipeline.io import load_torch, read_json, write_json
 from pipeline.provenance import source_hash
 
@@ -404,7 +405,7 @@ def run(cfg: EvaluateConfig, seed: int, data_dir: Path, model_path: Path, out: P
               "seed": seed, "model": str(model_path), "bn_branch": state.get("bn_branch"),
               # paired designs: which of the first `samples` test samples each number counts as correct
               "outcomes": {"clean": bits(clean), "attacks": outcomes}}
-    write_json(out, report)
+    write_json(out, {**report, "environment": environment()})
     ctx.partials.remove()
     return report
 

@@ -43,6 +43,7 @@ from pipeline.adversarial.loop import Holdout, adversarial_train, split_holdout
 from pipeline.classifier import CosineClassifier, encoder_bn_branch, load_encoder
 from pipeline.config import AdversarialConfig, FinetuneConfig, from_dict, from_json
 from pipeline.data import Split, batch_indices, embed, load_split
+from pipeline.environment import environment
 from pipeline.io import read_json, save_torch, write_json
 from pipeline.models import Classifier, Encoder
 
@@ -187,7 +188,7 @@ def run(cfg: FinetuneConfig, protocol: str, seed: int, data_dir: Path, encoder_p
                    runtime=rt.describe(), peak_memory_mb=round(runtime.peak_memory_mb(rt), 1),
                    config={**cfg.__dict__, "protocols": {k: v for k, v in cfg.protocols.items() if k == protocol}})
     save_torch(out_model, checkpoint(model, metrics, protocol))
-    write_json(out_metrics, metrics)
+    write_json(out_metrics, {**metrics, "environment": environment()})
     return metrics
 
 

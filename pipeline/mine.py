@@ -34,6 +34,7 @@ from pipeline.augment import AugmentSpec
 from pipeline.classifier import encoder_bn_branch, load_encoder
 from pipeline.config import MineConfig, from_dict, from_json
 from pipeline.data import load_split
+from pipeline.environment import environment
 from pipeline.io import atomic_path, write_json
 from pipeline.mining.algorithms import fnc_table, kmeans_labels, knn_table, threshold_table
 from pipeline.mining.embeddings import base_embeddings, feature_fn, support_spec, support_views
@@ -118,7 +119,7 @@ def run(cfg: MineConfig, seed: int, data_dir: Path, encoder_path: Path, out: Pat
     with atomic_path(out / "false_negatives.npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **outputs[cfg.algorithm])
-    write_json(out / "quality.json", quality)
+    write_json(out / "quality.json", {**quality, "environment": environment()})
     return quality
 
 

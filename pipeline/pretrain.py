@@ -492,7 +492,8 @@ def train_and_save(cfg: PretrainConfig, cfg_json: str, seed: int, data_dir: Path
     metrics = {"history": history, "knn_acc": knn, "train_seconds": round(sum(h["seconds"] for h in history), 3),
                **run_summary(cfg, rt, nets, train), "config": json.loads(cfg_json), "seed": seed}
     save_encoder(out_encoder, nets, cfg, cfg_json, meta, seed, knn)
-    write_json(out_metrics, metrics)
+    from pipeline.environment import environment  # local: this module is being split into a package
+    write_json(out_metrics, {**metrics, "environment": environment()})
     ckpt.unlink(missing_ok=True)  # the encoder is the finished output; the checkpoint only served resumption
     return nets, metrics
 
