@@ -2,7 +2,9 @@
 
 Attacks (registry `pipeline.attacks`) run on inputs in [0, 1] with normalisation inside the
 model, model in eval mode, float32 unless `precision: bf16` (recorded). Linf attacks run at
-`epsilons` (units of 1/255), L2 attacks at `epsilons_l2` (input units). Protocol, as in
+`epsilons` (written in units of 1/255; `pipeline.config` hands them over as `Eps` in pixel
+units, and results are keyed by the 1/255 value as written), L2 attacks at `epsilons_l2`
+(input units). Protocol, as in
 AutoAttack: for every epsilon the attacks of one norm form a cascade in registry order
 (cheap and white-box first); with `cascade: true` each attack runs only on the samples
 still robust, and its `accuracy` is the robust accuracy after it and every attack before it
@@ -59,7 +61,7 @@ from pipeline.attacks import ATTACKS, BLACK_BOX, DESCRIBE, IMPLEMENTATION, NORM,
 from pipeline.attacks.adapters import num_classes
 from pipeline.attacks.autoattack import state_robust_flags
 from pipeline.classifier import load_classifier
-from pipeline.config import EvaluateConfig, from_json
+from pipeline.config import EvaluateConfig, from_json, per_255
 from pipeline.corruptions import CORRUPTIONS, applicable
 from pipeline.data import Split, batch_indices, load_split
 from pipeline.io import read_json, write_json
@@ -67,7 +69,7 @@ from pipeline.provenance import source_hash
 
 BOUND_TOLERANCE = 1e-6  # float32 rounding of x + delta (relative for L2)
 STAGE_KEYS = {"max_samples", "epsilons"}  # attack settings the stage consumes; the rest go to the attack
-GROUPS = (("Linf", "any", 1 / 255), ("L2", "any_l2", 1.0))  # norm, worst-case key, eps unit
+GROUPS = (("Linf", "any", "epsilons"), ("L2", "any_l2", "epsilons_l2"))  # norm, worst-case key, EvaluateConfig field
 
 
 @torch.no_grad()
@@ -218,24 +220,29 @@ def cascade_step(ctx: Context, name: str, eps: float, eps_key: str, robust: torc
 
 
 def attack_epsilons(ctx: Context, name: str, epsilons: list[float]) -> list[float]:
-    """The eps an attack runs at: its own `epsilons` (a subset, to save time) or all of its norm's."""
+    """The eps an attack runs at: its own `epsilons` (a subset by label, to save time) or all of its norm's."""
     own = ctx.cfg.attacks[name].get("epsilons") or []
-    return [e for e in epsilons if e in own] if own else list(epsilons)
+    return [e for e in epsilons if per_255(e) in own] if own else list(epsilons)
 
 
-def run_group(ctx: Context, names: list[str], epsilons: list[float], unit: float, clean: torch.Tensor) -> tuple[dict, dict]:
-    """Every attack of one norm at every eps: (per-attack records, worst-case records)."""
+def result_key(eps: float) -> str:
+    """Result key of a budget: its value as the config wrote it ("8.0" for 8/255, "0.5" for L2 0.5)."""
+    return str(float(per_255(eps)))
+
+
+def run_group(ctx: Context, names: list[str], epsilons: list[float], clean: torch.Tensor) -> tuple[dict, dict]:
+    """Every attack of one norm at every eps (input units): (per-attack records, worst-case records)."""
     results: dict = {name: {} for name in names}
     worst: dict = {}
     for e in epsilons:
-        robust, eps_key = clean.clone(), str(float(e))
+        robust, key = clean.clone(), result_key(e)
         active = [name for name in names if e in attack_epsilons(ctx, name, epsilons)]
         n_any = min(attack_limit(ctx, name) for name in active)
         for name in active:
-            results[name][eps_key] = r = cascade_step(ctx, name, e * unit, eps_key, robust)
+            results[name][key] = r = cascade_step(ctx, name, float(e), key, robust)
             r["clean_accuracy"] = float(clean[: r["samples"]].float().mean())
-            print(f"evaluate {name} eps {e:g}: accuracy {r['accuracy']:.4f} ({r['samples_per_s']:.0f} samples/s)", file=sys.stderr)
-        worst[eps_key] = {"accuracy": float(robust[:n_any].float().mean()), "samples": n_any, "within_eps": True, "in_range": True,
+            print(f"evaluate {name} eps {per_255(e):g}: accuracy {r['accuracy']:.4f} ({r['samples_per_s']:.0f} samples/s)", file=sys.stderr)
+        worst[key] = {"accuracy": float(robust[:n_any].float().mean()), "samples": n_any, "within_eps": True, "in_range": True,
                           "max_norm": 0.0, "clean_accuracy": float(clean[:n_any].float().mean()), "attacks": active}
     return results, worst
 
@@ -281,19 +288,20 @@ def steps_check(ctx: Context) -> tuple[dict, list[str]]:
     if check.factor < 2 or "pgd" not in ctx.cfg.attacks:
         return {}, []
     eps, m = max(ctx.cfg.epsilons), min(ctx.n, check.max_samples)
+    label = per_255(eps)  # keys, seed and record use the config's 1/255 value; the attack gets pixels
     settings = dict(ctx.cfg.attacks["pgd"])
     accs = {}
     for steps in (settings.get("steps", 10), settings.get("steps", 10) * check.factor):
-        key = f"pgd_steps{steps}@{float(eps)}"
+        key = f"pgd_steps{steps}@{float(label)}"
         run = dataclasses.replace(ctx, cfg=dataclasses.replace(ctx.cfg, attacks={**ctx.cfg.attacks, "pgd": {**settings, "steps": steps}}))
-        seed = unit_seed(ctx.seed, f"pgd_steps_check@{eps}")  # the same random start for both
-        r = ctx.partials.get_or_run(key, partial(attack_samples, run, "pgd", eps / 255, torch.arange(m), key, seed))
+        seed = unit_seed(ctx.seed, f"pgd_steps_check@{label}")  # the same random start for both
+        r = ctx.partials.get_or_run(key, partial(attack_samples, run, "pgd", float(eps), torch.arange(m), key, seed))
         accs[steps] = sum(r["correct"]) / max(1, m)
     (few, a_few), (many, a_many) = sorted(accs.items())
-    record = {"eps": eps, "samples": m, "steps": [few, many], "accuracy": [a_few, a_many], "tolerance": check.tolerance}
+    record = {"eps": label, "samples": m, "steps": [few, many], "accuracy": [a_few, a_many], "tolerance": check.tolerance}
     if a_many <= a_few + check.tolerance:
         return record, []
-    return record, [f"pgd eps {eps:g}: {many} steps leave accuracy {a_many:.4f} > {few} steps {a_few:.4f} (+{check.tolerance})"]
+    return record, [f"pgd eps {label:g}: {many} steps leave accuracy {a_many:.4f} > {few} steps {a_few:.4f} (+{check.tolerance})"]
 
 
 # ---- corruptions ----------------------------------------------------------------------------
@@ -343,14 +351,15 @@ def attack_parameters(ctx: Context, names: list[str]) -> dict:
 def run_attacks(ctx: Context, clean: torch.Tensor) -> tuple[dict, list[str], dict]:
     """All configured attacks of both norms: (attacks results, warnings, eps lists per attack)."""
     results, eps_of = {}, {}
-    for norm, any_key, unit in GROUPS:
+    for norm, any_key, field in GROUPS:
         names = [a for a in ATTACKS if a in ctx.cfg.attacks and NORM[a] == norm]
-        epsilons = ctx.cfg.epsilons if norm == "Linf" else ctx.cfg.epsilons_l2
+        epsilons = getattr(ctx.cfg, field)
         if names and epsilons:
-            per_attack, worst = run_group(ctx, names, epsilons, unit, clean)
+            per_attack, worst = run_group(ctx, names, epsilons, clean)
             results.update(per_attack)
             results[any_key] = worst
-            eps_of.update({a: attack_epsilons(ctx, a, epsilons) for a in names} | {any_key: epsilons})
+            labels = lambda es: [per_255(e) for e in es]  # noqa: E731  # `sanity` reads results by label
+            eps_of.update({a: labels(attack_epsilons(ctx, a, epsilons)) for a in names} | {any_key: labels(epsilons)})
     warnings = sanity(results, eps_of) + black_box_warnings(results, ctx.cfg.cascade)
     return results, warnings, eps_of
 
@@ -368,7 +377,7 @@ def run(cfg: EvaluateConfig, seed: int, data_dir: Path, model_path: Path, out: P
     start = time.perf_counter()
     results, warnings, _ = run_attacks(ctx, clean)
     steps_record, steps_warnings = steps_check(ctx)
-    report = {"clean_accuracy": float(clean.float().mean()), "samples": n, "epsilons_255": cfg.epsilons, "epsilons_l2": cfg.epsilons_l2,
+    report = {"clean_accuracy": float(clean.float().mean()), "samples": n, "epsilons_255": [per_255(e) for e in cfg.epsilons], "epsilons_l2": cfg.epsilons_l2,
               "cascade": cfg.cascade, "cascade_order": [a for a in ATTACKS if a in cfg.attacks], "attacks": results,
               "attack_settings": cfg.attacks, "attack_parameters": attack_parameters(ctx, [a for a in ATTACKS if a in cfg.attacks]),
               **run_corruptions(ctx, clean), "checks": {"pgd_steps": steps_record}, "warnings": warnings + steps_warnings,

@@ -203,7 +203,7 @@ def attack_mode(ctx: StepContext) -> Iterator[None]:
 def inner_attack(ctx: StepContext, objective: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """x_adv maximising `objective` within the configured Linf ball (runs in the caller's autocast)."""
     a = ctx.cfg.method.attack
-    return linf_pgd(objective, x, eps=a.eps / 255, steps=a.steps, step_size=a.step_size,
+    return linf_pgd(objective, x, eps=a.eps, steps=a.steps, step_size=a.step_size * a.eps,  # step: fraction of eps -> pixels
                     random_start=a.random_start, generator=ctx.gen)
 
 
@@ -406,7 +406,7 @@ def run_summary(cfg: PretrainConfig, rt: runtime.Runtime, nets: nn.ModuleDict, t
            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     if cfg.method.loss in ADVERSARIAL_LOSSES:
         a = cfg.method.attack
-        out["inner_attack"] = {"eps": a.eps / 255, "steps": a.steps, "step_size": a.step_size * a.eps / 255,
+        out["inner_attack"] = {"eps": float(a.eps), "steps": a.steps, "step_size": a.step_size * a.eps,
                                "random_start": a.random_start, "bn_mode": a.bn_mode,
                                "precision": str(rt.dtype).replace("torch.", ""), "channels_last": rt.is_cuda}
     return out

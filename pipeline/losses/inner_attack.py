@@ -16,9 +16,10 @@ from pipeline.linf_pgd import pgd_linf
 def contrastive_start(x: torch.Tensor, eps: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """x + U[-eps, eps] noise, clipped to [0, 1], drawn in x's memory format (`uniform_`).
 
-    Not `linf_pgd.uniform_start`: `uniform_(-eps, eps)` on `empty_like(x)` is this attack's draw
-    since the first trained encoders; it differs from `(rand * 2 - 1) * eps` in rounding and,
-    on channels_last inputs, in which pixel gets which number. Kept so results reproduce.
+    Not `linf_pgd.uniform_start`: this is the draw adversarial CSL has always made. On a
+    contiguous CPU tensor both give the same numbers, but `empty_like` follows x's memory
+    format, so on channels_last views (CUDA) each pixel gets another number; kept so that
+    trained encoders reproduce.
     """
     return (x + torch.empty_like(x).uniform_(-eps, eps, generator=generator)).clamp(0, 1)
 
