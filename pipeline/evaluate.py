@@ -377,7 +377,8 @@ def run(cfg: EvaluateConfig, seed: int, data_dir: Path, model_path: Path, out: P
     start = time.perf_counter()
     results, warnings, _ = run_attacks(ctx, clean)
     steps_record, steps_warnings = steps_check(ctx)
-    report = {"clean_accuracy": float(clean.float().mean()), "samples": n, "epsilons_255": [per_255(e) for e in cfg.epsilons], "epsilons_l2": cfg.epsilons_l2,
+    report = {"clean_accuracy": float(clean.float().mean()), "samples": n,
+              "epsilons_255": [per_255(e) for e in cfg.epsilons], "epsilons_l2": cfg.epsilons_l2,
               "cascade": cfg.cascade, "cascade_order": [a for a in ATTACKS if a in cfg.attacks], "attacks": results,
               "attack_settings": cfg.attacks, "attack_parameters": attack_parameters(ctx, [a for a in ATTACKS if a in cfg.attacks]),
               **run_corruptions(ctx, clean), "checks": {"pgd_steps": steps_record}, "warnings": warnings + steps_warnings,
