@@ -57,7 +57,7 @@ from pathlib import Path
 import torch
 
 from pipeline import runtime
-from pipeline.attacks import ATTACKS, BLACK_BOX, DESCRIBE, IMPLEMENTATION, NORM, STANDALONE
+from pipeline.attacks import ATTACKS
 from pipeline.attacks.adapters import num_classes
 from pipeline.attacks.autoattack import state_robust_flags
 from pipeline.classifier import load_classifier
@@ -153,7 +153,7 @@ class Context:
 
 def call_attack(name: str, model, x, y, eps: float, settings: dict, seed: int, state_path: Path, batch_size: int) -> torch.Tensor:
     """Registry call, filling the optional arguments an attack declares (see pipeline.attacks)."""
-    fn = ATTACKS[name]
+    fn = ATTACKS[name].fn
     params = inspect.signature(fn).parameters
     offered = {"generator": lambda: torch.Generator(device=x.device).manual_seed(seed), "seed": lambda: seed,
                "state_path": lambda: state_path, "batch_size": lambda: batch_size}
@@ -169,14 +169,14 @@ def delta_norms(x_adv: torch.Tensor, x: torch.Tensor, norm: str) -> torch.Tensor
 
 def chunks(ctx: Context, name: str, idx: torch.Tensor) -> list[torch.Tensor]:
     """Attacks that batch themselves (AutoAttack) get all samples at once, the others batches."""
-    if "batch_size" in inspect.signature(ATTACKS[name]).parameters or len(idx) == 0:
+    if "batch_size" in inspect.signature(ATTACKS[name].fn).parameters or len(idx) == 0:
         return [idx]
     return [idx[b] for b in batch_indices(len(idx), ctx.cfg.batch_size, shuffle=False, drop_last=False)]
 
 
 def attack_samples(ctx: Context, name: str, eps: float, idx: torch.Tensor, key: str, seed: int) -> dict:
     """Attack the samples `idx` (indices into the test split): per-sample correctness and bound checks."""
-    norm, settings, state = NORM[name], ctx.cfg.attacks[name], ctx.partials.path(key, ".aa_state.json")
+    norm, settings, state = ATTACKS[name].norm, ctx.cfg.attacks[name], ctx.partials.path(key, ".aa_state.json")
     correct, norms, in_range, found = [], [torch.zeros(0)], True, []
     start = time.perf_counter()
     for k, part in enumerate(chunks(ctx, name, idx)):
@@ -207,7 +207,7 @@ def attack_limit(ctx: Context, name: str) -> int:
 def cascade_step(ctx: Context, name: str, eps: float, eps_key: str, robust: torch.Tensor) -> dict:
     """Run one attack of an eps's cascade and update `robust` (n,) in place; returns its record."""
     m = attack_limit(ctx, name)
-    chained = ctx.cfg.cascade and name not in STANDALONE
+    chained = ctx.cfg.cascade and not ATTACKS[name].standalone
     targets = robust[:m].nonzero().squeeze(1) if chained else torch.arange(m)
     key = f"{name}@{eps_key}"
     unit = ctx.partials.get_or_run(key, partial(attack_samples, ctx, name, eps, targets, key, unit_seed(ctx.seed, key)))
@@ -216,7 +216,7 @@ def cascade_step(ctx: Context, name: str, eps: float, eps_key: str, robust: torc
     before = int(robust[:m].sum())
     robust[:m] &= own
     return {**unit, "accuracy": float(own.float().mean()) if m else 0.0, "samples": m, "broken": before - int(robust[:m].sum()),
-            "samples_per_s": round(unit["attacked"] / max(unit["seconds"], 1e-9), 1), "norm": NORM[name], "cascade": chained}
+            "samples_per_s": round(unit["attacked"] / max(unit["seconds"], 1e-9), 1), "norm": ATTACKS[name].norm, "cascade": chained}
 
 
 def attack_epsilons(ctx: Context, name: str, epsilons: list[float]) -> list[float]:
@@ -272,10 +272,10 @@ def sanity(results: dict, epsilons: dict[str, list[float]]) -> list[str]:
 def black_box_warnings(results: dict, cascade: bool) -> list[str]:
     """Square (no gradients) breaking samples the white-box attacks before it could not: gradient masking."""
     found = []
-    for name in BLACK_BOX & set(results):
+    for name in [a for a in ATTACKS if a in results and ATTACKS[a].black_box]:
         for e, r in results[name].items():
-            white = [a for a in results if a not in BLACK_BOX and a in ATTACKS and NORM[a] == NORM[name] and e in results[a]
-                     and list(ATTACKS).index(a) < list(ATTACKS).index(name)]
+            white = [a for a in results if a in ATTACKS and not ATTACKS[a].black_box and ATTACKS[a].norm == ATTACKS[name].norm
+                     and e in results[a] and list(ATTACKS).index(a) < list(ATTACKS).index(name)]
             gain = r["broken"] if cascade else min((results[a][e]["accuracy"] for a in white), default=0.0) - r["accuracy"]
             if white and gain > (0 if cascade else 1 / max(1, r["samples"])):
                 found.append(f"{name} eps {e}: black-box attack beat the white-box attacks {white} ({gain:g}): gradient masking?")
@@ -344,15 +344,16 @@ def clean_flags(model: torch.nn.Module, data: Split, n: int, batch_size: int) ->
 
 def attack_parameters(ctx: Context, names: list[str]) -> dict:
     classes = num_classes(ctx.model, ctx.data.batch(torch.arange(1, device=ctx.data.y.device)))
-    return {name: {"implementation": IMPLEMENTATION[name], "norm": NORM[name], "settings": ctx.cfg.attacks[name],
-                   **(DESCRIBE[name](classes, **ctx.cfg.attacks[name]) if name in DESCRIBE else {})} for name in names}
+    entries = {name: ATTACKS[name] for name in names}
+    return {name: {"implementation": a.implementation, "norm": a.norm, "settings": ctx.cfg.attacks[name],
+                   **(a.describe(classes, **ctx.cfg.attacks[name]) if a.describe else {})} for name, a in entries.items()}
 
 
 def run_attacks(ctx: Context, clean: torch.Tensor) -> tuple[dict, list[str], dict]:
     """All configured attacks of both norms: (attacks results, warnings, eps lists per attack)."""
     results, eps_of = {}, {}
     for norm, any_key, field in GROUPS:
-        names = [a for a in ATTACKS if a in ctx.cfg.attacks and NORM[a] == norm]
+        names = [a for a in ATTACKS if a in ctx.cfg.attacks and ATTACKS[a].norm == norm]
         epsilons = getattr(ctx.cfg, field)
         if names and epsilons:
             per_attack, worst = run_group(ctx, names, epsilons, clean)

@@ -19,7 +19,7 @@ from torch import nn
 from pipeline import distributed, runtime
 from pipeline.augment import augment
 from pipeline.config import PretrainConfig
-from pipeline.losses import DUAL_BN_LOSSES, neighbour_mask, same_label_mask, similarity_threshold_mask
+from pipeline.losses import LOSSES, neighbour_mask, same_label_mask, similarity_threshold_mask
 from pipeline.models import Encoder, projection_head
 from pipeline.models.dual_bn import adversarial_bn, convert_dual_bn
 
@@ -53,7 +53,7 @@ def build_nets(cfg: PretrainConfig, meta: dict, is_video: bool) -> nn.ModuleDict
     else:
         head = projection_head(encoder.out_dim, m.proj_hidden, m.proj_dim)
     nets = nn.ModuleDict({"encoder": encoder, "head": head})
-    return convert_dual_bn(nets) if cfg.method.loss in DUAL_BN_LOSSES else nets
+    return convert_dual_bn(nets) if LOSSES[cfg.method.loss].dual_bn else nets
 
 @dataclass
 class StepContext:

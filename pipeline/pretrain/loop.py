@@ -17,7 +17,7 @@ from pipeline.config import PretrainConfig
 from pipeline.data import Split, batch_indices, embed, load_split, prefetched
 from pipeline.io import read_json, write_json
 from pipeline.knn import knn_accuracy
-from pipeline.losses import ADVERSARIAL_LOSSES
+from pipeline.losses import LOSSES
 from pipeline.models.dual_bn import has_dual_bn
 from pipeline.optim import build_optimizer, warmup_cosine
 from pipeline.pretrain.checkpoint import config_fingerprint, save_checkpoint, save_encoder, try_resume
@@ -87,7 +87,7 @@ def run_summary(cfg: PretrainConfig, rt: runtime.Runtime, nets: nn.ModuleDict, t
     out = {"runtime": rt.describe(), "world_size": distributed.world_size(), "streamed": train.streamed, "compile": cfg.model.compile,
            "dual_bn": has_dual_bn(nets), "peak_memory_mb": runtime.peak_memory_mb(rt),
            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
-    if cfg.method.loss in ADVERSARIAL_LOSSES:
+    if LOSSES[cfg.method.loss].family == "adversarial":
         a = cfg.method.attack
         out["inner_attack"] = {"eps": float(a.eps), "steps": a.steps, "step_size": a.step_size * a.eps,
                                "random_start": a.random_start, "bn_mode": a.bn_mode,

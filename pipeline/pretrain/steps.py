@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.augment import augment
-from pipeline.losses import ADVERSARIAL_LOSSES, CONTRASTIVE_LOSSES, linf_pgd, nt_xent, supcon
+from pipeline.losses import LOSSES, acl, clae, linf_pgd, nt_xent, rocl, supcon
 from pipeline.pretrain.context import StepContext, gather_batch, project
 
 
@@ -55,7 +55,7 @@ def contrastive_step(ctx: StepContext, x: torch.Tensor, y: torch.Tensor, idx: to
     (z1, z2), y, idx = gather_batch((z1, z2), y, idx)
     extra = {"margin": ctx.cfg.method.focal_margin} if ctx.cfg.method.loss == "focal_infonce" else {}
     mask = ctx.mask(y, idx, z1, z2, record=True)
-    return CONTRASTIVE_LOSSES[ctx.cfg.method.loss](z1, z2, fn_mask=mask, **ctx.loss_kwargs(), **extra)
+    return LOSSES[ctx.cfg.method.loss].fn(z1, z2, fn_mask=mask, **ctx.loss_kwargs(), **extra)
 
 def clae_view(ctx: StepContext, v1: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """CLAE's adversarial view: v1 perturbed to raise NT-Xent(v1, x_adv), both through the adversarial BN.
@@ -98,7 +98,7 @@ def clae_step(ctx: StepContext, x: torch.Tensor, y: torch.Tensor, idx: torch.Ten
     z_adv = ctx.model(clae_view(ctx, v1, shard_mask), adversarial=True)
     (z1, z2, z_adv), y, idx = gather_batch((z1, z2, z_adv), y, idx)
     mask = ctx.mask(y, idx, z1, z2, record=True)
-    return ADVERSARIAL_LOSSES["clae"](z1, z2, z_adv, alpha=ctx.cfg.method.adv_weight, fn_mask=mask, **ctx.loss_kwargs())
+    return clae(z1, z2, z_adv, alpha=ctx.cfg.method.adv_weight, fn_mask=mask, **ctx.loss_kwargs())
 
 def rocl_step(ctx: StepContext, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """RoCL: 3-view NT-Xent over (v1, v2, x_adv) in one BatchNorm pass, as RoCL does."""
@@ -107,7 +107,7 @@ def rocl_step(ctx: StepContext, x: torch.Tensor, y: torch.Tensor, idx: torch.Ten
     z1, z2, z_adv = ctx.model(torch.cat([v1, v2, x_adv])).chunk(3)
     (z1, z2, z_adv), y, idx = gather_batch((z1, z2, z_adv), y, idx)
     mask = ctx.mask(y, idx, z1, z2, record=True)
-    return ADVERSARIAL_LOSSES["rocl"](z1, z2, z_adv, fn_mask=mask, **ctx.loss_kwargs())
+    return rocl(z1, z2, z_adv, fn_mask=mask, **ctx.loss_kwargs())
 
 def acl_step(ctx: StepContext, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """ACL dual stream: clean pair through the clean BN, attacked pair through the adversarial BN."""
@@ -116,7 +116,7 @@ def acl_step(ctx: StepContext, x: torch.Tensor, y: torch.Tensor, idx: torch.Tens
     a1, a2 = ctx.model(acl_views(ctx, v, y, idx), adversarial=True).chunk(2)
     (z1, z2, a1, a2), y, idx = gather_batch((z1, z2, a1, a2), y, idx)
     mask = ctx.mask(y, idx, z1, z2, record=True)
-    return ADVERSARIAL_LOSSES["acl"](z1, z2, a1, a2, weight=ctx.cfg.method.adv_weight, fn_mask=mask, **ctx.loss_kwargs())
+    return acl(z1, z2, a1, a2, weight=ctx.cfg.method.adv_weight, fn_mask=mask, **ctx.loss_kwargs())
 
 # Keys equal the schema's `loss` enum (checked in tests/test_pretrain.py).
 STEPS: dict[str, Callable[[StepContext, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {
