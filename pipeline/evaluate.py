@@ -243,7 +243,7 @@ def run_group(ctx: Context, names: list[str], epsilons: list[float], clean: torc
             r["clean_accuracy"] = float(clean[: r["samples"]].float().mean())
             print(f"evaluate {name} eps {per_255(e):g}: accuracy {r['accuracy']:.4f} ({r['samples_per_s']:.0f} samples/s)", file=sys.stderr)
         worst[key] = {"accuracy": float(robust[:n_any].float().mean()), "samples": n_any, "within_eps": True, "in_range": True,
-                          "max_norm": 0.0, "clean_accuracy": float(clean[:n_any].float().mean()), "attacks": active}
+                      "max_norm": 0.0, "clean_accuracy": float(clean[:n_any].float().mean()), "attacks": active}
     return results, worst
 
 
@@ -252,7 +252,7 @@ def sanity(results: dict, epsilons: dict[str, list[float]]) -> list[str]:
     """Warnings the report shows in its checks section (empty when all is well).
 
     `results`: attack -> eps key -> record with accuracy, clean_accuracy, samples, max_norm,
-    within_eps, in_range; `epsilons`: attack -> its eps values in order.
+    within_eps, in_range; `epsilons`: attack -> its eps labels in order (1/255 for Linf, as the results are keyed).
     """
     found = []
     for name, per_eps in results.items():
