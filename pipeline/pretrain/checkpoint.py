@@ -19,11 +19,13 @@ def config_fingerprint(cfg_json: str, seed: int, data_dir: Path) -> str:
     meta = (data_dir / "meta.json").read_bytes()
     return hashlib.sha256(cfg_json.encode() + str(seed).encode() + meta).hexdigest()[:16]
 
+
 def save_checkpoint(path: Path, nets, opt, sched, epoch: int, gens, history: list, fingerprint: str) -> None:
     save_torch(path, {
         "nets": nets.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch,
         "gens": [g.get_state() for g in gens], "history": json.dumps(history), "fingerprint": fingerprint,
     })
+
 
 def try_resume(path: Path, nets, opt, sched, gens, fingerprint: str) -> tuple[int, list]:
     """Load a matching checkpoint; returns (epochs done, history). (0, []) when there is none."""
@@ -40,6 +42,7 @@ def try_resume(path: Path, nets, opt, sched, gens, fingerprint: str) -> tuple[in
         g.set_state(s)
     print(f"pretrain: resumed from {path} after epoch {state['epoch']}", file=sys.stderr)
     return state["epoch"], json.loads(state["history"])
+
 
 def save_encoder(path: Path, nets: nn.ModuleDict, cfg: PretrainConfig, cfg_json: str, meta: dict, seed: int, knn: float) -> None:
     """The finished encoder, loadable into the plain `Encoder`: dual-BN models keep their clean BN

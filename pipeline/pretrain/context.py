@@ -40,6 +40,7 @@ class MinedFalseNegatives:
             return same_label_mask(self.labels[idx])
         return neighbour_mask(self.neighbours[idx], idx)
 
+
 def build_nets(cfg: PretrainConfig, meta: dict, is_video: bool) -> nn.ModuleDict:
     """Encoder plus the method's head: a linear classifier for CE, an MLP projector otherwise.
 
@@ -54,6 +55,7 @@ def build_nets(cfg: PretrainConfig, meta: dict, is_video: bool) -> nn.ModuleDict
         head = projection_head(encoder.out_dim, m.proj_hidden, m.proj_dim)
     nets = nn.ModuleDict({"encoder": encoder, "head": head})
     return convert_dual_bn(nets) if LOSSES[cfg.method.loss].dual_bn else nets
+
 
 @dataclass
 class StepContext:
@@ -87,15 +89,18 @@ class StepContext:
     def loss_kwargs(self) -> dict:
         return {"temperature": self.cfg.model.temperature, "fn_mode": self.cfg.method.fn_mode}
 
+
 def online_mask(ctx: StepContext, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor | None:
     """Issue 6's online variant: after the warm-up, in-batch pairs above the similarity threshold."""
     if ctx.epoch < ctx.cfg.method.online_warmup_epochs:
         return None
     return similarity_threshold_mask(z1, z2, ctx.cfg.method.online_threshold)
 
+
 def _mined_mask(ctx: StepContext, idx: torch.Tensor) -> torch.Tensor:
     assert ctx.mined is not None, "false_negatives: mined needs the mine stage's file (--mined)"
     return ctx.mined.mask(idx)
+
 
 FN_SOURCES: dict[str, Callable[..., torch.Tensor | None]] = {
     "none": lambda ctx, y, idx, z1, z2: None,
@@ -104,10 +109,12 @@ FN_SOURCES: dict[str, Callable[..., torch.Tensor | None]] = {
     "online": lambda ctx, y, idx, z1, z2: online_mask(ctx, z1, z2),
 }
 
+
 def project(nets: nn.ModuleDict, x: torch.Tensor, adversarial: bool = False) -> torch.Tensor:
     """Projections (B, D) of x; `adversarial` routes dual-BN layers to their adversarial branch."""
     with adversarial_bn(nets, adversarial):
         return nets["head"](nets["encoder"](x))
+
 
 class Projector(nn.Module):
     """Encoder then head as one module: DistributedDataParallel wraps a module and hooks its forward."""
@@ -118,6 +125,7 @@ class Projector(nn.Module):
 
     def forward(self, x: torch.Tensor, adversarial: bool = False) -> torch.Tensor:
         return project(self.nets, x, adversarial)
+
 
 def gather_batch(projections: tuple[torch.Tensor, ...], y: torch.Tensor, idx: torch.Tensor
                  ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor]:

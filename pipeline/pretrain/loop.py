@@ -26,13 +26,16 @@ from pipeline.pretrain.steps import method_loss
 
 COMPILE_BACKEND = "inductor"  # tests switch to "eager": inductor needs a C++ toolchain and minutes on CPU
 
+
 class NonFiniteLoss(RuntimeError):
     """The loss became NaN or inf; the last good checkpoint is kept."""
+
 
 def monitor_knn(nets: nn.ModuleDict, train: Split, test: Split, cfg: PretrainConfig, classes: int) -> float:
     """Weighted kNN test accuracy of the encoder's features (clean BatchNorm, eval mode)."""
     bs = 4 * cfg.model.batch_size
     return knn_accuracy(embed(nets["encoder"], train, bs), train.y, embed(nets["encoder"], test, bs), test.y, cfg.model.knn_k, classes)
+
 
 def fn_stats(counts: torch.Tensor | None) -> dict:
     """Per-epoch false-negative mask quality against the true labels (issue 6's comparison)."""
@@ -41,6 +44,7 @@ def fn_stats(counts: torch.Tensor | None) -> dict:
     flagged, hits, same, rows = counts.double().tolist()
     return {"fn_per_anchor": round(flagged / rows, 3), "fn_precision": round(hits / flagged, 4) if flagged else None,
             "fn_recall": round(hits / same, 4) if same else None}
+
 
 def train_step(ctx: StepContext, opt, sched, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """One optimiser step; raises NonFiniteLoss before touching the weights."""
@@ -55,6 +59,7 @@ def train_step(ctx: StepContext, opt, sched, x: torch.Tensor, y: torch.Tensor, i
     opt.step()
     sched.step()
     return reported
+
 
 def train_epoch(ctx: StepContext, opt, sched, train: Split, batch_gen: torch.Generator) -> dict:
     """One pass over the shuffled training split (drop_last); returns the epoch's metrics.
@@ -76,11 +81,13 @@ def train_epoch(ctx: StepContext, opt, sched, train: Split, batch_gen: torch.Gen
     return {"epoch": ctx.epoch + 1, "loss": float(torch.stack(losses).mean()), "seconds": round(seconds, 4),
             "samples_per_s": round(seen / seconds, 1), **fn_stats(ctx.fn_counts)}
 
+
 def maybe_compile(nets: nn.ModuleDict, enabled: bool) -> None:
     """torch.compile encoder and head in place (`Module.compile` keeps the state-dict names)."""
     if enabled:
         for module in nets.values():
             module.compile(backend=COMPILE_BACKEND)
+
 
 def run_summary(cfg: PretrainConfig, rt: runtime.Runtime, nets: nn.ModuleDict, train: Split) -> dict:
     """How the run was executed: recorded next to the results (inner-attack settings included)."""
@@ -93,6 +100,7 @@ def run_summary(cfg: PretrainConfig, rt: runtime.Runtime, nets: nn.ModuleDict, t
                                "random_start": a.random_start, "bn_mode": a.bn_mode,
                                "precision": str(rt.dtype).replace("torch.", ""), "channels_last": rt.is_cuda}
     return out
+
 
 def run(cfg: PretrainConfig, cfg_json: str, seed: int, data_dir: Path, mined_path: Path | None,
         out_encoder: Path, out_metrics: Path, threads: int = 1, stop_after: int | None = None) -> dict:
@@ -113,6 +121,7 @@ def run(cfg: PretrainConfig, cfg_json: str, seed: int, data_dir: Path, mined_pat
         raise
     distributed.teardown()
     return metrics
+
 
 def train_and_save(cfg: PretrainConfig, cfg_json: str, seed: int, data_dir: Path, mined_path: Path | None,
                    out_encoder: Path, out_metrics: Path, rt: runtime.Runtime, stop_after: int | None = None
