@@ -28,6 +28,14 @@ def test_pretrain_package_covers_its_files():
     assert "linf_pgd.py" in deps
 
 
+def test_the_shared_pgd_core_is_not_in_the_attacks_package():
+    """pretrain and finetune use the one Linf PGD core without depending on the evaluation attacks."""
+    for stage in ("pipeline.pretrain", "pipeline.finetune"):
+        deps = names(stage)
+        assert "linf_pgd.py" in deps and not any(d.startswith("attacks/") for d in deps), stage
+    assert "linf_pgd.py" in names("pipeline.evaluate")
+
+
 def test_decode_does_not_depend_on_models():
     deps = names("pipeline.decode")
     assert "datasets/video_io.py" in deps and not any(d.startswith("models/") for d in deps)
