@@ -89,11 +89,38 @@ class ModelConfig:
     augment: AugmentSpec
 
 
+class Eps(float):
+    """A Linf budget in [0, 1] pixel units that remembers the value the config wrote in units of 1/255.
+
+    The config says `eps: 8`; `from_dict` turns it into Eps(8) == 8 / 255 once, so stage
+    code computes in pixel units only. `per_255` (8.0) labels results (robustness.json keys,
+    report columns): 8 / 255 * 255 need not give back 8 exactly. Arithmetic gives plain floats.
+    """
+
+    per_255: float
+
+    def __new__(cls, per_255: float) -> Eps:
+        self = super().__new__(cls, per_255 / 255)
+        self.per_255 = float(per_255)
+        return self
+
+    def __getnewargs__(self) -> tuple[float]:  # copy/deepcopy/pickle rebuild from the label, not the pixels
+        return (self.per_255,)
+
+
+def per_255(eps: float) -> float:
+    """The 1/255 label of a Linf budget: Eps.per_255, or a plain float's value as given (L2, tests)."""
+    return eps.per_255 if isinstance(eps, Eps) else eps
+
+
+PER_255 = {"unit": "1/255"}  # field metadata: the config gives this budget (or list) in 1/255; from_dict makes Eps
+
+
 @dataclass(frozen=True)
 class InnerAttackConfig:
-    eps: float  # units of 1/255
+    eps: float = dataclasses.field(metadata=PER_255)  # config: units of 1/255; here Eps, pixel units
     steps: int
-    step_size: float  # fraction of eps
+    step_size: float  # fraction of eps, as in the config (callers pass step_size * eps to the PGD core)
     random_start: bool
     bn_mode: str  # "eval" or "train": BatchNorm mode during the inner attack
 
@@ -205,9 +232,9 @@ class AdversarialConfig:
     lr: float
     encoder_lr: float
     weight_decay: float
-    eps: float  # units of 1/255
+    eps: float = dataclasses.field(metadata=PER_255)  # config: units of 1/255; here Eps, pixel units
     steps: int
-    step_size: float  # fraction of eps
+    step_size: float  # fraction of eps, as in the config (the attack builders multiply by eps)
     attack_bn: str
     holdout: int
     monitor_steps: int
@@ -233,11 +260,16 @@ class CorruptionsConfig:
 
 @dataclass(frozen=True)
 class EvaluateConfig:
+    """The `evaluate` section. `epsilons` become Eps (pixel units, label `per_255`); L2 budgets
+    are in input units already. Inside `attacks`, settings reach the attacks as written: a
+    `step_size` is a fraction of eps, and an attack's own `epsilons` list selects values of
+    `evaluate.epsilons` by their 1/255 label."""
+
     device: str
     precision: str
     max_samples: int
     batch_size: int
-    epsilons: list[float]
+    epsilons: list[float] = dataclasses.field(metadata=PER_255)
     epsilons_l2: list[float]
     cascade: bool
     pgd_steps_check: StepsCheckConfig
@@ -265,7 +297,11 @@ class ReportConfig:
 
 
 def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
-    """Build dataclass `cls` from a dict, rejecting unknown keys, missing keys and wrong types."""
+    """Build dataclass `cls` from a dict, rejecting unknown keys, missing keys and wrong types.
+
+    Fields marked PER_255 (Linf budgets, written in units of 1/255) become `Eps` here, the
+    one place where 1/255 units turn into pixel units.
+    """
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
@@ -276,7 +312,15 @@ def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
     missing = sorted(names - set(data))
     if missing:
         raise ConfigError(f"{where}: missing key(s) {missing}")
-    return cls(**{name: _coerce(hints[name], data[name], f"{where}.{name}") for name in names})
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    values = {name: _coerce(hints[name], data[name], f"{where}.{name}") for name in names}
+    return cls(**{name: _to_pixels(v) if fields[name].metadata.get("unit") == PER_255["unit"] else v
+                  for name, v in values.items()})
+
+
+def _to_pixels(value: float | list[float]) -> Eps | list[Eps]:
+    """A 1/255 budget (or list of them) as Eps in pixel units; coerced to float already."""
+    return [Eps(v) for v in value] if isinstance(value, list) else Eps(value)
 
 
 def from_json(cls: type[T], text: str, where: str = "config") -> T:

@@ -2,7 +2,9 @@
 
 Attacks (registry `pipeline.attacks`) run on inputs in [0, 1] with normalisation inside the
 model, model in eval mode, float32 unless `precision: bf16` (recorded). Linf attacks run at
-`epsilons` (units of 1/255), L2 attacks at `epsilons_l2` (input units). Protocol, as in
+`epsilons` (written in units of 1/255; `pipeline.config` hands them over as `Eps` in pixel
+units, and results are keyed by the 1/255 value as written), L2 attacks at `epsilons_l2`
+(input units). Protocol, as in
 AutoAttack: for every epsilon the attacks of one norm form a cascade in registry order
 (cheap and white-box first); with `cascade: true` each attack runs only on the samples
 still robust, and its `accuracy` is the robust accuracy after it and every attack before it
@@ -63,11 +65,11 @@ from pathlib import Path
 import torch
 
 from pipeline import runtime
-from pipeline.attacks import ATTACKS, BLACK_BOX, DESCRIBE, IMPLEMENTATION, NORM, STANDALONE
+from pipeline.attacks import ATTACKS
 from pipeline.attacks.adapters import num_classes
 from pipeline.attacks.autoattack import state_robust_flags
 from pipeline.classifier import classifier_from_state
-from pipeline.config import EvaluateConfig, from_json
+from pipeline.config import EvaluateConfig, from_json, per_255
 from pipeline.corruptions import CORRUPTIONS, applicable
 from pipeline.data import Split, batch_indices, load_split
 from pipeline.environment import environment
@@ -76,7 +78,7 @@ from pipeline.provenance import source_hash
 
 BOUND_TOLERANCE = 1e-6  # float32 rounding of x + delta (relative for L2)
 STAGE_KEYS = {"max_samples", "epsilons"}  # attack settings the stage consumes; the rest go to the attack
-GROUPS = (("Linf", "any", 1 / 255), ("L2", "any_l2", 1.0))  # norm, worst-case key, eps unit
+GROUPS = (("Linf", "any", "epsilons"), ("L2", "any_l2", "epsilons_l2"))  # norm, worst-case key, EvaluateConfig field
 
 
 @torch.no_grad()
@@ -160,7 +162,7 @@ class Context:
 
 def call_attack(name: str, model, x, y, eps: float, settings: dict, seed: int, state_path: Path, batch_size: int) -> torch.Tensor:
     """Registry call, filling the optional arguments an attack declares (see pipeline.attacks)."""
-    fn = ATTACKS[name]
+    fn = ATTACKS[name].fn
     params = inspect.signature(fn).parameters
     offered = {"generator": lambda: torch.Generator(device=x.device).manual_seed(seed), "seed": lambda: seed,
                "state_path": lambda: state_path, "batch_size": lambda: batch_size}
@@ -176,14 +178,14 @@ def delta_norms(x_adv: torch.Tensor, x: torch.Tensor, norm: str) -> torch.Tensor
 
 def chunks(ctx: Context, name: str, idx: torch.Tensor) -> list[torch.Tensor]:
     """Attacks that batch themselves (AutoAttack) get all samples at once, the others batches."""
-    if "batch_size" in inspect.signature(ATTACKS[name]).parameters or len(idx) == 0:
+    if "batch_size" in inspect.signature(ATTACKS[name].fn).parameters or len(idx) == 0:
         return [idx]
     return [idx[b] for b in batch_indices(len(idx), ctx.cfg.batch_size, shuffle=False, drop_last=False)]
 
 
 def attack_samples(ctx: Context, name: str, eps: float, idx: torch.Tensor, key: str, seed: int) -> dict:
     """Attack the samples `idx` (indices into the test split): per-sample correctness and bound checks."""
-    norm, settings, state = NORM[name], ctx.cfg.attacks[name], ctx.partials.path(key, ".aa_state.json")
+    norm, settings, state = ATTACKS[name].norm, ctx.cfg.attacks[name], ctx.partials.path(key, ".aa_state.json")
     correct, norms, in_range, found = [], [torch.zeros(0)], True, []
     start = time.perf_counter()
     for k, part in enumerate(chunks(ctx, name, idx)):
@@ -216,7 +218,7 @@ def cascade_step(ctx: Context, name: str, eps: float, eps_key: str, robust: torc
     per-sample outcome (m,) bool that its accuracy counts: the attack's own result, or with the cascade
     the result after it and every attack before it."""
     m = attack_limit(ctx, name)
-    chained = ctx.cfg.cascade and name not in STANDALONE
+    chained = ctx.cfg.cascade and not ATTACKS[name].standalone
     targets = robust[:m].nonzero().squeeze(1) if chained else torch.arange(m)
     key = f"{name}@{eps_key}"
     unit = ctx.partials.get_or_run(key, partial(attack_samples, ctx, name, eps, targets, key, unit_seed(ctx.seed, key)))
@@ -225,14 +227,19 @@ def cascade_step(ctx: Context, name: str, eps: float, eps_key: str, robust: torc
     before = int(robust[:m].sum())
     robust[:m] &= own
     record = {**unit, "accuracy": float(own.float().mean()) if m else 0.0, "samples": m, "broken": before - int(robust[:m].sum()),
-              "samples_per_s": round(unit["attacked"] / max(unit["seconds"], 1e-9), 1), "norm": NORM[name], "cascade": chained}
+              "samples_per_s": round(unit["attacked"] / max(unit["seconds"], 1e-9), 1), "norm": ATTACKS[name].norm, "cascade": chained}
     return record, own
 
 
 def attack_epsilons(ctx: Context, name: str, epsilons: list[float]) -> list[float]:
-    """The eps an attack runs at: its own `epsilons` (a subset, to save time) or all of its norm's."""
+    """The eps an attack runs at: its own `epsilons` (a subset by label, to save time) or all of its norm's."""
     own = ctx.cfg.attacks[name].get("epsilons") or []
-    return [e for e in epsilons if e in own] if own else list(epsilons)
+    return [e for e in epsilons if per_255(e) in own] if own else list(epsilons)
+
+
+def result_key(eps: float) -> str:
+    """Result key of a budget: its value as the config wrote it ("8.0" for 8/255, "0.5" for L2 0.5)."""
+    return str(float(per_255(eps)))
 
 
 def bits(flags: torch.Tensor) -> str:
@@ -240,25 +247,24 @@ def bits(flags: torch.Tensor) -> str:
     return "".join("1" if f else "0" for f in flags.tolist())
 
 
-def run_group(ctx: Context, names: list[str], epsilons: list[float], unit: float, clean: torch.Tensor,
-              outcomes: dict) -> tuple[dict, dict]:
-    """Every attack of one norm at every eps: (per-attack records, worst-case records). Fills `outcomes`
-    (attack -> eps key -> bits) with the per-sample outcome behind every accuracy."""
+def run_group(ctx: Context, names: list[str], epsilons: list[float], clean: torch.Tensor, outcomes: dict) -> tuple[dict, dict]:
+    """Every attack of one norm at every eps (input units): (per-attack records, worst-case records). Fills
+    `outcomes` (attack -> eps key -> bits) with the per-sample outcome behind every accuracy."""
     results: dict = {name: {} for name in names}
     worst: dict = {}
     for e in epsilons:
-        robust, eps_key = clean.clone(), str(float(e))
+        robust, key = clean.clone(), result_key(e)
         active = [name for name in names if e in attack_epsilons(ctx, name, epsilons)]
         n_any = min(attack_limit(ctx, name) for name in active)
         for name in active:
-            r, own = cascade_step(ctx, name, e * unit, eps_key, robust)
-            results[name][eps_key] = r
-            outcomes.setdefault(name, {})[eps_key] = bits(own)
+            r, own = cascade_step(ctx, name, float(e), key, robust)
+            results[name][key] = r
+            outcomes.setdefault(name, {})[key] = bits(own)
             r["clean_accuracy"] = float(clean[: r["samples"]].float().mean())
-            print(f"evaluate {name} eps {e:g}: accuracy {r['accuracy']:.4f} ({r['samples_per_s']:.0f} samples/s)", file=sys.stderr)
-        worst[eps_key] = {"accuracy": float(robust[:n_any].float().mean()), "samples": n_any, "within_eps": True, "in_range": True,
-                          "max_norm": 0.0, "clean_accuracy": float(clean[:n_any].float().mean()), "attacks": active}
-        outcomes.setdefault(worst_key_of(names), {})[eps_key] = bits(robust[:n_any])
+            print(f"evaluate {name} eps {per_255(e):g}: accuracy {r['accuracy']:.4f} ({r['samples_per_s']:.0f} samples/s)", file=sys.stderr)
+        worst[key] = {"accuracy": float(robust[:n_any].float().mean()), "samples": n_any, "within_eps": True, "in_range": True,
+                      "max_norm": 0.0, "clean_accuracy": float(clean[:n_any].float().mean()), "attacks": active}
+        outcomes.setdefault(worst_key_of(names), {})[key] = bits(robust[:n_any])
     return results, worst
 
 
@@ -267,7 +273,7 @@ def sanity(results: dict, epsilons: dict[str, list[float]]) -> list[str]:
     """Warnings the report shows in its checks section (empty when all is well).
 
     `results`: attack -> eps key -> record with accuracy, clean_accuracy, samples, max_norm,
-    within_eps, in_range; `epsilons`: attack -> its eps values in order.
+    within_eps, in_range; `epsilons`: attack -> its eps labels in order (1/255 for Linf, as the results are keyed).
     """
     found = []
     for name, per_eps in results.items():
@@ -287,10 +293,10 @@ def sanity(results: dict, epsilons: dict[str, list[float]]) -> list[str]:
 def black_box_warnings(results: dict, cascade: bool) -> list[str]:
     """Square (no gradients) breaking samples the white-box attacks before it could not: gradient masking."""
     found = []
-    for name in BLACK_BOX & set(results):
+    for name in [a for a in ATTACKS if a in results and ATTACKS[a].black_box]:
         for e, r in results[name].items():
-            white = [a for a in results if a not in BLACK_BOX and a in ATTACKS and NORM[a] == NORM[name] and e in results[a]
-                     and list(ATTACKS).index(a) < list(ATTACKS).index(name)]
+            white = [a for a in results if a in ATTACKS and not ATTACKS[a].black_box and ATTACKS[a].norm == ATTACKS[name].norm
+                     and e in results[a] and list(ATTACKS).index(a) < list(ATTACKS).index(name)]
             gain = r["broken"] if cascade else min((results[a][e]["accuracy"] for a in white), default=0.0) - r["accuracy"]
             if white and gain > (0 if cascade else 1 / max(1, r["samples"])):
                 found.append(f"{name} eps {e}: black-box attack beat the white-box attacks {white} ({gain:g}): gradient masking?")
@@ -303,19 +309,20 @@ def steps_check(ctx: Context) -> tuple[dict, list[str]]:
     if check.factor < 2 or "pgd" not in ctx.cfg.attacks:
         return {}, []
     eps, m = max(ctx.cfg.epsilons), min(ctx.n, check.max_samples)
+    label = per_255(eps)  # keys, seed and record use the config's 1/255 value; the attack gets pixels
     settings = dict(ctx.cfg.attacks["pgd"])
     accs = {}
     for steps in (settings.get("steps", 10), settings.get("steps", 10) * check.factor):
-        key = f"pgd_steps{steps}@{float(eps)}"
+        key = f"pgd_steps{steps}@{float(label)}"
         run = dataclasses.replace(ctx, cfg=dataclasses.replace(ctx.cfg, attacks={**ctx.cfg.attacks, "pgd": {**settings, "steps": steps}}))
-        seed = unit_seed(ctx.seed, f"pgd_steps_check@{eps}")  # the same random start for both
-        r = ctx.partials.get_or_run(key, partial(attack_samples, run, "pgd", eps / 255, torch.arange(m), key, seed))
+        seed = unit_seed(ctx.seed, f"pgd_steps_check@{label}")  # the same random start for both
+        r = ctx.partials.get_or_run(key, partial(attack_samples, run, "pgd", float(eps), torch.arange(m), key, seed))
         accs[steps] = sum(r["correct"]) / max(1, m)
     (few, a_few), (many, a_many) = sorted(accs.items())
-    record = {"eps": eps, "samples": m, "steps": [few, many], "accuracy": [a_few, a_many], "tolerance": check.tolerance}
+    record = {"eps": label, "samples": m, "steps": [few, many], "accuracy": [a_few, a_many], "tolerance": check.tolerance}
     if a_many <= a_few + check.tolerance:
         return record, []
-    return record, [f"pgd eps {eps:g}: {many} steps leave accuracy {a_many:.4f} > {few} steps {a_few:.4f} (+{check.tolerance})"]
+    return record, [f"pgd eps {label:g}: {many} steps leave accuracy {a_many:.4f} > {few} steps {a_few:.4f} (+{check.tolerance})"]
 
 
 # ---- corruptions ----------------------------------------------------------------------------
@@ -358,26 +365,28 @@ def clean_flags(model: torch.nn.Module, data: Split, n: int, batch_size: int) ->
 
 def attack_parameters(ctx: Context, names: list[str]) -> dict:
     classes = num_classes(ctx.model, ctx.data.batch(torch.arange(1, device=ctx.data.y.device)))
-    return {name: {"implementation": IMPLEMENTATION[name], "norm": NORM[name], "settings": ctx.cfg.attacks[name],
-                   **(DESCRIBE[name](classes, **ctx.cfg.attacks[name]) if name in DESCRIBE else {})} for name in names}
+    entries = {name: ATTACKS[name] for name in names}
+    return {name: {"implementation": a.implementation, "norm": a.norm, "settings": ctx.cfg.attacks[name],
+                   **(a.describe(classes, **ctx.cfg.attacks[name]) if a.describe else {})} for name, a in entries.items()}
 
 
 def worst_key_of(names: list[str]) -> str:
     """The key of the per-sample worst case over a norm's attacks ("any" or "any_l2")."""
-    return next(key for norm, key, _ in GROUPS if NORM[names[0]] == norm)
+    return next(key for norm, key, _ in GROUPS if ATTACKS[names[0]].norm == norm)
 
 
 def run_attacks(ctx: Context, clean: torch.Tensor, outcomes: dict) -> tuple[dict, list[str], dict]:
     """All configured attacks of both norms: (attacks results, warnings, eps lists per attack)."""
     results, eps_of = {}, {}
-    for norm, any_key, unit in GROUPS:
-        names = [a for a in ATTACKS if a in ctx.cfg.attacks and NORM[a] == norm]
-        epsilons = ctx.cfg.epsilons if norm == "Linf" else ctx.cfg.epsilons_l2
+    for norm, any_key, field in GROUPS:
+        names = [a for a in ATTACKS if a in ctx.cfg.attacks and ATTACKS[a].norm == norm]
+        epsilons = getattr(ctx.cfg, field)
         if names and epsilons:
-            per_attack, worst = run_group(ctx, names, epsilons, unit, clean, outcomes)
+            per_attack, worst = run_group(ctx, names, epsilons, clean, outcomes)
             results.update(per_attack)
             results[any_key] = worst
-            eps_of.update({a: attack_epsilons(ctx, a, epsilons) for a in names} | {any_key: epsilons})
+            labels = lambda es: [per_255(e) for e in es]  # noqa: E731  # `sanity` reads results by label
+            eps_of.update({a: labels(attack_epsilons(ctx, a, epsilons)) for a in names} | {any_key: labels(epsilons)})
     warnings = sanity(results, eps_of) + black_box_warnings(results, ctx.cfg.cascade)
     return results, warnings, eps_of
 
@@ -397,7 +406,8 @@ def run(cfg: EvaluateConfig, seed: int, data_dir: Path, model_path: Path, out: P
     outcomes: dict = {}
     results, warnings, _ = run_attacks(ctx, clean, outcomes)
     steps_record, steps_warnings = steps_check(ctx)
-    report = {"clean_accuracy": float(clean.float().mean()), "samples": n, "epsilons_255": cfg.epsilons, "epsilons_l2": cfg.epsilons_l2,
+    report = {"clean_accuracy": float(clean.float().mean()), "samples": n,
+              "epsilons_255": [per_255(e) for e in cfg.epsilons], "epsilons_l2": cfg.epsilons_l2,
               "cascade": cfg.cascade, "cascade_order": [a for a in ATTACKS if a in cfg.attacks], "attacks": results,
               "attack_settings": cfg.attacks, "attack_parameters": attack_parameters(ctx, [a for a in ATTACKS if a in cfg.attacks]),
               **run_corruptions(ctx, clean), "checks": {"pgd_steps": steps_record}, "warnings": warnings + steps_warnings,

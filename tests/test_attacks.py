@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.attacks import ATTACKS, NORM
+from pipeline.attacks import ATTACKS
 from pipeline.attacks.adapters import VideoAs4D, as_4d
 
 
@@ -70,9 +70,9 @@ EXACT = [("fgsm", 2), ("pgd", 2), ("apgd_ce", 2), ("pgd_l2", 2), ("apgd_t", 4), 
 @pytest.mark.parametrize("quantile", [0.3, 0.7])
 def test_attack_reaches_analytic_robust_accuracy(name, classes, shape, quantile):
     model, x, y, radius = linear_problem(shape, classes)
-    eps = float(radius[NORM[name]].quantile(quantile))
-    analytic = float((radius[NORM[name]] > eps).float().mean())
-    robust = accuracy(model, ATTACKS[name](model, x, y, eps=eps, **SETTINGS[name]), y)
+    eps = float(radius[ATTACKS[name].norm].quantile(quantile))
+    analytic = float((radius[ATTACKS[name].norm] > eps).float().mean())
+    robust = accuracy(model, ATTACKS[name].fn(model, x, y, eps=eps, **SETTINGS[name]), y)
     assert 0.2 < analytic < 0.8
     assert robust == pytest.approx(analytic, abs=0.011)  # within one sample of 200 (the one on the boundary)
 
@@ -81,7 +81,7 @@ def test_cw_l2_never_beats_the_optimum_and_gets_close():
     model, x, y, radius = linear_problem((200, 3, 4, 4), classes=2)
     eps = float(radius["L2"].quantile(0.5))
     analytic = float((radius["L2"] > eps).float().mean())
-    robust = accuracy(model, ATTACKS["cw_l2"](model, x, y, eps=eps, **SETTINGS["cw_l2"]), y)
+    robust = accuracy(model, ATTACKS["cw_l2"].fn(model, x, y, eps=eps, **SETTINGS["cw_l2"]), y)
     assert analytic - 0.011 <= robust <= analytic + 0.03  # fixed c, no binary search: close, not exact
 
 
@@ -107,10 +107,10 @@ def test_attack_respects_norm_bound_and_range(name, shape):
     for p in model.parameters():
         p.requires_grad_(False)
     y = torch.randint(0, 5, (shape[0],))
-    eps = 8 / 255 if NORM[name] == "Linf" else 0.5
-    x_adv = ATTACKS[name](model, x, y, eps=eps, **SETTINGS[name])
+    eps = 8 / 255 if ATTACKS[name].norm == "Linf" else 0.5
+    x_adv = ATTACKS[name].fn(model, x, y, eps=eps, **SETTINGS[name])
     delta = (x_adv - x).flatten(1)
-    size = delta.abs().amax(1) if NORM[name] == "Linf" else delta.norm(dim=1)
+    size = delta.abs().amax(1) if ATTACKS[name].norm == "Linf" else delta.norm(dim=1)
     assert x_adv.shape == x.shape and x_adv.dtype == x.dtype
     assert size.max() <= eps * (1 + 1e-6) + 1e-6
     assert x_adv.min() >= 0 and x_adv.max() <= 1
@@ -122,8 +122,8 @@ def test_attack_respects_norm_bound_and_range(name, shape):
 
 def test_pgd_restarts_never_hurt():
     model, x, y, _ = linear_problem((100, 3, 4, 4), classes=2, seed=3)
-    one = ATTACKS["pgd"](model, x, y, eps=0.01, steps=2, step_size=0.3, restarts=1, generator=torch.Generator().manual_seed(0))
-    three = ATTACKS["pgd"](model, x, y, eps=0.01, steps=2, step_size=0.3, restarts=3, generator=torch.Generator().manual_seed(0))
+    one = ATTACKS["pgd"].fn(model, x, y, eps=0.01, steps=2, step_size=0.3, restarts=1, generator=torch.Generator().manual_seed(0))
+    three = ATTACKS["pgd"].fn(model, x, y, eps=0.01, steps=2, step_size=0.3, restarts=3, generator=torch.Generator().manual_seed(0))
     assert accuracy(model, three, y) <= accuracy(model, one, y) + 1e-9
 
 
@@ -146,7 +146,7 @@ def test_autoattack_resumes_from_its_state_file(tmp_path, monkeypatch):
     model, x, y, radius = linear_problem((120, 3, 4, 4), classes=4, seed=1)
     eps = float(radius["Linf"].quantile(0.5))
     settings = {**SETTINGS["autoattack"], "seed": 3}
-    full = accuracy(model, ATTACKS["autoattack"](model, x, y, eps=eps, **settings), y)
+    full = accuracy(model, ATTACKS["autoattack"].fn(model, x, y, eps=eps, **settings), y)
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
@@ -154,11 +154,11 @@ def test_autoattack_resumes_from_its_state_file(tmp_path, monkeypatch):
     state = tmp_path / "aa_state.json"
     monkeypatch.setattr(APGDAttack_targeted, "perturb", killed)
     with pytest.raises(KeyboardInterrupt):
-        ATTACKS["autoattack"](model, x, y, eps=eps, **settings, state_path=state)
+        ATTACKS["autoattack"].fn(model, x, y, eps=eps, **settings, state_path=state)
     monkeypatch.undo()
     _, robust = read_state(state, ["apgd-ce", "apgd-t", "fab-t", "square"])
     assert robust is not None and 0 < robust.sum() < len(x)  # APGD-CE broke some, the kill came after
-    x_adv = ATTACKS["autoattack"](model, x, y, eps=eps, **settings, state_path=state)
+    x_adv = ATTACKS["autoattack"].fn(model, x, y, eps=eps, **settings, state_path=state)
     with torch.no_grad():
         resumed = (model(x_adv).argmax(1) == y) & state_robust_flags(state)
     assert float(resumed.float().mean()) == pytest.approx(full, abs=1e-9)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import pytest
 import yaml
 
 from pipeline import config as C
-from tests.conftest import REPO, SCHEMA, validated
+from tests.conftest import REPO, SCHEMA, schema_defaults, validated
 
 
 def schema_props(*path: str) -> set[str]:
@@ -68,3 +69,22 @@ def test_schema_rejects_a_misspelt_key_naming_it():
     cfg["evaluate"]["attacks"]["pgd"]["stpes"] = 3
     with pytest.raises(WorkflowError, match="stpes"):
         validated(cfg)
+
+
+def test_linf_budgets_turn_into_pixel_units_once_and_keep_their_1_255_label():
+    """Config eps are in 1/255; from_dict is the one place that divides, and labels keep the written value."""
+    cfg = validated(yaml.safe_load((REPO / ".test" / "config.yaml").read_text()))
+    ev = C.from_dict(C.EvaluateConfig, {**cfg["evaluate"], "epsilons": [2, 3, 8]})
+    assert [float(e) for e in ev.epsilons] == [2 / 255, 3 / 255, 8 / 255]
+    assert [C.per_255(e) for e in ev.epsilons] == [2.0, 3.0, 8.0]  # labels are not 255 * (e / 255)
+    assert ev.epsilons_l2 == cfg["evaluate"]["epsilons_l2"] and C.per_255(0.5) == 0.5  # L2: input units, untouched
+    again = dataclasses.replace(ev, attacks={})  # no second conversion after the boundary
+    assert again.epsilons == ev.epsilons and [C.per_255(e) for e in again.epsilons] == [2.0, 3.0, 8.0]
+    copied = copy.deepcopy(dataclasses.asdict(ev))["epsilons"]  # deepcopy rebuilds from the label
+    assert copied == ev.epsilons and [e.per_255 for e in copied] == [2.0, 3.0, 8.0]
+    adv = C.from_dict(C.AdversarialConfig, schema_defaults("adversarial", {"eps": 8}))
+    assert adv.eps == 8 / 255 and C.per_255(adv.eps) == 8.0 and adv.step_size == schema_defaults("adversarial")["step_size"]
+    raw = schema_defaults("method", {"loss": "acl"})
+    raw["attack"]["eps"] = 4
+    method = C.from_dict(C.MethodConfig, raw)
+    assert method.attack.eps == 4 / 255 and method.attack.step_size == raw["attack"]["step_size"]  # still a fraction of eps

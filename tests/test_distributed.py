@@ -179,21 +179,21 @@ def stage_cfg(method: dict) -> tuple:
 
 def run_stage(name: str, data_dir: Path, out: Path) -> tuple[nn.ModuleDict, dict]:
     """pretrain.run for one case; returns what `train_and_save` trained on this rank, and run's metrics."""
-    from pipeline import pretrain
+    from pipeline.pretrain import loop  # `run` looks `train_and_save` up in its own module
 
     trained = {}
-    real = pretrain.train_and_save
+    real = loop.train_and_save
 
     def spy(*args, **kwargs):
         trained["nets"], metrics = real(*args, **kwargs)
         return trained["nets"], metrics
 
-    pretrain.train_and_save = spy
+    loop.train_and_save = spy
     try:
         cfg, raw = stage_cfg(STAGE_CASES[name])
-        metrics = pretrain.run(cfg, raw, 0, data_dir, None, out / name / "encoder.pt", out / name / "metrics.json", threads=1)
+        metrics = loop.run(cfg, raw, 0, data_dir, None, out / name / "encoder.pt", out / name / "metrics.json", threads=1)
     finally:
-        pretrain.train_and_save = real
+        loop.train_and_save = real
     return trained["nets"], metrics
 
 

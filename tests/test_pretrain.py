@@ -228,7 +228,7 @@ def test_streamed_data_trains_exactly_like_device_resident_data(tmp_path, digits
 
 
 def test_compile_flag_trains_like_eager(tmp_path, digits_dir, monkeypatch):
-    import pipeline.pretrain as stage
+    import pipeline.pretrain.loop as stage  # `maybe_compile` reads the backend from its own module
 
     monkeypatch.setattr(stage, "COMPILE_BACKEND", "eager")  # dynamo tracing without inductor's C++ build
     model = {"epochs": 1, "batch_size": 256}

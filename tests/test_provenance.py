@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from pipeline.provenance import PACKAGE_DIR, stage_sources
+from pipeline.provenance import PACKAGE_DIR, module_file, stage_sources
 
 
 def names(module: str) -> set[str]:
@@ -14,13 +12,28 @@ def names(module: str) -> set[str]:
 def test_evaluate_depends_on_attacks_not_on_pretrain_or_losses():
     deps = names("pipeline.evaluate")
     assert {"evaluate.py", "attacks/__init__.py", "attacks/pgd.py", "attacks/fgsm.py", "models/__init__.py", "__init__.py"} <= deps
-    assert "pretrain.py" not in deps and "losses/nt_xent.py" not in deps and "report.py" not in deps
+    assert not any(d.startswith("pretrain") for d in deps) and "losses/nt_xent.py" not in deps and "report.py" not in deps
 
 
 def test_pretrain_depends_on_losses_and_augment_not_attacks():
     deps = names("pipeline.pretrain")
     assert {"losses/nt_xent.py", "losses/contrastive.py", "augment.py", "optim.py"} <= deps
-    assert "attacks/pgd.py" not in deps and "evaluate.py" not in deps
+    assert not any(d.startswith("attacks/") for d in deps) and "evaluate.py" not in deps
+
+
+def test_pretrain_package_covers_its_files():
+    """The stage is a package: its hash covers every file of it (the CLI and the one PGD core included)."""
+    deps = names("pipeline.pretrain")
+    assert {f"pretrain/{f}.py" for f in ("__init__", "steps", "loop", "checkpoint", "context", "cli")} <= deps
+    assert "linf_pgd.py" in deps
+
+
+def test_the_shared_pgd_core_is_not_in_the_attacks_package():
+    """pretrain and finetune use the one Linf PGD core without depending on the evaluation attacks."""
+    for stage in ("pipeline.pretrain", "pipeline.finetune"):
+        deps = names(stage)
+        assert "linf_pgd.py" in deps and not any(d.startswith("attacks/") for d in deps), stage
+    assert "linf_pgd.py" in names("pipeline.evaluate")
 
 
 def test_decode_does_not_depend_on_models():
@@ -30,7 +43,7 @@ def test_decode_does_not_depend_on_models():
 
 def test_every_stage_module_parses():
     for stage in ("embed", "decode", "pretrain", "mine", "finetune", "evaluate", "analyse", "report"):
-        assert (Path(PACKAGE_DIR) / f"{stage}.py") in stage_sources(f"pipeline.{stage}")
+        assert module_file(f"pipeline.{stage}") in stage_sources(f"pipeline.{stage}")
 
 
 def test_augmentation_is_not_in_the_embed_or_decode_hash():

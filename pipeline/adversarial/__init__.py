@@ -1,7 +1,8 @@
-"""Adversarial training methods for the ALF and AFF fine-tuning protocols.
+"""Adversarial training methods for the ALF and AFF protocols: name -> `TrainingEntry(fn, attack, ...)`.
 
-Each method is a loss `(model, x, y, ctx) -> scalar` that runs its own inner attack, plus
-the full-strength inner attack it uses. Keys equal the schema's `adversarial.training` enum.
+Each `fn` is a loss `(model, x, y, ctx) -> scalar` that runs its own inner attack; `attack`
+builds the full-strength inner attack it uses from the protocol's config. Keys equal the
+schema's `adversarial.training` enum.
 """
 
 from __future__ import annotations
@@ -21,23 +22,25 @@ from pipeline.config import AdversarialConfig
 
 
 @dataclass(frozen=True)
-class TrainingMethod:
-    loss: LossFn
+class TrainingEntry:
+    """One adversarial training method and what the finetune stage needs to know about it."""
+
+    fn: LossFn  # (model, x, y, ctx) -> scalar loss, inner attack included
     attack: Callable[[AdversarialConfig], Attack]  # the inner attack at full strength
     cosine_head: bool = False  # trains a CosineClassifier (SPAT)
     guarded: bool = False  # watched by the catastrophic-overfitting guard (fast FGSM)
     regulated: bool = False  # starts from the clean SLF head; the dynamic adversary sets the attack
 
 
-TRAINING: dict[str, TrainingMethod] = {
-    "pgd_at": TrainingMethod(adversarial_ce, pgd_attack),
-    "trades": TrainingMethod(trades, trades_attack),
-    "fgsm_rs": TrainingMethod(adversarial_ce, fast_attack, guarded=True),
-    "spat": TrainingMethod(spat, trades_attack, cosine_head=True),  # type: ignore[arg-type]  # needs a CosineClassifier
-    "dynamic": TrainingMethod(dynamic, pgd_attack, regulated=True),
+TRAINING: dict[str, TrainingEntry] = {
+    "pgd_at": TrainingEntry(adversarial_ce, pgd_attack),
+    "trades": TrainingEntry(trades, trades_attack),
+    "fgsm_rs": TrainingEntry(adversarial_ce, fast_attack, guarded=True),
+    "spat": TrainingEntry(spat, trades_attack, cosine_head=True),  # type: ignore[arg-type]  # needs a CosineClassifier
+    "dynamic": TrainingEntry(dynamic, pgd_attack, regulated=True),
 }
 
 __all__ = [
-    "TRAINING", "Attack", "CollapseGuard", "DynamicAdversary", "StepContext", "TrainingMethod", "module_mode", "perturb",
+    "TRAINING", "Attack", "CollapseGuard", "DynamicAdversary", "StepContext", "TrainingEntry", "module_mode", "perturb",
     "spat_consistency", "spat_logits", "trades_kl",
 ]

@@ -13,5 +13,5 @@ from pipeline.config import AdversarialConfig
 
 
 def fast_attack(cfg: AdversarialConfig) -> Attack:
-    eps = cfg.eps / 255
+    eps = cfg.eps  # pixel units (config: 1/255, converted by pipeline.config)
     return Attack(eps=eps, steps=1, step_size=cfg.fgsm_rs.step_size * eps, init="uniform")

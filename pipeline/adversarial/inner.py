@@ -1,11 +1,12 @@
-"""The inner maximisation of adversarial training: sign-gradient ascent on any objective, Linf.
+"""The inner maximisation of adversarial training: Linf sign-gradient ascent on any objective.
 
-Why not `pipeline.attacks.pgd` or `torchattacks.PGD`: both maximise cross-entropy only
-(TRADES and SPAT maximise a KL-type term against fixed clean predictions), both run in the
-caller's precision and layout, and torchattacks adds per-call bookkeeping (mode toggles,
-input checks, clones). Here the forward passes run under the stage's `runtime.autocast()`
-(bf16 on CUDA) on channels_last inputs, the gradient is taken w.r.t. the input only, and
-the model's BatchNorm mode is the caller's choice (`module_mode`), recorded in the metrics.
+A thin caller of the package's one Linf PGD core, `pipeline.attacks.pgd.pgd_linf`: the
+objective is the training method's (CE for PGD-AT, a KL against fixed clean predictions for
+TRADES and SPAT). What this layer adds: the forward passes run under the stage's
+`runtime.autocast()` (bf16 on CUDA) on channels_last inputs, the start point is the
+method's (`Attack.init`), and the model's BatchNorm mode is the caller's choice
+(`module_mode`), recorded in the metrics. Not `torchattacks.PGD`: it maximises
+cross-entropy only and adds per-call bookkeeping (mode toggles, input checks, clones).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
+from pipeline.linf_pgd import pgd_linf, project_linf, uniform_start
 from pipeline.runtime import Runtime
 
 Objective = Callable[[torch.Tensor], torch.Tensor]  # x_adv -> scalar float32 loss to maximise
@@ -53,19 +55,14 @@ def to_layout(x: torch.Tensor, rt: Runtime) -> torch.Tensor:
 def initial_point(x: torch.Tensor, attack: Attack, generator: torch.Generator | None) -> torch.Tensor:
     """Random start inside the eps-ball and [0, 1]; same shape as x."""
     if attack.init == "uniform":
-        delta = (torch.rand(x.shape, device=x.device, generator=generator) * 2 - 1) * attack.eps
-    elif attack.init == "normal":
+        return uniform_start(x, attack.eps, generator)  # |delta| <= eps already: the projection is only the clip
+    if attack.init == "normal":
         delta = 0.001 * torch.randn(x.shape, device=x.device, generator=generator)
     elif attack.init == "zero":
         delta = torch.zeros_like(x)
     else:
         raise ValueError(f"attack init must be uniform, normal or zero; got {attack.init!r}")
-    return project(x + delta, x, attack.eps)
-
-
-def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
-    """Onto the Linf ball of radius eps around x, intersected with [0, 1]."""
-    return torch.min(torch.max(x_adv, x - eps), x + eps).clamp_(0, 1)
+    return project_linf(x + delta, x, attack.eps)
 
 
 def perturb(objective: Objective, x: torch.Tensor, attack: Attack, rt: Runtime, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -83,14 +80,13 @@ def perturb(objective: Objective, x: torch.Tensor, attack: Attack, rt: Runtime, 
         ||x_adv - x||_inf <= eps and x_adv in [0, 1].
     """
     x = to_layout(x.detach(), rt)
-    x_adv = initial_point(x, attack, generator)
-    for _ in range(attack.steps):
-        x_adv.requires_grad_(True)
+
+    def loss(x_adv: torch.Tensor) -> torch.Tensor:
         with rt.autocast():
-            loss = objective(x_adv)
-        (grad,) = torch.autograd.grad(loss, x_adv)
-        x_adv = project(x_adv.detach() + attack.step_size * grad.sign(), x, attack.eps)
-    return x_adv.detach()
+            return objective(x_adv)
+
+    start = initial_point(x, attack, generator)
+    return pgd_linf(loss, x, eps=attack.eps, step_size=attack.step_size, steps=attack.steps, start=start)
 
 
 @contextlib.contextmanager

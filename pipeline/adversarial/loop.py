@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.adversarial import TRAINING, CollapseGuard, DynamicAdversary, StepContext, TrainingMethod
+from pipeline.adversarial import TRAINING, CollapseGuard, DynamicAdversary, StepContext, TrainingEntry
 from pipeline.adversarial.inner import Attack, module_mode, perturb, to_layout
 from pipeline.config import AdversarialConfig
 from pipeline.data import Split, batch_indices
@@ -74,18 +74,18 @@ def robust_accuracy(model: nn.Module, hold: Holdout, attack: Attack, batch_size:
 def monitor(model: nn.Module, hold: Holdout, ctx: StepContext, gen: torch.Generator) -> dict[str, float]:
     """Held-out clean and PGD-`monitor_steps` accuracy at the full eps, model in eval mode."""
     cfg = ctx.cfg
-    eps = cfg.eps / 255
+    eps = cfg.eps  # pixel units (config: 1/255, converted by pipeline.config)
     attack = Attack(eps=eps, steps=cfg.monitor_steps, step_size=cfg.step_size * eps, init="uniform")
     with module_mode(model, False):
         return {"holdout_clean": count_correct(model, hold.x, hold.y, cfg.batch_size, ctx.rt) / max(1, len(hold.y)),
                 "holdout_pgd": robust_accuracy(model, hold, attack, cfg.batch_size, ctx.rt, gen)}
 
 
-def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: StepContext, method: TrainingMethod,
+def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: StepContext, method: TrainingEntry,
                opt: torch.optim.Optimizer) -> torch.Tensor:
     """One optimiser step on the method's loss, model in train mode (frozen parts in eval)."""
     with module_mode(model, True, ctx.frozen):
-        loss = method.loss(model, x, y, ctx)
+        loss = method.fn(model, x, y, ctx)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -98,7 +98,7 @@ def held_out_clean(model: nn.Module, hold: Holdout, ctx: StepContext) -> float:
         return count_correct(model, hold.x, hold.y, ctx.cfg.batch_size, ctx.rt) / max(1, len(hold.y))
 
 
-def run_epoch(model: nn.Module, data: Split, train_idx: torch.Tensor, ctx: StepContext, method: TrainingMethod,
+def run_epoch(model: nn.Module, data: Split, train_idx: torch.Tensor, ctx: StepContext, method: TrainingEntry,
               opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler, gen: torch.Generator,
               adversary: DynamicAdversary | None, hold: Holdout, step: int) -> tuple[dict, int]:
     """One pass over the training indices (last partial batch dropped: BatchNorm needs > 1 sample)."""

@@ -13,7 +13,7 @@ from pipeline.config import AdversarialConfig
 
 def pgd_attack(cfg: AdversarialConfig) -> Attack:
     """PGD-`steps` from a uniform start, step `step_size` * eps."""
-    eps = cfg.eps / 255
+    eps = cfg.eps  # pixel units (config: 1/255, converted by pipeline.config)
     return Attack(eps=eps, steps=cfg.steps, step_size=cfg.step_size * eps, init="uniform")
 
 

@@ -17,7 +17,7 @@ from pipeline.config import AdversarialConfig
 
 
 def trades_attack(cfg: AdversarialConfig) -> Attack:
-    eps = cfg.eps / 255
+    eps = cfg.eps  # pixel units (config: 1/255, converted by pipeline.config)
     return Attack(eps=eps, steps=cfg.steps, step_size=cfg.step_size * eps, init="normal")
 
 

@@ -1,9 +1,11 @@
 """PGD, Linf (Madry et al. 2018, arXiv 1706.06083), with random start and restarts.
 
-Written by hand rather than taken from torchattacks because torchattacks' PGD has no
-restarts and draws its random start from the global RNG (no `generator`), so a resumed
-evaluation could not reproduce it. `ascend` and `best_of_restarts` are shared with
-`pgd_l2`; they work on images (N,C,H,W) and clips (N,C,T,H,W) alike.
+The steps are the package's Linf PGD core, `pipeline.linf_pgd.pgd_linf`, on the
+cross-entropy of the classifier. Written by hand rather than taken from torchattacks
+because torchattacks' PGD has no restarts, is tied to a classifier and labels, and draws its random start from the global
+RNG (no `generator`), so a resumed evaluation could not reproduce it. `ascend` and
+`best_of_restarts` are shared with `pgd_l2`; everything works on images (N,C,H,W) and
+clips (N,C,T,H,W) alike.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.linf_pgd import pgd_linf, uniform_start
+
 Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_adv, grad) -> next x_adv, projected
 
 
 def ascend(model: nn.Module, y: torch.Tensor, x_adv: torch.Tensor, steps: int, step: Step) -> torch.Tensor:
-    """`steps` projected gradient-ascent steps on CE(model(x_adv), y); x_adv has the shape of x."""
+    """`steps` projected gradient-ascent steps on CE(model(x_adv), y) with any projection (`pgd_l2`)."""
     for _ in range(steps):
         x_adv = x_adv.detach().requires_grad_(True)
         loss = F.cross_entropy(model(x_adv).float(), y)
@@ -59,9 +63,10 @@ def pgd(
         model: maps [0,1] inputs to logits; the caller chooses eval or train mode.
         x: clean inputs in [0, 1]. Shape (N,C,H,W) or (N,C,T,H,W).
         y: labels (N,).
-        eps: Linf budget in input units.
+        eps: Linf budget in [0, 1] pixel units.
         steps: gradient steps per restart.
-        step_size: step as a fraction of eps (0.25 = eps/4, i.e. 2/255 at eps 8/255).
+        step_size: step as a fraction of eps, as `evaluate.attacks.pgd.step_size` gives it
+            (0.25 = eps/4, i.e. 2/255 at eps 8/255); `pgd_linf` gets the absolute step.
         random_start: start each restart from a uniform point of the ball.
         restarts: independent restarts; a sample keeps the first restart that fools the model.
         generator: RNG for the random starts (defaults to the global one).
@@ -70,12 +75,10 @@ def pgd(
         x_adv, same shape as x, ||x_adv - x||_inf <= eps, in [0, 1].
     """
     alpha = step_size * eps
-
-    def step(x_adv: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-        return torch.min(torch.max(x_adv + alpha * grad.sign(), x - eps), x + eps).clamp(0, 1)
+    loss = lambda xa: F.cross_entropy(model(xa).float(), y)  # noqa: E731
 
     def attempt() -> torch.Tensor:
-        delta = (torch.rand(x.shape, device=x.device, generator=generator) * 2 - 1) * eps if random_start else 0
-        return ascend(model, y, (x + delta).clamp(0, 1), steps, step)
+        start = uniform_start(x, eps, generator) if random_start else x.clamp(0, 1)
+        return pgd_linf(loss, x, eps=eps, step_size=alpha, steps=steps, start=start)
 
     return best_of_restarts(model, x, y, restarts, attempt)

@@ -1,4 +1,16 @@
-"""Pretraining losses. Each is a pure function; the registry keys are the schema's `loss` enum."""
+"""Pretraining losses: name -> `LossEntry(fn, family, dual_bn)`. Keys are the schema's `method.loss` enum.
+
+Every `fn` is a pure function of logits or projections (the pretrain stage's `steps.py`
+makes the views, the adversarial views and the false-negative masks and calls it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
 
 from pipeline.losses.acl import acl
 from pipeline.losses.clae import clae
@@ -15,21 +27,31 @@ from pipeline.losses.nt_xent import nt_xent
 from pipeline.losses.rocl import rocl
 from pipeline.losses.supcon import supcon
 
-# Contrastive losses take (z1, z2) and keyword options; "ce" is handled by the
-# pretrain stage directly (it needs a classifier head, not projections).
-CONTRASTIVE_LOSSES = {"nt_xent": nt_xent, "focal_infonce": focal_infonce}
-# Adversarial CSL: the pretrain stage makes the adversarial views (inner attack) and
-# passes their projections; CLAE and ACL route adversarial inputs through their own BN.
-ADVERSARIAL_LOSSES = {"clae": clae, "rocl": rocl, "acl": acl}
-DUAL_BN_LOSSES = ("clae", "acl")
-LOSSES = ("ce", "supcon", *CONTRASTIVE_LOSSES, *ADVERSARIAL_LOSSES)
+
+@dataclass(frozen=True)
+class LossEntry:
+    """One pretraining loss and what the pretrain stage needs to know about it."""
+
+    fn: Callable[..., torch.Tensor]  # -> scalar loss
+    family: str  # "supervised" (labels: logits for ce, two views for supcon), "contrastive" (two views, no labels)
+    #              or "adversarial" (views plus adversarial views made by the inner attack)
+    dual_bn: bool = False  # adversarial inputs go through their own BatchNorm (CLAE, ACL)
+
+
+LOSSES: dict[str, LossEntry] = {
+    "ce": LossEntry(F.cross_entropy, "supervised"),  # on a linear head's logits, not on projections
+    "supcon": LossEntry(supcon, "supervised"),
+    "nt_xent": LossEntry(nt_xent, "contrastive"),
+    "focal_infonce": LossEntry(focal_infonce, "contrastive"),
+    "clae": LossEntry(clae, "adversarial", dual_bn=True),
+    "rocl": LossEntry(rocl, "adversarial"),
+    "acl": LossEntry(acl, "adversarial", dual_bn=True),
+}
 
 __all__ = [
-    "ADVERSARIAL_LOSSES",
-    "CONTRASTIVE_LOSSES",
-    "DUAL_BN_LOSSES",
     "FN_MODES",
     "LOSSES",
+    "LossEntry",
     "acl",
     "clae",
     "expand_views",

@@ -1,8 +1,7 @@
-"""The inner maximisation of adversarial CSL: Linf PGD (or FGSM) on any scalar objective.
+"""The inner maximisation of adversarial CSL (CLAE, RoCL, ACL): Linf PGD (or FGSM) on a contrastive loss.
 
-The evaluation attacks (`pipeline.attacks`) maximise cross-entropy of a classifier; CLAE,
-RoCL and ACL maximise a contrastive loss of views, with no labels. torchattacks' attacks
-are tied to a classifier and labels, so this small loop is written here.
+A thin caller of the package's one Linf PGD core, `pipeline.linf_pgd.pgd_linf`: the
+objective is a contrastive loss of views (no labels), supplied by the pretrain stage.
 """
 
 from __future__ import annotations
@@ -10,6 +9,19 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+
+from pipeline.linf_pgd import pgd_linf
+
+
+def contrastive_start(x: torch.Tensor, eps: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """x + U[-eps, eps] noise, clipped to [0, 1], drawn in x's memory format (`uniform_`).
+
+    Not `linf_pgd.uniform_start`: this is the draw adversarial CSL has always made. On a
+    contiguous CPU tensor both give the same numbers, but `empty_like` follows x's memory
+    format, so on channels_last views (CUDA) each pixel gets another number; kept so that
+    trained encoders reproduce.
+    """
+    return (x + torch.empty_like(x).uniform_(-eps, eps, generator=generator)).clamp(0, 1)
 
 
 def linf_pgd(
@@ -24,16 +36,15 @@ def linf_pgd(
 ) -> torch.Tensor:
     """Maximise `objective(x_adv)` over the Linf ball of radius eps around x, inside [0, 1].
 
-    FGSM (CLAE) is steps=1, step_size=1, random_start=False. The caller picks the model's
-    BatchNorm mode and the autocast context; gradients reach only `x_adv` (parameters'
-    `.grad` are left untouched).
+    FGSM (CLAE) is steps=1, step_size=eps, random_start=False. The caller picks the model's
+    BatchNorm mode and the autocast context.
 
     Args:
         objective: maps a batch shaped like x to a scalar to increase.
         x: clean inputs in [0, 1], images (N,C,H,W) or clips (N,C,T,H,W), any memory format.
-        eps: Linf radius in input units (8/255 is common).
+        eps: Linf radius in [0, 1] pixel units (8/255 is common).
         steps: signed-gradient steps.
-        step_size: step as a fraction of eps.
+        step_size: absolute step in [0, 1] pixel units (the config's fraction of eps times eps).
         random_start: start from a uniform point of the ball (ACL, RoCL).
         generator: RNG for the random start (on x's device).
 
@@ -41,13 +52,5 @@ def linf_pgd(
         x_adv (detached), same shape and memory format as x, |x_adv - x| <= eps, in [0, 1].
     """
     x = x.detach()
-    x_adv = x
-    if random_start:
-        x_adv = (x + torch.empty_like(x).uniform_(-eps, eps, generator=generator)).clamp(0, 1)
-    for _ in range(steps):
-        x_adv = x_adv.detach().requires_grad_(True)
-        with torch.enable_grad():  # also when called under no_grad (e.g. from an evaluation loop)
-            (grad,) = torch.autograd.grad(objective(x_adv).float(), x_adv)
-        step = x_adv.detach() + step_size * eps * grad.sign()
-        x_adv = torch.min(torch.max(step, x - eps), x + eps).clamp(0, 1)
-    return x_adv.detach()
+    start = contrastive_start(x, eps, generator) if random_start else None
+    return pgd_linf(objective, x, eps=eps, step_size=step_size, steps=steps, start=start)

@@ -147,3 +147,36 @@ def report_inputs():
 
 def final_outputs():
     return [f"{RESULTS}/report/report.md"]
+
+
+# ---- decode helpers (moved from decode.smk: `snakemake --lint` wants no functions next to rules) ----
+from pipeline.datasets import check_layout
+
+
+def all_cores(wildcards):
+    """Threads of a job that may use the whole machine: --cores N, or 1 without --cores.
+
+    `threads: workflow.cores` fails whenever Snakemake runs without --cores (--unlock,
+    --report, --lint): reading `workflow.cores` then raises "Workflow requires a total
+    number of cores". A job never needs more threads than --cores anyway (Snakemake caps them).
+    """
+    return workflow.resource_settings.cores or 1
+
+
+def check_dataset_layouts():
+    """A user dataset not decoded yet must be where its root says: fail before any job, naming it.
+
+    Embedded datasets come from the embed rule; a decoded one no longer needs its raw files.
+    """
+    for ds in DATASETS:
+        section = config["decode"][ds]
+        embedded = section["root"].startswith(f"{RESULTS}/embed/")
+        if section["source"] == "sklearn_digits" or embedded or os.path.exists(f"{decode_dir(ds)}/meta.json"):
+            continue
+        try:
+            check_layout(section["source"], section["root"], section["fold"], section["download"])
+        except FileNotFoundError as error:
+            config_error(f"decode.{ds}.root", str(error))
+
+
+check_dataset_layouts()

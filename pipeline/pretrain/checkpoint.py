@@ -1,0 +1,56 @@
+"""Pretrain I/O: the run fingerprint, the resumable per-epoch checkpoint and the finished encoder file."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+from torch import nn
+
+from pipeline.config import PretrainConfig
+from pipeline.io import load_torch, save_torch
+from pipeline.models.dual_bn import branch_state_dict, has_dual_bn
+
+
+def config_fingerprint(cfg_json: str, seed: int, data_dir: Path) -> str:
+    """Identifies a run: a checkpoint from other settings is never resumed."""
+    meta = (data_dir / "meta.json").read_bytes()
+    return hashlib.sha256(cfg_json.encode() + str(seed).encode() + meta).hexdigest()[:16]
+
+
+def save_checkpoint(path: Path, nets, opt, sched, epoch: int, gens, history: list, fingerprint: str) -> None:
+    save_torch(path, {
+        "nets": nets.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch,
+        "gens": [g.get_state() for g in gens], "history": json.dumps(history), "fingerprint": fingerprint,
+    })
+
+
+def try_resume(path: Path, nets, opt, sched, gens, fingerprint: str) -> tuple[int, list]:
+    """Load a matching checkpoint; returns (epochs done, history). (0, []) when there is none."""
+    if not path.exists():
+        return 0, []
+    state = load_torch(path)
+    if state["fingerprint"] != fingerprint:
+        print(f"pretrain: ignoring {path}: it was written with other settings", file=sys.stderr)
+        return 0, []
+    nets.load_state_dict(state["nets"])
+    opt.load_state_dict(state["opt"])
+    sched.load_state_dict(state["sched"])
+    for g, s in zip(gens, state["gens"], strict=False):  # an older checkpoint may hold more generators
+        g.set_state(s)
+    print(f"pretrain: resumed from {path} after epoch {state['epoch']}", file=sys.stderr)
+    return state["epoch"], json.loads(state["history"])
+
+
+def save_encoder(path: Path, nets: nn.ModuleDict, cfg: PretrainConfig, cfg_json: str, meta: dict, seed: int, knn: float) -> None:
+    """The finished encoder, loadable into the plain `Encoder`: dual-BN models keep their clean BN
+    under the standard names; the adversarial BN branch is kept aside as `encoder_adv_bn`."""
+    model_args = {"backbone": cfg.model.backbone, "width": cfg.model.width, "small_input": cfg.model.small_input,
+                  "mean": meta["mean"], "std": meta["std"]}
+    state = {"encoder": branch_state_dict(nets["encoder"]), "head": branch_state_dict(nets["head"]),
+             "model_args": model_args, "config": cfg_json, "seed": seed, "knn_acc": knn}
+    if has_dual_bn(nets):
+        state["encoder_adv_bn"] = branch_state_dict(nets["encoder"], "adv")
+    save_torch(path, state)
