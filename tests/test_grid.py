@@ -59,7 +59,9 @@ def test_jobs_list_every_stage_once_per_job(config):
     count = {stage: sum(1 for s, _ in jobs if s == stage) for stage, _ in jobs}
     n_ds = len(grid.datasets)
     assert count["pretrain"] == n_ds * len(grid.runs())
-    assert count["finetune"] == count["evaluate"] == n_ds * len(grid.protocol_runs())
+    assert count["finetune"] == n_ds * len(grid.protocol_runs())
+    assert count["evaluate"] == n_ds * (len(grid.protocol_runs()) + len(grid.matched_seeds))
+    assert count["match"] == n_ds * len(grid.matched_seeds) and grid.matched_method == "supervised_matched"
     assert count["mine"] == n_ds * len(grid.mined_seeds())
     assert count["embed"] == 1 and count["decode"] == count["analyse"] == n_ds and count["report"] == 1
 

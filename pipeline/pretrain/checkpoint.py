@@ -20,21 +20,26 @@ def config_fingerprint(cfg_json: str, seed: int, data_dir: Path) -> str:
     return hashlib.sha256(cfg_json.encode() + str(seed).encode() + meta).hexdigest()[:16]
 
 
-def save_checkpoint(path: Path, nets, opt, sched, epoch: int, gens, history: list, fingerprint: str) -> None:
+def save_checkpoint(path: Path, nets, opt, sched, epoch: int, gens, history: list, fingerprint: str,
+                    snapshots: list[dict] | None = None) -> None:
     save_torch(path, {
         "nets": nets.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch,
         "gens": [g.get_state() for g in gens], "history": json.dumps(history), "fingerprint": fingerprint,
+        "snapshots": snapshots or [],
     })
 
 
-def try_resume(path: Path, nets, opt, sched, gens, fingerprint: str) -> tuple[int, list]:
-    """Load a matching checkpoint; returns (epochs done, history). (0, []) when there is none."""
+def try_resume(path: Path, nets, opt, sched, gens, fingerprint: str, snapshots: list[dict] | None = None) -> tuple[int, list]:
+    """Load a matching checkpoint; returns (epochs done, history). (0, []) when there is none.
+    The encoder snapshots taken so far are put back into `snapshots`."""
     if not path.exists():
         return 0, []
     state = load_torch(path)
     if state["fingerprint"] != fingerprint:
         print(f"pretrain: ignoring {path}: it was written with other settings", file=sys.stderr)
         return 0, []
+    if snapshots is not None:
+        snapshots[:] = state.get("snapshots", [])
     nets.load_state_dict(state["nets"])
     opt.load_state_dict(state["opt"])
     sched.load_state_dict(state["sched"])
@@ -54,3 +59,23 @@ def save_encoder(path: Path, nets: nn.ModuleDict, cfg: PretrainConfig, cfg_json:
     if has_dual_bn(nets):
         state["encoder_adv_bn"] = branch_state_dict(nets["encoder"], "adv")
     save_torch(path, state)
+
+
+def snapshot_steps(total_steps: int, count: int) -> set[int]:
+    """`count` optimiser steps (1-based) evenly spaced over training, the last one included."""
+    if count <= 0 or total_steps <= 0:
+        return set()
+    return {max(1, round(total_steps * (k + 1) / count)) for k in range(count)}
+
+
+def encoder_snapshot(nets: nn.ModuleDict, step: int, steps_per_epoch: int) -> dict:
+    """The encoder's weights after `step` (CPU copies; clean BN for dual-BN models, as `save_encoder`)."""
+    return {"step": step, "epoch": step / steps_per_epoch,
+            "encoder": {k: v.detach().cpu().clone() for k, v in branch_state_dict(nets["encoder"]).items()}}
+
+
+def save_snapshots(path: Path, snapshots: list[dict], cfg: PretrainConfig, meta: dict) -> None:
+    """snapshots.pt: the encoder at evenly spaced steps of training (empty for methods without snapshots)."""
+    model_args = {"backbone": cfg.model.backbone, "width": cfg.model.width, "small_input": cfg.model.small_input,
+                  "mean": meta["mean"], "std": meta["std"]}
+    save_torch(path, {"model_args": model_args, "snapshots": snapshots})

@@ -7,6 +7,7 @@ import json
 import resource
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -21,7 +22,15 @@ from pipeline.knn import knn_accuracy
 from pipeline.losses import LOSSES
 from pipeline.models.dual_bn import has_dual_bn
 from pipeline.optim import build_optimizer, warmup_cosine
-from pipeline.pretrain.checkpoint import config_fingerprint, save_checkpoint, save_encoder, try_resume
+from pipeline.pretrain.checkpoint import (
+    config_fingerprint,
+    encoder_snapshot,
+    save_checkpoint,
+    save_encoder,
+    save_snapshots,
+    snapshot_steps,
+    try_resume,
+)
 from pipeline.pretrain.context import MinedFalseNegatives, Projector, StepContext, build_nets
 from pipeline.pretrain.steps import method_loss
 
@@ -62,20 +71,24 @@ def train_step(ctx: StepContext, opt, sched, x: torch.Tensor, y: torch.Tensor, i
     return reported
 
 
-def train_epoch(ctx: StepContext, opt, sched, train: Split, batch_gen: torch.Generator) -> dict:
+def train_epoch(ctx: StepContext, opt, sched, train: Split, batch_gen: torch.Generator,
+                on_step: Callable[[int], None] | None = None) -> dict:
     """One pass over the shuffled training split (drop_last); returns the epoch's metrics.
 
     `batch_gen` is seeded alike on every rank: all ranks draw the same global batches and
-    each trains on its shard of them.
+    each trains on its shard of them. `on_step(step)` runs after each optimiser step (1-based
+    over the whole training: snapshots).
     """
     ctx.nets.train()
     ctx.fn_counts = None
     global_batches = batch_indices(len(train), ctx.cfg.model.batch_size, shuffle=True, drop_last=True, generator=batch_gen)
     batches = [distributed.shard(b) for b in global_batches]
     losses, seen, start = [], 0, time.perf_counter()
-    for idx, x in prefetched(train, batches):
+    for i, (idx, x) in enumerate(prefetched(train, batches)):
         losses.append(train_step(ctx, opt, sched, ctx.rt.to_memory_format(x), train.y[idx], idx))
         seen += len(idx) * distributed.world_size()
+        if on_step is not None:
+            on_step(ctx.epoch * len(batches) + i + 1)
     if ctx.rt.is_cuda:
         torch.cuda.synchronize(ctx.rt.device)
     seconds = time.perf_counter() - start
@@ -146,7 +159,14 @@ def train_and_save(cfg: PretrainConfig, cfg_json: str, seed: int, data_dir: Path
         opt, warmup_cosine(cfg.model.epochs * steps_per_epoch, cfg.model.warmup_epochs * steps_per_epoch))
     batch_gen, aug_gen = torch.Generator().manual_seed(seed), torch.Generator(device=rt.device)
     ckpt, fingerprint = out_encoder.with_name("checkpoint.pt"), config_fingerprint(cfg_json, seed, data_dir)
-    done, history = try_resume(ckpt, nets, opt, sched, [batch_gen], fingerprint)
+    snapshots: list[dict] = []
+    done, history = try_resume(ckpt, nets, opt, sched, [batch_gen], fingerprint, snapshots)
+    wanted = snapshot_steps(cfg.model.epochs * steps_per_epoch, cfg.method.snapshots)
+
+    def take_snapshot(step: int) -> None:
+        if step in wanted and distributed.is_main():
+            snapshots.append(encoder_snapshot(nets, step, steps_per_epoch))
+
     maybe_compile(nets, cfg.model.compile)
     ctx = StepContext(cfg, nets, distributed.wrap(Projector(nets)), rt, mined, aug_gen)
     for epoch in range(done, cfg.model.epochs):
@@ -154,7 +174,7 @@ def train_and_save(cfg: PretrainConfig, cfg_json: str, seed: int, data_dir: Path
         # Reseeded per epoch and per rank: ranks draw different augmentations, and a resumed
         # run continues with the draws the uninterrupted run would have made.
         aug_gen.manual_seed(distributed.rank_seed(seed + 1) + 7919 * epoch)
-        stats = train_epoch(ctx, opt, sched, train, batch_gen)
+        stats = train_epoch(ctx, opt, sched, train, batch_gen, take_snapshot if wanted else None)
         if distributed.is_main():
             if cfg.model.knn_every and (epoch + 1) % cfg.model.knn_every == 0:
                 stats["knn_acc"] = monitor_knn(nets, train, test, cfg, meta["num_classes"])
@@ -162,7 +182,7 @@ def train_and_save(cfg: PretrainConfig, cfg_json: str, seed: int, data_dir: Path
             print(f"pretrain epoch {epoch + 1}/{cfg.model.epochs} loss {stats['loss']:.4f} "
                   f"{stats['samples_per_s']:.0f} samples/s {stats.get('knn_acc', '')}", file=sys.stderr, flush=True)
             if (epoch + 1) % cfg.model.checkpoint_every == 0 or epoch + 1 == cfg.model.epochs:
-                save_checkpoint(ckpt, nets, opt, sched, epoch + 1, [batch_gen], history, fingerprint)
+                save_checkpoint(ckpt, nets, opt, sched, epoch + 1, [batch_gen], history, fingerprint, snapshots)
         if stop_after is not None and epoch + 1 >= stop_after:
             return nets, {"stopped_after": epoch + 1}
     if not distributed.is_main():
@@ -171,6 +191,7 @@ def train_and_save(cfg: PretrainConfig, cfg_json: str, seed: int, data_dir: Path
     metrics = {"history": history, "knn_acc": knn, "train_seconds": round(sum(h["seconds"] for h in history), 3),
                **run_summary(cfg, rt, nets, train), "config": json.loads(cfg_json), "seed": seed}
     save_encoder(out_encoder, nets, cfg, cfg_json, meta, seed, knn)
+    save_snapshots(out_encoder.with_name("snapshots.pt"), snapshots, cfg, meta)
     write_json(out_metrics, {**metrics, "environment": environment()})
     ckpt.unlink(missing_ok=True)  # the encoder is the finished output; the checkpoint only served resumption
     return nets, metrics

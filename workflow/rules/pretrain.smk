@@ -5,6 +5,7 @@ rule pretrain:
     output:
         encoder=f"{RESULTS}/pretrain/{{dataset}}/{{method}}/seed{{seed}}/encoder.pt",
         metrics=f"{RESULTS}/pretrain/{{dataset}}/{{method}}/seed{{seed}}/metrics.json",
+        snapshots=f"{RESULTS}/pretrain/{{dataset}}/{{method}}/seed{{seed}}/snapshots.pt",  # next to the encoder; empty unless `snapshots`
     params:
         cfg=pretrain_cfg,
         code=code_hash("pretrain"),
