@@ -107,6 +107,9 @@ def plot_heatmaps(stats: dict, png: Path) -> None:
     for ax, (method, s) in zip(axes[0], first.items(), strict=True):
         im = ax.imshow(s["test"]["class_distances"], vmin=0, vmax=vmax, cmap="viridis")
         ax.set_title(f"{method}\nunif {s['test']['uniformity']:.2f}", fontsize=9)
+        classes = len(s["test"]["class_distances"])
+        ax.set_xticks(range(classes))  # integer class ticks, not matplotlib's 0.0 / 2.5 / 5.0
+        ax.set_yticks(range(classes))
         ax.set_xlabel("class")
         ax.set_ylabel("class")
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="mean cosine distance")

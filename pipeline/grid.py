@@ -91,8 +91,14 @@ class Grid:
         return json.dumps(asdict(self), sort_keys=True)
 
     # ---- which jobs exist ----------------------------------------------------------------
+    def evaluated_methods(self) -> list[str]:
+        """Every method with evaluate results: the pretraining methods, then the matched supervised pseudo-method."""
+        return self.methods + ([self.matched_method] if self.matched_method else [])
+
     def seeds_of(self, method: str, protocol: str | None = None) -> list[int]:
         """A method's seeds, restricted to a protocol's own `seeds` when it sets them."""
+        if method == self.matched_method:
+            return list(self.matched_seeds) if protocol in (None, "slf") else []
         seeds = self.method_seeds[method]
         chosen = self.protocol_seeds.get(protocol) if protocol else None
         return [s for s in seeds if s in chosen] if chosen else list(seeds)
@@ -101,6 +107,8 @@ class Grid:
         return list(self.protocol_methods[protocol])
 
     def protocols_of(self, method: str) -> list[str]:
+        if method == self.matched_method:
+            return ["slf"]
         return [p for p in self.protocols if method in self.protocol_methods[p]]
 
     def uses_mined(self, method: str) -> bool:

@@ -54,7 +54,15 @@ def mean_std(values: list[float]) -> tuple[float, float, int]:
 def plot_grid(grid: Grid) -> dict:
     """What the plots read: the protocol they show and its methods (`Grid.plot_view`), and the seeds."""
     protocol, methods = grid.plot_view()
-    return {"protocols": [protocol], "methods": methods, "seeds": grid.seeds, "method_seeds": grid.method_seeds}
+    return {"protocols": [protocol], "methods": methods, "seeds": grid.seeds, "method_seeds": grid.method_seeds,
+            "colours": study_colours(grid)}
+
+
+def study_colours(grid: Grid) -> dict[str, tuple]:
+    """One colour per method of the study (the matched supervised pseudo-method included), shared by every plot."""
+    from pipeline.report_plots import method_colours
+
+    return method_colours(grid.methods + ([grid.matched_method] if grid.matched_method else []))
 
 
 def eval_path(results: Path, dataset: str, method: str, seed: int, protocol: str) -> Path:
@@ -65,7 +73,7 @@ def load_rows(results: Path, grid: Grid) -> tuple[list[dict], list[str]]:
     """Long-format accuracy rows and the evaluate-stage warnings, for every job of the grid."""
     rows, warnings = [], []
     for dataset in grid.datasets:
-        for method in grid.methods:
+        for method in grid.evaluated_methods():
             for protocol in grid.protocols_of(method):
                 for seed in grid.seeds_of(method, protocol):
                     path = eval_path(results, dataset, method, seed, protocol)
@@ -255,7 +263,7 @@ def corruption_rows(results: Path, grid: Grid) -> list[dict]:
     """Long-format corruption accuracies from the evaluate outputs (absent when none were run)."""
     rows = []
     for dataset in grid.datasets:
-        for method in grid.methods:
+        for method in grid.evaluated_methods():
             for protocol in grid.protocols_of(method):
                 for seed in grid.seeds_of(method, protocol):
                     path = eval_path(results, dataset, method, seed, protocol)
@@ -281,13 +289,13 @@ def corruption_markdown(rows: list[dict], dataset: str, grid: Grid) -> str:
     header = ["method", "protocol", "mean"] + corruptions + [f"severity {s}" for s in severities]
     body = [[m, p, cell(m, p, lambda r: True)] + [cell(m, p, lambda r, c=c: r["corruption"] == c) for c in corruptions]
             + [cell(m, p, lambda r, s=s: r["severity"] == s) for s in severities]
-            for m in grid.methods for p in grid.protocols_of(m) if any(r["method"] == m for r in rows)]
+            for m in grid.evaluated_methods() for p in grid.protocols_of(m) if any(r["method"] == m for r in rows)]
     return markdown_table(header, body)
 
 
 def cascade_of(results: Path, grid: Grid, dataset: str) -> tuple[bool, list[str]]:
     """Whether the dataset's attacks ran as a cascade, and in which order (from its first robustness file)."""
-    for method in grid.methods:
+    for method in grid.evaluated_methods():
         for protocol in grid.protocols_of(method):
             for seed in grid.seeds_of(method, protocol):
                 path = eval_path(results, dataset, method, seed, protocol)
@@ -304,7 +312,7 @@ def accuracy_markdown(summary: dict, dataset: str, grid: Grid, cascade: tuple[bo
                   key=lambda c: (c[0].endswith("_l2"), c[0].startswith("any"), c))
     header = ["method", "protocol", "seeds", "clean"] + [column_name(a, e, *cascade) for a, e in cols]
     body = []
-    for method in grid.methods:
+    for method in grid.evaluated_methods():
         for protocol in grid.protocols_of(method):
             clean = summary[(dataset, method, protocol, "clean", 0.0)]
             cells = [fmt(*summary[(dataset, method, protocol, a, e)]) for a, e in cols]
@@ -392,9 +400,9 @@ def run(cfg: ReportConfig, grid: Grid, results: Path, out: Path) -> dict:
         if any(r["dataset"] == dataset for r in corrupted):
             md.append(f"\n### Common corruptions (accuracy; mean over corruptions and severities, per corruption over "
                       f"severities, per severity over corruptions)\n\n{corruption_markdown(corrupted, dataset, grid)}")
-        report_plots.gap_closed(gaps, dataset, out / f"{dataset}_gap_closed.png")
+        report_plots.gap_closed(gaps, dataset, study_colours(grid), out / f"{dataset}_gap_closed.png")
         report_plots.uniformity_vs_robust(rep, rows, dataset, plot_grid(grid), out / f"{dataset}_uniformity.png")
-        report_plots.training_curves(results, dataset, grid, out / f"{dataset}_training.png")
+        report_plots.training_curves(results, dataset, grid, study_colours(grid), out / f"{dataset}_training.png")
     if mining:
         md.append("\n## False-negative mining quality (pair precision and recall against the true labels; "
                   "* = used for pretraining)\n\n" + mining_markdown(mining))

@@ -15,7 +15,12 @@ from pipeline.grid import Grid  # noqa: E402
 from pipeline.io import atomic_path  # noqa: E402
 
 
+LEGEND = {"fontsize": 7, "loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "borderaxespad": 0.0}  # outside the data
+
+
 def method_colours(methods: list[str]) -> dict[str, tuple]:
+    """One colour per method; the report builds it once from every method of the study, so a method keeps
+    its colour in every plot."""
     if len(methods) <= 10:
         cmap = plt.get_cmap("tab10")
         return {m: cmap(i) for i, m in enumerate(methods)}
@@ -32,7 +37,7 @@ def _save(fig, path: Path) -> None:
 def accuracy_vs_eps(summary: dict, dataset: str, grid: dict, path: Path) -> None:
     """One panel per attack: accuracy (mean, shaded std over seeds) vs eps, a line per method."""
     attacks = sorted({k[3] for k in summary if k[0] == dataset and k[3] != "clean"}, key=lambda a: (a == "any", a))
-    colours = method_colours(grid["methods"])
+    colours = grid["colours"]
     protocol = grid["protocols"][0]
     fig, axes = plt.subplots(1, len(attacks), figsize=(4.2 * len(attacks), 3.6), squeeze=False, sharey=True)
     for ax, attack in zip(axes[0], attacks, strict=True):
@@ -50,17 +55,17 @@ def accuracy_vs_eps(summary: dict, dataset: str, grid: dict, path: Path) -> None
         ax.set_xlabel("eps (L2, input units)" if attack.endswith("_l2") else "eps (x 1/255, Linf)")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(f"test accuracy (%), {protocol}")
-    axes[0][-1].legend(fontsize=7, loc="lower left")
+    axes[0][-1].legend(**LEGEND)
     fig.suptitle(f"{dataset}: robust accuracy vs perturbation size (mean ± std over seeds)", fontsize=10)
     _save(fig, path)
 
 
-def gap_closed(gaps: list[dict], dataset: str, path: Path) -> None:
-    """Bars: share of the CSL-to-supervised PGD gap each variant closes, per eps."""
-    rows = [g for g in gaps if g["dataset"] == dataset and g["attack"] == "pgd"]
+def gap_closed(gaps: list[dict], dataset: str, colours: dict[str, tuple], path: Path) -> None:
+    """Bars: share of the CSL-to-supervised worst-case gap each variant closes, per eps (descriptive; the
+    claims section has the intervals)."""
+    rows = [g for g in gaps if g["dataset"] == dataset and g["attack"] == "any"]
     methods = list(dict.fromkeys(g["method"] for g in rows))
     eps_list = sorted({g["eps"] for g in rows})
-    colours = method_colours(methods)
     fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(eps_list) * max(1, len(methods)) / 2, 3.6))
     width = 0.8 / max(1, len(methods))
     for i, method in enumerate(methods):
@@ -73,20 +78,27 @@ def gap_closed(gaps: list[dict], dataset: str, path: Path) -> None:
     ax.axhline(100, color="grey", lw=0.8, ls="--")
     ax.set_xticks([j + width * (len(methods) - 1) / 2 for j in range(len(eps_list))], [f"{e:g}/255" for e in eps_list])
     ax.set_ylabel("gap closed (%)")
-    ax.set_title(f"{dataset}: share of the PGD robustness gap closed (100% = supervised)", fontsize=10)
-    ax.legend(fontsize=7)
+    ax.set_title(f"{dataset}: share of the worst-case robustness gap closed (100% = supervised)", fontsize=10)
+    if methods:
+        ax.legend(**LEGEND)
     _save(fig, path)
 
 
 def uniformity_vs_robust(rep: list[dict], rows: list[dict], dataset: str, grid: dict, path: Path) -> None:
-    """Scatter: test uniformity vs PGD accuracy at the middle eps, one point per encoder."""
-    pgd = [r for r in rows if r["dataset"] == dataset and r["attack"] == "pgd" and r["protocol"] == grid["protocols"][0]]
+    """Scatter: test uniformity vs worst-case robust accuracy at the middle eps, one point per encoder."""
+    attacks = {r["attack"] for r in rows if r["dataset"] == dataset}
+    attack = "any" if "any" in attacks else "pgd"  # the worst case; a hand-made grid may have PGD only
+    pgd = [r for r in rows if r["dataset"] == dataset and r["attack"] == attack and r["protocol"] == grid["protocols"][0]]
     eps_list = sorted({r["eps"] for r in pgd})
     if not eps_list:
+        fig, ax = plt.subplots(figsize=(5, 3.8))
+        ax.text(0.5, 0.5, "no Linf attack ran", ha="center", va="center")
+        ax.axis("off")
+        _save(fig, path)
         return
     eps = eps_list[len(eps_list) // 2]
     acc = {(r["method"], r["seed"]): r["accuracy"] for r in pgd if r["eps"] == eps}
-    colours = method_colours(grid["methods"])
+    colours = grid["colours"]
     fig, ax = plt.subplots(figsize=(5, 3.8))
     seen = defaultdict(bool)
     for r in rep:
@@ -96,19 +108,19 @@ def uniformity_vs_robust(rep: list[dict], rows: list[dict], dataset: str, grid: 
                    label=None if seen[r["method"]] else r["method"], s=25)
         seen[r["method"]] = True
     ax.set_xlabel("uniformity of test features (lower = more uniform)")
-    ax.set_ylabel(f"PGD accuracy at {eps:g}/255 (%)")
+    ax.set_ylabel(f"{'worst-case' if attack == 'any' else attack.upper()} accuracy at {eps:g}/255 (%)")
     ax.set_title(f"{dataset}: uniformity vs robustness", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(**LEGEND)
     _save(fig, path)
 
 
-def training_curves(results: Path, dataset: str, grid: Grid, path: Path) -> None:
-    """Small multiples: pretraining loss per epoch for each method, one thin line per seed."""
+def training_curves(results: Path, dataset: str, grid: Grid, colours: dict[str, tuple], path: Path) -> None:
+    """Small multiples: pretraining loss per epoch for each method, one thin line per seed (a marker per
+    epoch, so a one-epoch run shows a point)."""
     from pipeline.io import read_json
 
     methods = grid.methods
-    colours = method_colours(methods)
     cols = min(4, len(methods))
     rows = math.ceil(len(methods) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
@@ -118,7 +130,8 @@ def training_curves(results: Path, dataset: str, grid: Grid, path: Path) -> None
             metrics = results / "pretrain" / dataset / method / f"seed{seed}" / "metrics.json"
             if metrics.exists():
                 history = read_json(metrics)["history"]
-                ax.plot([h["epoch"] for h in history], [h["loss"] for h in history], color=colours[method], lw=1, alpha=0.8)
+                ax.plot([h["epoch"] for h in history], [h["loss"] for h in history], color=colours[method], lw=1, alpha=0.8,
+                        marker="o", ms=3)
         ax.set_title(method, fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -134,7 +147,7 @@ def training_curves(results: Path, dataset: str, grid: Grid, path: Path) -> None
 def corruption_severity(rows: list[dict], dataset: str, grid: dict, path: Path) -> None:
     """Accuracy (mean over corruptions, then mean ± std over seeds) vs corruption severity, a line per method."""
     rows = [r for r in rows if r["dataset"] == dataset and r["protocol"] == grid["protocols"][0]]
-    colours = method_colours(grid["methods"])
+    colours = grid["colours"]
     fig, ax = plt.subplots(figsize=(5, 3.8))
     for method in grid["methods"]:
         per = defaultdict(lambda: defaultdict(list))  # severity -> seed -> accuracies
@@ -153,5 +166,5 @@ def corruption_severity(rows: list[dict], dataset: str, grid: dict, path: Path) 
     ax.set_title(f"{dataset}: common corruptions" + ("" if rows else " (none configured)"), fontsize=10)
     ax.grid(alpha=0.3)
     if rows:
-        ax.legend(fontsize=7)
+        ax.legend(**LEGEND)
     _save(fig, path)
