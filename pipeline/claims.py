@@ -145,7 +145,7 @@ def needed_size(values: np.ndarray, effect: float) -> str:
     sizes = st.required_size(effect, vc.var_seed, vc.var_sample, var_item=vc.var_item)
     if not sizes:
         return "more than 20 seeds"
-    shown = [f"{s} seeds x {n:,} samples" for s, n in sizes[:3]]
+    shown = [f"{s} seed{'' if s == 1 else 's'} x {n:,} samples" for s, n in sizes[:3]]
     return "; ".join(shown) + (f" ({vc.note})" if vc.note else "")
 
 
