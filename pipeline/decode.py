@@ -88,7 +88,7 @@ def decode_cifar(cfg: DecodeConfig, out: Path, threads: int) -> Source:
     for name in SPLITS:
         x, y = data[name]
         index = [(f"{folder}:{name}[{i}]", -1) for i in range(len(y))]
-        splits[name] = Decoded(resize_in_chunks(x, cfg.size, cfg.resize), y, index, decoders=Counter({"torchvision": len(y)}))
+        splits[name] = Decoded(resize_in_chunks(x, cfg.size, cfg.resize), y, index, decoders=Counter({"safe_pickle": len(y)}))
     return Source(splits, data["classes"])
 
 
