@@ -39,6 +39,7 @@ from pipeline.adversarial.loop import Holdout, adversarial_train, split_holdout
 from pipeline.classifier import CosineClassifier, load_encoder
 from pipeline.config import AdversarialConfig, FinetuneConfig, from_dict, from_json
 from pipeline.data import Split, batch_indices, embed, load_split
+from pipeline.health import Diverged, at_chance_despite_features, require_finite
 from pipeline.io import read_json, save_torch, write_json
 from pipeline.models import Classifier, Encoder
 
@@ -62,9 +63,14 @@ def weights_digest(module: torch.nn.Module) -> str:
 
 
 def train_linear_head(feats: torch.Tensor, labels: torch.Tensor, classes: int, cfg: FinetuneConfig, seed: int) -> torch.nn.Linear:
-    """Adam on precomputed features (N, D); returns the trained head."""
+    """Adam on precomputed features (N, D); returns the trained head.
+
+    Raises Diverged if training ends with a non-finite or a higher full-pass training loss
+    than the untrained head had (about ln(classes)): the optimiser made things worse.
+    """
     gen = torch.Generator().manual_seed(seed)
     head = torch.nn.Linear(feats.shape[1], classes).to(feats.device)
+    start_loss = full_pass_loss(head, feats, labels)
     opt = torch.optim.Adam(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs)
     for _ in range(cfg.epochs):
@@ -75,7 +81,17 @@ def train_linear_head(feats: torch.Tensor, labels: torch.Tensor, classes: int, c
             loss.backward()
             opt.step()
         sched.step()
+    end_loss = full_pass_loss(head, feats, labels)
+    if not end_loss < start_loss:  # NaN compares False too
+        raise Diverged(f"the linear head's training loss went from {start_loss:.4g} (untrained) to {end_loss:.4g}: "
+                       f"the training diverged; lower finetune.lr (now {cfg.lr})")
     return head
+
+
+def full_pass_loss(head: torch.nn.Linear, feats: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean cross-entropy of `head` over all features (N, D): one matmul, no gradients."""
+    with torch.no_grad():
+        return float(F.cross_entropy(head(feats), labels))
 
 
 def freeze(module: torch.nn.Module) -> str:
@@ -110,7 +126,8 @@ def run_slf(cfg: FinetuneConfig, name: str, seed: int, data_dir: Path, encoder_p
     with torch.no_grad():
         acc = {split: float((head(f).argmax(1) == s.y).float().mean())
                for split, f, s in (("train", train_feats, train), ("test", test_feats, test))}
-    return model, {"train_acc": acc["train"], "test_acc": acc["test"], "encoder_frozen": True, "model_args": state["model_args"]}
+    return model, {"train_acc": acc["train"], "test_acc": acc["test"], "encoder_frozen": True, "model_args": state["model_args"],
+                   "encoder_knn_acc": state.get("knn_acc")}
 
 
 def build_classifier(encoder: Encoder, classes: int, adv: AdversarialConfig) -> Classifier:
@@ -145,6 +162,7 @@ def run_adversarial(cfg: FinetuneConfig, name: str, seed: int, data_dir: Path, e
     bs = max(adv.batch_size, 256)
     return model, {"train_acc": split_accuracy(model, train, bs), "test_acc": split_accuracy(model, test, bs),
                    "encoder_frozen": kind == "alf", "model_args": state["model_args"], "training": adv.training,
+                   "encoder_knn_acc": state.get("knn_acc"),
                    "attack_bn": "eval" if kind == "alf" else adv.attack_bn, "holdout_samples": len(hold_idx),
                    "train_samples": len(train_idx), **history}
 
@@ -161,6 +179,24 @@ def checkpoint(model: Classifier, metrics: dict, protocol: str) -> dict:
     return state
 
 
+def check_not_diverged(model: Classifier, metrics: dict, data_dir: Path, protocol: str) -> None:
+    """Raise Diverged for non-finite weights, or a chance-level classifier on a good encoder.
+
+    The chance rule is `health.at_chance_despite_features`: test accuracy within 3 binomial
+    SDs of 1/classes while the encoder's kNN test accuracy (from pretraining) is > 10 SDs above.
+    """
+    lr_keys = "finetune.lr" if protocol_kind(protocol) == "slf" else f"finetune.protocols.{protocol}.lr / encoder_lr"
+    try:
+        require_finite(model, f"finetune {protocol}")
+    except Diverged as error:
+        raise Diverged(f"{error}: the training diverged; lower {lr_keys}") from None
+    test = read_json(data_dir / "meta.json")["test"]
+    why = at_chance_despite_features(metrics["test_acc"], metrics.get("encoder_knn_acc"),
+                                     read_json(data_dir / "meta.json")["num_classes"], test["shape"][0])
+    if why:
+        raise Diverged(f"finetune {protocol}: {why}: the training diverged; lower {lr_keys}")
+
+
 def run(cfg: FinetuneConfig, protocol: str, seed: int, data_dir: Path, encoder_path: Path, out_model: Path,
         out_metrics: Path, threads: int = 1) -> dict:
     kind = protocol_kind(protocol)
@@ -170,6 +206,7 @@ def run(cfg: FinetuneConfig, protocol: str, seed: int, data_dir: Path, encoder_p
     runtime.seed_everything(seed)
     start = time.perf_counter()
     model, metrics = PROTOCOLS[kind](cfg, protocol, seed, data_dir, encoder_path, rt)
+    check_not_diverged(model, metrics, data_dir, protocol)  # before anything is written
     metrics.update(protocol=protocol, kind=kind, seed=seed, seconds=round(time.perf_counter() - start, 3),
                    runtime=rt.describe(), peak_memory_mb=round(runtime.peak_memory_mb(rt), 1),
                    config={**cfg.__dict__, "protocols": {k: v for k, v in cfg.protocols.items() if k == protocol}})
@@ -190,8 +227,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out-metrics", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
-    m = run(from_json(FinetuneConfig, args.cfg, "finetune"), args.protocol, args.seed, args.data, args.encoder,
-            args.out_model, args.out_metrics, args.threads)
+    try:
+        m = run(from_json(FinetuneConfig, args.cfg, "finetune"), args.protocol, args.seed, args.data, args.encoder,
+                args.out_model, args.out_metrics, args.threads)
+    except Diverged as error:
+        sys.exit(f"finetune: {error}. No classifier or metrics were written.")
     print(f"finetune {args.protocol}: train {m['train_acc']:.4f} test {m['test_acc']:.4f} ({m['seconds']:.1f} s)", file=sys.stderr)
 
 

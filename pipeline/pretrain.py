@@ -48,6 +48,7 @@ from pipeline import distributed, runtime
 from pipeline.augment import augment
 from pipeline.config import PretrainConfig, from_json
 from pipeline.data import Split, batch_indices, embed, load_split, prefetched
+from pipeline.health import Diverged, non_finite_entries, require_finite
 from pipeline.io import load_torch, read_json, save_torch, write_json
 from pipeline.knn import knn_accuracy
 from pipeline.losses import (
@@ -69,7 +70,7 @@ COMPILE_BACKEND = "inductor"  # tests switch to "eager": inductor needs a C++ to
 
 
 class NonFiniteLoss(RuntimeError):
-    """The loss became NaN or inf; the last good checkpoint is kept."""
+    """The loss, a weight or a BatchNorm statistic became NaN or inf; the last good checkpoint is kept."""
 
 
 class MinedFalseNegatives:
@@ -317,7 +318,29 @@ def config_fingerprint(cfg_json: str, seed: int, data_dir: Path) -> str:
     return hashlib.sha256(cfg_json.encode() + str(seed).encode() + meta).hexdigest()[:16]
 
 
+def require_finite_nets(nets: nn.ModuleDict, epoch: int) -> None:
+    """Raise NonFiniteLoss if any parameter or buffer is NaN/inf: such a state is never checkpointed."""
+    try:
+        require_finite(nets, f"after epoch {epoch}")
+    except Diverged as error:
+        raise NonFiniteLoss(f"{error}; lower the pretrain lr or check the data.") from None
+
+
+def rerun_note(ckpt: Path) -> str:
+    """What a rerun with the same settings will do, given the checkpoint left at `ckpt`."""
+    if ckpt.exists():
+        epoch = load_torch(ckpt)["epoch"]
+        start = f"resumes from {ckpt} (finite weights, after epoch {epoch})"
+    else:
+        start = "starts from scratch (no finite checkpoint was written)"
+    return (f"A rerun with the same settings {start} and, training being deterministic, will most likely diverge "
+            "again at the same step; change a setting (e.g. lower pretrain lr), which also makes the rerun start "
+            "from scratch (a checkpoint from other settings is ignored).")
+
+
 def save_checkpoint(path: Path, nets, opt, sched, epoch: int, gens, history: list, fingerprint: str) -> None:
+    """Write the resumable state atomically; refuses (NonFiniteLoss) a state with non-finite weights."""
+    require_finite_nets(nets, epoch)
     save_torch(path, {
         "nets": nets.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch,
         "gens": [g.get_state() for g in gens], "history": json.dumps(history), "fingerprint": fingerprint,
@@ -331,6 +354,9 @@ def try_resume(path: Path, nets, opt, sched, gens, fingerprint: str) -> tuple[in
     state = load_torch(path)
     if state["fingerprint"] != fingerprint:
         print(f"pretrain: ignoring {path}: it was written with other settings", file=sys.stderr)
+        return 0, []
+    if non_finite_entries(state["nets"]):  # written before checkpoints were checked: not a good state
+        print(f"pretrain: ignoring {path}: it holds non-finite weights", file=sys.stderr)
         return 0, []
     nets.load_state_dict(state["nets"])
     opt.load_state_dict(state["opt"])
@@ -363,7 +389,7 @@ def train_step(ctx: StepContext, opt, sched, x: torch.Tensor, y: torch.Tensor, i
     reported = distributed.mean_over_ranks(loss.detach())  # every rank takes the same decision below
     if not torch.isfinite(reported):
         raise NonFiniteLoss(f"loss is {reported.item()} at epoch {ctx.epoch + 1}; lower pretrain lr or check the data. "
-                            "The last good checkpoint is kept; rerunning resumes from it.")
+                            "The last checkpoint with finite weights is kept.")
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -421,6 +447,7 @@ def save_encoder(path: Path, nets: nn.ModuleDict, cfg: PretrainConfig, cfg_json:
              "model_args": model_args, "config": cfg_json, "seed": seed, "knn_acc": knn}
     if has_dual_bn(nets):
         state["encoder_adv_bn"] = branch_state_dict(nets["encoder"], "adv")
+    require_finite_nets(nets, cfg.model.epochs)
     save_torch(path, state)
 
 
@@ -438,6 +465,9 @@ def run(cfg: PretrainConfig, cfg_json: str, seed: int, data_dir: Path, mined_pat
         rt = dataclasses.replace(rt, device=torch.device("cuda", me.local_rank))
     try:
         nets, metrics = train_and_save(cfg, cfg_json, seed, data_dir, mined_path, out_encoder, out_metrics, rt, stop_after)
+    except NonFiniteLoss as error:
+        distributed.abort()
+        raise NonFiniteLoss(f"{error} {rerun_note(out_encoder.with_name('checkpoint.pt'))}") from None
     except BaseException:
         distributed.abort()  # no barrier: the other ranks may never reach it; torchrun stops them
         raise
