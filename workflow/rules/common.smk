@@ -8,10 +8,10 @@ sys.path.insert(0, workflow.basedir)  # this checkout's `pipeline`, even if anot
 
 from pipeline.datasets import SOURCE_MODALITY
 from pipeline.provenance import source_hash
-from snakemake.utils import validate
+from pipeline.validation import validate_config
 
 
-validate(config, schema="../schemas/config.schema.yaml")
+validate_config(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))  # short errors naming the key
 
 PYTHON = sys.executable  # the interpreter running Snakemake, so jobs see the same packages
 RESULTS = "results"
