@@ -38,6 +38,7 @@ from pipeline.datasets.digits import load_digits_uint8, stratified_split, upsamp
 from pipeline.datasets.pool import KillablePool
 from pipeline.datasets.resize import resize_in_chunks
 from pipeline.io import read_npy, write_json, write_npy
+from pipeline.logs import log_header
 
 SPLITS = ("train", "test")
 Items = list[tuple[Path, int]]
@@ -326,6 +327,7 @@ def run(cfg: DecodeConfig, out: Path, threads: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
+    log_header("decode", argv)  # the log starts with the command and a timestamp
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cfg", required=True, help="JSON of one `decode` entry")
     parser.add_argument("--out", required=True, type=Path, help="output folder")

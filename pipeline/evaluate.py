@@ -63,6 +63,7 @@ from pipeline.config import EvaluateConfig, from_json
 from pipeline.corruptions import CORRUPTIONS, applicable
 from pipeline.data import Split, batch_indices, load_split
 from pipeline.io import read_json, write_json
+from pipeline.logs import log_header
 from pipeline.provenance import source_hash
 
 BOUND_TOLERANCE = 1e-6  # float32 rounding of x + delta (relative for L2)
@@ -380,6 +381,7 @@ def run(cfg: EvaluateConfig, seed: int, data_dir: Path, model_path: Path, out: P
 
 
 def main(argv: list[str] | None = None) -> None:
+    log_header("evaluate", argv)  # the log starts with the command and a timestamp
     runtime.warn_if_gpus_idle("evaluate")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cfg", required=True, help="JSON of the `evaluate` section")

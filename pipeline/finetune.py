@@ -41,6 +41,7 @@ from pipeline.config import AdversarialConfig, FinetuneConfig, from_dict, from_j
 from pipeline.data import Split, batch_indices, embed, load_split
 from pipeline.health import Diverged, at_chance_despite_features, require_finite
 from pipeline.io import read_json, save_torch, write_json
+from pipeline.logs import log_header
 from pipeline.models import Classifier, Encoder
 
 KINDS = ("slf", "alf", "aff")
@@ -216,6 +217,7 @@ def run(cfg: FinetuneConfig, protocol: str, seed: int, data_dir: Path, encoder_p
 
 
 def main(argv: list[str] | None = None) -> None:
+    log_header("finetune", argv)  # the log starts with the command and a timestamp
     runtime.warn_if_gpus_idle("finetune")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cfg", required=True, help="JSON of the `finetune` section (protocols: this job's entry)")

@@ -30,6 +30,7 @@ from pipeline.classifier import load_encoder
 from pipeline.config import MineConfig, from_json
 from pipeline.data import embed, load_split
 from pipeline.io import atomic_path, write_json
+from pipeline.logs import log_header
 
 MAX_THRESHOLD_NEIGHBOURS = 256
 
@@ -140,6 +141,7 @@ def run(cfg: MineConfig, seed: int, data_dir: Path, encoder_path: Path, out: Pat
 
 
 def main(argv: list[str] | None = None) -> None:
+    log_header("mine", argv)  # the log starts with the command and a timestamp
     runtime.warn_if_gpus_idle("mine")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cfg", required=True, help="JSON of the `mine` section")

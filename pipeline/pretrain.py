@@ -51,6 +51,7 @@ from pipeline.data import Split, batch_indices, embed, load_split, prefetched
 from pipeline.health import Diverged, non_finite_entries, require_finite
 from pipeline.io import load_torch, read_json, save_torch, write_json
 from pipeline.knn import knn_accuracy
+from pipeline.logs import Progress, log_header
 from pipeline.losses import (
     ADVERSARIAL_LOSSES,
     CONTRASTIVE_LOSSES,
@@ -408,9 +409,11 @@ def train_epoch(ctx: StepContext, opt, sched, train: Split, batch_gen: torch.Gen
     global_batches = batch_indices(len(train), ctx.cfg.model.batch_size, shuffle=True, drop_last=True, generator=batch_gen)
     batches = [distributed.shard(b) for b in global_batches]
     losses, seen, start = [], 0, time.perf_counter()
-    for idx, x in prefetched(train, batches):
-        losses.append(train_step(ctx, opt, sched, ctx.rt.to_memory_format(x), train.y[idx], idx))
-        seen += len(idx) * distributed.world_size()
+    with Progress(len(batches), f"pretrain epoch {ctx.epoch + 1}/{ctx.cfg.model.epochs}", "batch") as progress:
+        for idx, x in prefetched(train, batches):
+            losses.append(train_step(ctx, opt, sched, ctx.rt.to_memory_format(x), train.y[idx], idx))
+            seen += len(idx) * distributed.world_size()
+            progress.update()
     if ctx.rt.is_cuda:
         torch.cuda.synchronize(ctx.rt.device)
     seconds = time.perf_counter() - start
@@ -528,6 +531,7 @@ def train_and_save(cfg: PretrainConfig, cfg_json: str, seed: int, data_dir: Path
 
 
 def main(argv: list[str] | None = None) -> None:
+    log_header("pretrain", argv)  # the log starts with the command and a timestamp
     distributed.relaunch_if_multi_gpu("pipeline.pretrain", sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cfg", required=True, help="JSON: device, precision, budget_mb, model, method")

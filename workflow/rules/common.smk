@@ -238,3 +238,14 @@ def report_inputs():
 
 def final_outputs():
     return [f"{RESULTS}/report/report.md"]
+
+
+def decode_threads(wildcards):
+    """decode's threads: all the cores given with --cores, or 1 where none were given
+    (`snakemake --report`, `--unlock`, `-n`: a plain `workflow.cores` fails there)."""
+    from snakemake.exceptions import WorkflowError
+
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return 1

@@ -34,7 +34,7 @@ rule decode:
         cfg=decode_cfg,
         code=code_hash("decode"),
         out=output_dir("meta"),
-    threads: workflow.cores
+    threads: decode_threads
     log:
         f"{RESULTS}/logs/decode/{{dataset}}.log",
     benchmark:
