@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from pipeline.io import load_torch
+from pipeline.io import load_torch, verify_sibling
 from pipeline.models import Classifier, Encoder, build_encoder
 
 
@@ -39,6 +39,7 @@ class CosineClassifier(Classifier):
 
 def load_encoder(path: Path, device: torch.device):
     """Encoder from a pretrain checkpoint, in eval mode, and its checkpoint dict."""
+    verify_sibling(path, "metrics.json", "encoder_sha256", "pretrain")
     state = load_torch(path)
     encoder = build_encoder(state["model_args"])
     encoder.load_state_dict(state["encoder"])
@@ -47,6 +48,7 @@ def load_encoder(path: Path, device: torch.device):
 
 def load_classifier(path: Path, device: torch.device) -> Classifier:
     """Classifier (encoder + linear or cosine head) from a finetune checkpoint, in eval mode."""
+    verify_sibling(path, "metrics.json", "model_sha256", "finetune")
     state = load_torch(path)
     encoder = build_encoder(state["model_args"])
     if state.get("head", "linear") == "cosine":

@@ -37,7 +37,7 @@ from pipeline.datasets import SOURCE_MODALITY, check_layout, cifar, folders, hmd
 from pipeline.datasets.digits import load_digits_uint8, stratified_split, upsample_rgb
 from pipeline.datasets.pool import KillablePool
 from pipeline.datasets.resize import resize_in_chunks
-from pipeline.io import read_npy, write_json, write_npy
+from pipeline.io import read_npy, sha256_file, write_json, write_npy
 from pipeline.logs import log_header
 
 SPLITS = ("train", "test")
@@ -320,6 +320,8 @@ def run(cfg: DecodeConfig, out: Path, threads: int) -> dict:
     finally:
         for staged in out.glob(".*.partial.npy"):  # a failed run leaves no half-decoded arrays
             staged.unlink()
+    meta["sha256"] = {f"{name}_{part}.npy": sha256_file(out / f"{name}_{part}.npy")  # consumers verify these
+                      for name in source.splits for part in ("x", "y")}
     meta["skipped_total"] = sum(len(d.skipped) for d in source.splits.values())
     meta["seconds"] = round(time.perf_counter() - start, 3)
     write_json(out / "meta.json", meta)

@@ -40,7 +40,7 @@ from pipeline.classifier import CosineClassifier, load_encoder
 from pipeline.config import AdversarialConfig, FinetuneConfig, from_dict, from_json
 from pipeline.data import Split, batch_indices, embed, load_split
 from pipeline.health import Diverged, at_chance_despite_features, require_finite
-from pipeline.io import read_json, save_torch, write_json
+from pipeline.io import read_json, save_torch, sha256_file, write_json
 from pipeline.logs import log_header
 from pipeline.models import Classifier, Encoder
 
@@ -220,6 +220,7 @@ def run(cfg: FinetuneConfig, protocol: str, seed: int, data_dir: Path, encoder_p
                    runtime=rt.describe(), peak_memory_mb=round(runtime.peak_memory_mb(rt), 1),
                    config={**cfg.__dict__, "protocols": {k: v for k, v in cfg.protocols.items() if k == protocol}})
     save_torch(out_model, checkpoint(model, metrics, protocol))
+    metrics["model_sha256"] = sha256_file(out_model)  # evaluate verifies it
     write_json(out_metrics, metrics)
     return metrics
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -70,6 +71,41 @@ def load_torch(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
     import torch
 
     return torch.load(path, map_location=map_location, weights_only=True)
+
+
+class IntegrityError(RuntimeError):
+    """A stage input differs from what its producer wrote (truncated, corrupted or swapped)."""
+
+
+def sha256_file(path: str | os.PathLike[str], chunk_mb: int = 8) -> str:
+    """Hex sha256 of a file, read in `chunk_mb` MiB chunks (constant memory for multi-GB arrays)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk_mb << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify(path: str | os.PathLike[str], expected: str | None, rule: str, record: str | os.PathLike[str]) -> None:
+    """Raise IntegrityError unless `path`'s sha256 is `expected` (recorded by `rule` in `record`).
+
+    `expected` None (an output written before checksums were recorded) is not checked.
+    """
+    if expected is None:
+        return
+    actual = sha256_file(path)
+    if actual != expected:
+        raise IntegrityError(
+            f"{path}: sha256 {actual[:16]}... differs from the {expected[:16]}... that rule '{rule}' recorded in {record} "
+            f"when it wrote the file: it was truncated, corrupted or swapped since. Rebuild it with "
+            f"`snakemake --cores all --forcerun {path}` (or delete it and rerun snakemake).")
+
+
+def verify_sibling(path: str | os.PathLike[str], record_name: str, key: str, rule: str) -> None:
+    """verify `path` against `key` of the JSON `record_name` next to it, if that record exists."""
+    record = Path(path).with_name(record_name)
+    if record.exists():
+        verify(path, read_json(record).get(key), rule, record)
 
 
 def _json_default(obj: Any) -> Any:

@@ -49,7 +49,7 @@ from pipeline.augment import augment
 from pipeline.config import PretrainConfig, from_json
 from pipeline.data import Split, batch_indices, embed, load_split, prefetched
 from pipeline.health import Diverged, non_finite_entries, require_finite
-from pipeline.io import load_torch, read_json, save_torch, write_json
+from pipeline.io import load_torch, read_json, save_torch, sha256_file, write_json
 from pipeline.knn import knn_accuracy
 from pipeline.logs import Progress, log_header
 from pipeline.losses import (
@@ -525,6 +525,7 @@ def train_and_save(cfg: PretrainConfig, cfg_json: str, seed: int, data_dir: Path
     metrics = {"history": history, "knn_acc": knn, "train_seconds": round(sum(h["seconds"] for h in history), 3),
                **run_summary(cfg, rt, nets, train), "config": json.loads(cfg_json), "seed": seed}
     save_encoder(out_encoder, nets, cfg, cfg_json, meta, seed, knn)
+    metrics["encoder_sha256"] = sha256_file(out_encoder)  # finetune, mine, analyse verify it
     write_json(out_metrics, metrics)
     ckpt.unlink(missing_ok=True)  # the encoder is the finished output; the checkpoint only served resumption
     return nets, metrics

@@ -249,3 +249,13 @@ def decode_threads(wildcards):
         return workflow.cores
     except WorkflowError:
         return 1
+
+
+def decoded_arrays(splits=("train", "test")):
+    """Input function: the decode arrays a stage reads besides meta.json, declared so that a
+    replaced or damaged array reruns the stage, whose checksum check then names the file."""
+
+    def arrays(wildcards):
+        return [f"{decode_dir(wildcards.dataset)}/{s}_{part}.npy" for s in splits for part in ("x", "y")]
+
+    return arrays
