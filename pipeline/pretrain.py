@@ -327,11 +327,11 @@ def require_finite_nets(nets: nn.ModuleDict, epoch: int) -> None:
         raise NonFiniteLoss(f"{error}; lower the pretrain lr or check the data.") from None
 
 
-def rerun_note(ckpt: Path) -> str:
+def rerun_note(ckpt: Path, fingerprint: str) -> str:
     """What a rerun with the same settings will do, given the checkpoint left at `ckpt`."""
-    if ckpt.exists():
-        epoch = load_torch(ckpt)["epoch"]
-        start = f"resumes from {ckpt} (finite weights, after epoch {epoch})"
+    state = load_torch(ckpt) if ckpt.exists() else None
+    if state is not None and state["fingerprint"] == fingerprint:
+        start = f"resumes from {ckpt} (finite weights, after epoch {state['epoch']})"
     else:
         start = "starts from scratch (no finite checkpoint was written)"
     return (f"A rerun with the same settings {start} and, training being deterministic, will most likely diverge "
@@ -470,7 +470,8 @@ def run(cfg: PretrainConfig, cfg_json: str, seed: int, data_dir: Path, mined_pat
         nets, metrics = train_and_save(cfg, cfg_json, seed, data_dir, mined_path, out_encoder, out_metrics, rt, stop_after)
     except NonFiniteLoss as error:
         distributed.abort()
-        raise NonFiniteLoss(f"{error} {rerun_note(out_encoder.with_name('checkpoint.pt'))}") from None
+        note = rerun_note(out_encoder.with_name("checkpoint.pt"), config_fingerprint(cfg_json, seed, data_dir))
+        raise NonFiniteLoss(f"{error} {note}") from None
     except BaseException:
         distributed.abort()  # no barrier: the other ranks may never reach it; torchrun stops them
         raise
