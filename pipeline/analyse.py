@@ -32,6 +32,7 @@ from pipeline.config import AnalyseConfig, ModelConfig, from_dict, from_json
 from pipeline.data import Split, embed, load_split
 from pipeline.environment import environment
 from pipeline.io import atomic_path, read_json, write_json
+from pipeline.logs import log_header
 from pipeline.representation import (
     alignment,
     centroid_margins,
@@ -139,6 +140,7 @@ def parse_encoder(text: str) -> tuple[str, int, Path]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    log_header("analyse", argv)  # the log starts with the command and a timestamp
     runtime.warn_if_gpus_idle("analyse")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cfg", required=True, help="JSON of the `analyse` section")

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from pipeline.io import load_torch
+from pipeline.io import load_torch, verify_sibling
 from pipeline.models import Classifier, Encoder, build_encoder
 
 
@@ -55,11 +55,13 @@ def encoder_bn_branch(state: dict, bn_branch: str) -> str | None:
 
 
 def load_encoder(path: Path, device: torch.device, bn_branch: str = "clean"):
-    """Encoder from a pretrain checkpoint, in eval mode, and its checkpoint dict.
+    """Encoder from a pretrain checkpoint, in eval mode, and its checkpoint dict, verified against the
+    sha256 pretrain recorded next to it.
 
     bn_branch ("adv" or "clean"): which BatchNorms of a dual-BN encoder to load; ignored for
     an encoder without dual BN (its checkpoint has one set).
     """
+    verify_sibling(path, "metrics.json", "encoder_sha256", "pretrain")
     state = load_torch(path)
     encoder = build_encoder(state["model_args"])
     encoder.load_state_dict(state[ADV_BN_KEY if encoder_bn_branch(state, bn_branch) == "adv" else "encoder"])
@@ -68,7 +70,13 @@ def load_encoder(path: Path, device: torch.device, bn_branch: str = "clean"):
 
 def load_classifier(path: Path, device: torch.device) -> Classifier:
     """Classifier (encoder + linear or cosine head) from a finetune checkpoint, in eval mode."""
-    return classifier_from_state(load_torch(path), device)
+    return classifier_from_state(load_classifier_state(path), device)
+
+
+def load_classifier_state(path: Path) -> dict:
+    """A finetune (or match) checkpoint dict, verified against the sha256 recorded in the metrics.json next to it."""
+    verify_sibling(path, "metrics.json", "model_sha256", "finetune")
+    return load_torch(path)
 
 
 def classifier_from_state(state: dict, device: torch.device) -> Classifier:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.io import read_json, read_npy
+from pipeline.io import read_json, read_npy, verify
 
 
 @dataclass
@@ -100,9 +100,19 @@ def to_float(raw: torch.Tensor) -> torch.Tensor:
     return raw.permute(perm).contiguous().float().div_(255)
 
 
+def verify_split(data_dir: Path, split: str) -> None:
+    """Check `split`'s arrays against the sha256 sums decode recorded in meta.json (IntegrityError)."""
+    sums = read_json(data_dir / "meta.json").get("sha256", {})
+    for part in ("x", "y"):
+        name = f"{split}_{part}.npy"
+        if (data_dir / name).exists() or name in sums:
+            verify(data_dir / name, sums.get(name), "decode", data_dir / "meta.json")
+
+
 def load_split(data_dir: str | Path, split: str, device: torch.device, budget_mb: float = 4096) -> Split:
     """Load `split` ("train"/"test") of a decode output; on the device if it fits in `budget_mb`."""
     data_dir = Path(data_dir)
+    verify_split(data_dir, split)
     x = read_npy(data_dir / f"{split}_x.npy", mmap=True)
     y = torch.from_numpy(read_npy(data_dir / f"{split}_y.npy")).to(device)
     fits = x.nbytes / 2**20 <= budget_mb

@@ -38,7 +38,8 @@ from pipeline.datasets.digits import load_digits_uint8, stratified_split, upsamp
 from pipeline.datasets.pool import KillablePool
 from pipeline.datasets.resize import resize_in_chunks
 from pipeline.environment import environment
-from pipeline.io import read_npy, write_json, write_npy
+from pipeline.io import read_npy, sha256_file, write_json, write_npy
+from pipeline.logs import log_header
 
 SPLITS = ("train", "test")
 Items = list[tuple[Path, int]]
@@ -89,7 +90,7 @@ def decode_cifar(cfg: DecodeConfig, out: Path, threads: int) -> Source:
     for name in SPLITS:
         x, y = data[name]
         index = [(f"{folder}:{name}[{i}]", -1) for i in range(len(y))]
-        splits[name] = Decoded(resize_in_chunks(x, cfg.size, cfg.resize), y, index, decoders=Counter({"torchvision": len(y)}))
+        splits[name] = Decoded(resize_in_chunks(x, cfg.size, cfg.resize), y, index, decoders=Counter({"safe_pickle": len(y)}))
     return Source(splits, data["classes"])
 
 
@@ -320,6 +321,8 @@ def run(cfg: DecodeConfig, out: Path, threads: int) -> dict:
     finally:
         for staged in out.glob(".*.partial.npy"):  # a failed run leaves no half-decoded arrays
             staged.unlink()
+    meta["sha256"] = {f"{name}_{part}.npy": sha256_file(out / f"{name}_{part}.npy")  # consumers verify these
+                      for name in source.splits for part in ("x", "y")}
     meta["skipped_total"] = sum(len(d.skipped) for d in source.splits.values())
     meta["seconds"] = round(time.perf_counter() - start, 3)
     write_json(out / "meta.json", {**meta, "environment": environment()})
@@ -327,6 +330,7 @@ def run(cfg: DecodeConfig, out: Path, threads: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
+    log_header("decode", argv)  # the log starts with the command and a timestamp
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cfg", required=True, help="JSON of one `decode` entry")
     parser.add_argument("--out", required=True, type=Path, help="output folder")

@@ -24,6 +24,7 @@ from pipeline.datasets.digits import load_digits_uint8
 from pipeline.datasets.video_io import write_h264
 from pipeline.environment import environment
 from pipeline.io import write_json
+from pipeline.logs import log_header
 
 CLASS_NAMES = [f"Digit{d}" for d in range(10)]
 
@@ -86,6 +87,7 @@ def run(cfg: EmbedConfig, out: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
+    log_header("embed", argv)  # the log starts with the command and a timestamp
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cfg", required=True, help="JSON of one `embed` entry")
     parser.add_argument("--out", required=True, type=Path, help="output dataset root")

@@ -68,12 +68,13 @@ from pipeline import runtime
 from pipeline.attacks import ATTACKS
 from pipeline.attacks.adapters import num_classes
 from pipeline.attacks.autoattack import state_robust_flags
-from pipeline.classifier import classifier_from_state
+from pipeline.classifier import classifier_from_state, load_classifier_state
 from pipeline.config import EvaluateConfig, from_json, per_255
 from pipeline.corruptions import CORRUPTIONS, applicable
 from pipeline.data import Split, batch_indices, load_split
 from pipeline.environment import environment
-from pipeline.io import load_torch, read_json, write_json
+from pipeline.io import read_json, write_json
+from pipeline.logs import log_header
 from pipeline.provenance import source_hash
 
 BOUND_TOLERANCE = 1e-6  # float32 rounding of x + delta (relative for L2)
@@ -394,7 +395,7 @@ def run_attacks(ctx: Context, clean: torch.Tensor, outcomes: dict) -> tuple[dict
 def run(cfg: EvaluateConfig, seed: int, data_dir: Path, model_path: Path, out: Path, threads: int = 1) -> dict:
     rt = runtime.setup(cfg.device, cfg.precision, threads)
     runtime.seed_everything(seed)
-    state = load_torch(model_path)
+    state = load_classifier_state(model_path)  # verified against finetune's recorded sha256
     model = classifier_from_state(state, rt.device)  # a dual-BN encoder's branch is the one it was fine-tuned with
     for p in model.parameters():
         p.requires_grad_(False)  # gradients w.r.t. the input only
@@ -421,6 +422,7 @@ def run(cfg: EvaluateConfig, seed: int, data_dir: Path, model_path: Path, out: P
 
 
 def main(argv: list[str] | None = None) -> None:
+    log_header("evaluate", argv)  # the log starts with the command and a timestamp
     runtime.warn_if_gpus_idle("evaluate")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cfg", required=True, help="JSON of the `evaluate` section")

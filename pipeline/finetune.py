@@ -44,7 +44,9 @@ from pipeline.classifier import CosineClassifier, encoder_bn_branch, load_encode
 from pipeline.config import AdversarialConfig, FinetuneConfig, from_dict, from_json
 from pipeline.data import Split, batch_indices, embed, load_split
 from pipeline.environment import environment
-from pipeline.io import read_json, save_torch, write_json
+from pipeline.health import Diverged, at_chance_despite_features, require_finite
+from pipeline.io import read_json, save_torch, sha256_file, write_json
+from pipeline.logs import log_header
 from pipeline.models import Classifier, Encoder
 
 KINDS = ("slf", "alf", "aff")
@@ -67,9 +69,14 @@ def weights_digest(module: torch.nn.Module) -> str:
 
 
 def train_linear_head(feats: torch.Tensor, labels: torch.Tensor, classes: int, cfg: FinetuneConfig, seed: int) -> torch.nn.Linear:
-    """Adam on precomputed features (N, D); returns the trained head."""
+    """Adam on precomputed features (N, D); returns the trained head.
+
+    Raises Diverged if training ends with a non-finite or a higher full-pass training loss
+    than the untrained head had (about ln(classes)): the optimiser made things worse.
+    """
     gen = torch.Generator().manual_seed(seed)
     head = torch.nn.Linear(feats.shape[1], classes).to(feats.device)
+    start_loss = full_pass_loss(head, feats, labels)
     opt = torch.optim.Adam(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs)
     for _ in range(cfg.epochs):
@@ -80,7 +87,17 @@ def train_linear_head(feats: torch.Tensor, labels: torch.Tensor, classes: int, c
             loss.backward()
             opt.step()
         sched.step()
+    end_loss = full_pass_loss(head, feats, labels)
+    if not end_loss < start_loss:  # NaN compares False too
+        raise Diverged(f"the linear head's training loss went from {start_loss:.4g} (untrained) to {end_loss:.4g}: "
+                       f"the training diverged; lower finetune.lr (now {cfg.lr})")
     return head
+
+
+def full_pass_loss(head: torch.nn.Linear, feats: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean cross-entropy of `head` over all features (N, D): one matmul, no gradients."""
+    with torch.no_grad():
+        return float(F.cross_entropy(head(feats), labels))
 
 
 def freeze(module: torch.nn.Module) -> str:
@@ -123,7 +140,7 @@ def run_slf(cfg: FinetuneConfig, name: str, seed: int, data_dir: Path, encoder_p
     classes = read_json(data_dir / "meta.json")["num_classes"]
     model, acc = fit_slf(encoder, cfg, name, seed, train, test, classes)
     return model, {"train_acc": acc["train"], "test_acc": acc["test"], "encoder_frozen": True, "model_args": state["model_args"],
-                   "bn_branch": encoder_bn_branch(state, cfg.dual_bn_branch)}
+                   "bn_branch": encoder_bn_branch(state, cfg.dual_bn_branch), "encoder_knn_acc": state.get("knn_acc")}
 
 
 def build_classifier(encoder: Encoder, classes: int, adv: AdversarialConfig) -> Classifier:
@@ -159,6 +176,7 @@ def run_adversarial(cfg: FinetuneConfig, name: str, seed: int, data_dir: Path, e
     return model, {"train_acc": split_accuracy(model, train, bs), "test_acc": split_accuracy(model, test, bs),
                    "encoder_frozen": kind == "alf", "model_args": state["model_args"], "training": adv.training,
                    "bn_branch": encoder_bn_branch(state, cfg.dual_bn_branch),
+                   "encoder_knn_acc": state.get("knn_acc"),
                    "attack_bn": "eval" if kind == "alf" else adv.attack_bn, "holdout_samples": len(hold_idx),
                    "train_samples": len(train_idx), **history}
 
@@ -175,6 +193,32 @@ def checkpoint(model: Classifier, metrics: dict, protocol: str) -> dict:
     return state
 
 
+def check_not_diverged(model: Classifier, metrics: dict, data_dir: Path, protocol: str) -> None:
+    """Raise Diverged for non-finite weights, or an SLF head at chance on a good encoder.
+
+    The chance rule is `health.at_chance_despite_features`: test accuracy within 3 binomial SDs
+    of 1/classes while the encoder's kNN test accuracy (from pretraining) is > 10 SDs above.
+    It is an error for SLF only: a clean linear head on features that good has no excuse. ALF/AFF
+    trade clean accuracy for robustness and the cheap study budgets (1 epoch, PGD-2) can leave
+    them near chance legitimately, so there it is a warning, kept in the metrics (`warnings`).
+    """
+    kind = protocol_kind(protocol)
+    lr_keys = "finetune.lr" if kind == "slf" else f"finetune.protocols.{protocol}.lr / encoder_lr"
+    try:
+        require_finite(model, f"finetune {protocol}")
+    except Diverged as error:
+        raise Diverged(f"{error}: the training diverged; lower {lr_keys}") from None
+    meta = read_json(data_dir / "meta.json")
+    why = at_chance_despite_features(metrics["test_acc"], metrics.get("encoder_knn_acc"), meta["num_classes"],
+                                     meta["test"]["shape"][0])
+    if why and kind == "slf":
+        raise Diverged(f"finetune {protocol}: {why}: the head learned nothing usable. If it diverged, lower "
+                       "finetune.lr; if it is undertrained, raise finetune.epochs (or finetune.lr)")
+    if why:
+        metrics.setdefault("warnings", []).append(why)
+        print(f"finetune {protocol}: WARNING: {why}", file=sys.stderr)
+
+
 def run(cfg: FinetuneConfig, protocol: str, seed: int, data_dir: Path, encoder_path: Path, out_model: Path,
         out_metrics: Path, threads: int = 1) -> dict:
     kind = protocol_kind(protocol)
@@ -184,15 +228,18 @@ def run(cfg: FinetuneConfig, protocol: str, seed: int, data_dir: Path, encoder_p
     runtime.seed_everything(seed)
     start = time.perf_counter()
     model, metrics = PROTOCOLS[kind](cfg, protocol, seed, data_dir, encoder_path, rt)
+    check_not_diverged(model, metrics, data_dir, protocol)  # before anything is written
     metrics.update(protocol=protocol, kind=kind, seed=seed, seconds=round(time.perf_counter() - start, 3),
                    runtime=rt.describe(), peak_memory_mb=round(runtime.peak_memory_mb(rt), 1),
                    config={**cfg.__dict__, "protocols": {k: v for k, v in cfg.protocols.items() if k == protocol}})
     save_torch(out_model, checkpoint(model, metrics, protocol))
+    metrics["model_sha256"] = sha256_file(out_model)  # evaluate verifies it
     write_json(out_metrics, {**metrics, "environment": environment()})
     return metrics
 
 
 def main(argv: list[str] | None = None) -> None:
+    log_header("finetune", argv)  # the log starts with the command and a timestamp
     runtime.warn_if_gpus_idle("finetune")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cfg", required=True, help="JSON of the `finetune` section (protocols: this job's entry)")
@@ -204,8 +251,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out-metrics", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
-    m = run(from_json(FinetuneConfig, args.cfg, "finetune"), args.protocol, args.seed, args.data, args.encoder,
-            args.out_model, args.out_metrics, args.threads)
+    try:
+        m = run(from_json(FinetuneConfig, args.cfg, "finetune"), args.protocol, args.seed, args.data, args.encoder,
+                args.out_model, args.out_metrics, args.threads)
+    except Diverged as error:
+        sys.exit(f"finetune: {error}. No classifier or metrics were written.")
     print(f"finetune {args.protocol}: train {m['train_acc']:.4f} test {m['test_acc']:.4f} ({m['seconds']:.1f} s)", file=sys.stderr)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -19,6 +20,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; outputs get what open() would give
     os.close(fd)
     try:
         yield Path(tmp)
@@ -26,6 +28,13 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def current_umask() -> int:
+    """The process umask (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> None:
@@ -62,6 +71,41 @@ def load_torch(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
     import torch
 
     return torch.load(path, map_location=map_location, weights_only=True)
+
+
+class IntegrityError(RuntimeError):
+    """A stage input differs from what its producer wrote (truncated, corrupted or swapped)."""
+
+
+def sha256_file(path: str | os.PathLike[str], chunk_mb: int = 8) -> str:
+    """Hex sha256 of a file, read in `chunk_mb` MiB chunks (constant memory for multi-GB arrays)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk_mb << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify(path: str | os.PathLike[str], expected: str | None, rule: str, record: str | os.PathLike[str]) -> None:
+    """Raise IntegrityError unless `path`'s sha256 is `expected` (recorded by `rule` in `record`).
+
+    `expected` None (an output written before checksums were recorded) is not checked.
+    """
+    if expected is None:
+        return
+    actual = sha256_file(path)
+    if actual != expected:
+        raise IntegrityError(
+            f"{path}: sha256 {actual[:16]}... differs from the {expected[:16]}... that rule '{rule}' recorded in {record} "
+            f"when it wrote the file: it was truncated, corrupted or swapped since. Rebuild it with "
+            f"`snakemake --cores all --forcerun {path}` (or delete it and rerun snakemake).")
+
+
+def verify_sibling(path: str | os.PathLike[str], record_name: str, key: str, rule: str) -> None:
+    """verify `path` against `key` of the JSON `record_name` next to it, if that record exists."""
+    record = Path(path).with_name(record_name)
+    if record.exists():
+        verify(path, read_json(record).get(key), rule, record)
 
 
 def _json_default(obj: Any) -> Any:

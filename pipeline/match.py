@@ -38,7 +38,9 @@ from pipeline import runtime
 from pipeline.config import FinetuneConfig, MatchConfig, from_dict
 from pipeline.data import Split, load_split
 from pipeline.finetune import checkpoint, fit_slf
-from pipeline.io import load_torch, read_json, save_torch, write_json
+from pipeline.environment import environment
+from pipeline.io import load_torch, read_json, save_torch, sha256_file, write_json
+from pipeline.logs import log_header
 from pipeline.models import build_encoder
 
 
@@ -83,11 +85,13 @@ def run(finetune: FinetuneConfig, cfg: MatchConfig, seed: int, data_dir: Path, s
         print(f"match: warning: closest snapshot is {100 * difference:+.1f} points from the target (tolerance "
               f"{100 * cfg.tolerance:.1f}); more snapshots (pretrain.methods.<supervised>.snapshots) match closer", file=sys.stderr)
     save_torch(out_model, checkpoint(models[chosen], metrics, "slf"))
-    write_json(out_metrics, metrics)
+    metrics["model_sha256"] = sha256_file(out_model)  # evaluate verifies it
+    write_json(out_metrics, {**metrics, "environment": environment()})
     return metrics
 
 
 def main(argv: list[str] | None = None) -> None:
+    log_header("match", argv)  # the log starts with the command and a timestamp
     runtime.warn_if_gpus_idle("match")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cfg", required=True, help="JSON {finetune: the finetune section (its slf settings), match: the match section}")

@@ -36,6 +36,7 @@ from pipeline.config import MineConfig, from_dict, from_json
 from pipeline.data import load_split
 from pipeline.environment import environment
 from pipeline.io import atomic_path, write_json
+from pipeline.logs import log_header
 from pipeline.mining.algorithms import fnc_table, kmeans_labels, knn_table, threshold_table
 from pipeline.mining.embeddings import base_embeddings, feature_fn, support_spec, support_views
 from pipeline.mining.quality import chance_precision, label_pair_quality, neighbour_pair_quality
@@ -124,6 +125,7 @@ def run(cfg: MineConfig, seed: int, data_dir: Path, encoder_path: Path, out: Pat
 
 
 def main(argv: list[str] | None = None) -> None:
+    log_header("mine", argv)  # the log starts with the command and a timestamp
     runtime.warn_if_gpus_idle("mine")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cfg", required=True, help="JSON of the `mine` section")

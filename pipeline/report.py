@@ -37,6 +37,7 @@ from pipeline import grid as grid_paths
 from pipeline.config import ReportConfig, from_json
 from pipeline.grid import Grid
 from pipeline.io import atomic_path, read_json
+from pipeline.logs import log_header
 from pipeline.tables import markdown_table
 
 MIN_GAP = 0.005  # below this supervised-vs-CSL gap, "share closed" is not reported
@@ -414,6 +415,7 @@ def run(cfg: ReportConfig, grid: Grid, results: Path, out: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
+    log_header("report", argv)  # the log starts with the command and a timestamp
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cfg", required=True, help="JSON of the `report` section")
     parser.add_argument("--grid", required=True, help="JSON of the study grid (pipeline.grid.Grid.to_json)")

@@ -9,6 +9,7 @@ which frames of which video it holds.
 from __future__ import annotations
 
 import json
+import io
 import os
 import pickle
 import shutil
@@ -511,3 +512,81 @@ def test_paper_config_dry_runs_against_a_fake_dataset_tree(tmp_path):
     proc = dry_run(tmp_path / "fake" / "missing")
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "decode.ucf101.root" in out and str(tmp_path / "fake" / "missing") in out
+
+
+# ---- safe loading -------------------------------------------------------------------------
+class _Py2Pickler(pickle._Pickler):
+    """Writes what Python 2's cPickle wrote for the official files: bytes as BINSTRING, numpy.core names."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def save_bytes(self, obj: bytes) -> None:
+        self.write(pickle.BINSTRING + len(obj).to_bytes(4, "little") + obj)
+        self.memoize(obj)
+
+    dispatch[bytes] = save_bytes
+
+    def save_global(self, obj, name=None):
+        module = getattr(obj, "__module__", "").replace("numpy._core", "numpy.core")
+        self.write(pickle.GLOBAL + f"{module}\n{name or obj.__name__}\n".encode())
+        self.memoize(obj)
+
+    dispatch[type] = save_global
+
+
+def py2_pickle(obj) -> bytes:
+    """A protocol-2 pickle in the byte layout of the official (Python 2) CIFAR files."""
+    buffer = io.BytesIO()
+    _Py2Pickler(buffer, protocol=2).dump(obj)
+    return buffer.getvalue()
+
+
+class _Exploit:
+    """Unpickling this calls os.system, which writes a marker file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("verify_checksums", [True, False])
+def test_malicious_cifar_pickle_does_not_run(tmp_path, verify_checksums):
+    write_cifar(tmp_path / "data", "cifar10")
+    marker = tmp_path / "pwned"
+    entry = {"batch_label": "x", "labels": [0], "data": np.zeros((1, 3072), np.uint8), "hook": _Exploit(marker)}
+    (tmp_path / "data" / cifar.FOLDERS["cifar10"] / "data_batch_1").write_bytes(pickle.dumps(entry, protocol=2))
+    with pytest.raises(ValueError, match="data_batch_1|MD5") as error:
+        cifar.load(tmp_path / "data", "cifar10", download=False, verify_checksums=verify_checksums)
+    assert not marker.exists()
+    if not verify_checksums:
+        assert "posix.system" in str(error.value) or "os.system" in str(error.value)
+    with pytest.raises(ValueError, match="os.system|posix.system"):  # the unpickler itself, checksums aside
+        cifar.safe_load(tmp_path / "data" / cifar.FOLDERS["cifar10"] / "data_batch_1")
+    assert not marker.exists()
+
+
+def test_python2_format_cifar_pickle_loads(tmp_path):
+    """The official files' layout (bytes as BINSTRING, numpy.core._reconstruct) loads to the same arrays."""
+    data = np.random.default_rng(0).integers(0, 256, (4, 3072), dtype=np.uint8)
+    raw = py2_pickle({b"batch_label": b"x", b"labels": [1, 2, 3, 4], b"data": data, b"filenames": [b"a.png"] * 4})
+    assert b"numpy.core.multiarray\n_reconstruct" in raw and b"_codecs" not in raw
+    (tmp_path / "batch").write_bytes(raw)
+    entry = cifar.safe_load(tmp_path / "batch")
+    assert np.array_equal(entry["data"], data) and entry["labels"] == [1, 2, 3, 4] and entry["batch_label"] == "x"
+
+
+def test_checksum_error_says_what_turning_it_off_risks(tmp_path):
+    write_cifar(tmp_path / "data", "cifar10")
+    with pytest.raises(ValueError, match="verify_checksums: false") as error:
+        cifar.load(tmp_path / "data", "cifar10", download=False, verify_checksums=True)
+    assert "nothing then checks" in str(error.value)
+
+
+def test_unset_cifar_root_names_the_key(tmp_path):
+    with pytest.raises(FileNotFoundError, match="decode.<dataset>.root") as error:
+        cifar.require_layout(Path(""), "cifar10")
+    assert "unpacked into ." not in str(error.value)

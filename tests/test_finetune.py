@@ -129,3 +129,24 @@ def test_non_dual_bn_encoders_ignore_the_branch_key(tmp_path, digits_dir, encode
         states.append(load_torch(tmp_path / f"{branch}.pt"))
     assert states[0]["bn_branch"] is None and states[0]["model"].keys() == states[1]["model"].keys()
     assert all(torch.equal(states[0]["model"][k], states[1]["model"][k]) for k in states[0]["model"])
+
+
+def test_divergent_slf_fails_without_writing(tmp_path, digits_dir, encoder_path):
+    """SLF at lr 1e6 (the issue's case): a chance-level or non-finite head is an error, not a result."""
+    from pipeline.health import Diverged
+
+    assert load_torch(encoder_path)["knn_acc"] > 0.3  # the encoder's features are far above chance
+    cfg = dataclasses.replace(finetune_cfg("slf"), lr=1e6)
+    with pytest.raises(Diverged, match="diverged|non-finite"):
+        run(cfg, "slf", 0, digits_dir, encoder_path, tmp_path / "clf.pt", tmp_path / "ft.json")
+    assert not (tmp_path / "clf.pt").exists() and not (tmp_path / "ft.json").exists()
+
+
+def test_chance_rule_needs_a_good_encoder():
+    """At chance on 500 samples of 10 classes: diverged if kNN is 0.8, no verdict if kNN is near chance too."""
+    from pipeline.health import at_chance_despite_features
+
+    assert at_chance_despite_features(0.1, 0.8, 10, 500) is not None
+    assert at_chance_despite_features(0.1, 0.12, 10, 500) is None  # weak encoder: chance is no surprise
+    assert at_chance_despite_features(0.5, 0.8, 10, 500) is None  # a weaker head, not a diverged one
+    assert at_chance_despite_features(0.1, None, 10, 500) is None

@@ -30,6 +30,7 @@ from pipeline.pretrain import (
     rocl_view,
     run,
 )
+from pipeline.health import non_finite_entries
 from tests.conftest import SCHEMA, pretrain_cfg
 
 TINY_PGD = {"eps": 8, "steps": 1, "step_size": 1.0}  # one random-start step keeps the CPU tests fast
@@ -276,3 +277,40 @@ def test_cpu_runtime_keeps_freed_memory_in_the_heap():
     applied = runtime.keep_freed_memory_in_heap()
     assert applied == (platform.libc_ver()[0] == "glibc")
     assert runtime.setup("cpu", "auto", threads=1).dtype == torch.float32
+
+
+def test_non_finite_state_is_never_checkpointed(tmp_path, digits_dir, monkeypatch):
+    """A finite loss with an inf BatchNorm running_var (the issue's epoch-1 state) is not a good checkpoint."""
+    import pipeline.pretrain as pretrain
+
+    train(tmp_path, digits_dir, METHODS["simclr"], {"epochs": 3}, stop_after=1)
+    good = load_torch(tmp_path / "checkpoint.pt")
+    real_epoch = pretrain.train_epoch
+
+    def poisoned_epoch(ctx, *args):
+        stats = real_epoch(ctx, *args)
+        bn = next(m for m in ctx.nets.modules() if isinstance(m, torch.nn.BatchNorm2d))
+        bn.running_var.fill_(float("inf"))  # the loss stays finite: only the checkpoint check can see it
+        return stats
+
+    monkeypatch.setattr(pretrain, "train_epoch", poisoned_epoch)
+    with pytest.raises(NonFiniteLoss, match="running_var") as error:
+        train(tmp_path, digits_dir, METHODS["simclr"], {"epochs": 3})
+    kept = load_torch(tmp_path / "checkpoint.pt")
+    assert kept["epoch"] == good["epoch"] == 1 and not non_finite_entries(kept["nets"])
+    assert "resumes from" in str(error.value) and "after epoch 1" in str(error.value)
+    assert not (tmp_path / "encoder.pt").exists()
+
+
+def test_non_finite_checkpoint_is_not_resumed(tmp_path, digits_dir):
+    """A checkpoint written before the check (inf buffer) is ignored: the rerun starts from scratch."""
+    from pipeline.io import save_torch
+
+    train(tmp_path, digits_dir, METHODS["simclr"], {"epochs": 2}, stop_after=1)
+    state = load_torch(tmp_path / "checkpoint.pt")
+    name = next(k for k in state["nets"] if k.endswith("running_var"))
+    state["nets"][name].fill_(float("inf"))
+    save_torch(tmp_path / "checkpoint.pt", state)
+    metrics, out = train(tmp_path, digits_dir, METHODS["simclr"], {"epochs": 2})
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]  # retrained epoch 1, not resumed
+    assert not non_finite_entries(load_torch(out)["encoder"])

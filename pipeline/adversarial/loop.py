@@ -16,6 +16,7 @@ from pipeline.adversarial import TRAINING, CollapseGuard, DynamicAdversary, Step
 from pipeline.adversarial.inner import Attack, module_mode, perturb, to_layout
 from pipeline.config import AdversarialConfig
 from pipeline.data import Split, batch_indices
+from pipeline.logs import Progress
 from pipeline.optim import warmup_cosine
 from pipeline.runtime import Runtime
 
@@ -104,14 +105,17 @@ def run_epoch(model: nn.Module, data: Split, train_idx: torch.Tensor, ctx: StepC
     """One pass over the training indices (last partial batch dropped: BatchNorm needs > 1 sample)."""
     losses, seen, start = [], 0, time.perf_counter()
     bs = min(ctx.cfg.batch_size, len(train_idx))
-    for b in batch_indices(len(train_idx), bs, shuffle=True, drop_last=True, generator=gen):
-        idx = train_idx[b].to(ctx.rt.device)
-        x = to_layout(data.batch(idx), ctx.rt)
-        losses.append(train_step(model, x, data.y[idx], ctx, method, opt))
-        sched.step()
-        step, seen = step + 1, seen + len(idx)
-        if adversary is not None and step % ctx.cfg.dynamic.check_every == 0:
-            ctx.attack = adversary.update(step, held_out_clean(model, hold, ctx))
+    batches = list(batch_indices(len(train_idx), bs, shuffle=True, drop_last=True, generator=gen))
+    with Progress(len(batches), f"{ctx.cfg.training} epoch", "batch") as progress:
+        for b in batches:
+            idx = train_idx[b].to(ctx.rt.device)
+            x = to_layout(data.batch(idx), ctx.rt)
+            losses.append(train_step(model, x, data.y[idx], ctx, method, opt))
+            sched.step()
+            step, seen = step + 1, seen + len(idx)
+            if adversary is not None and step % ctx.cfg.dynamic.check_every == 0:
+                ctx.attack = adversary.update(step, held_out_clean(model, hold, ctx))
+            progress.update()
     loss = float(torch.stack(losses).mean())  # one device sync per epoch, not per step
     if not math.isfinite(loss):
         raise NonFiniteLoss(f"{ctx.cfg.training}: non-finite training loss {loss} at step {step}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 from pathlib import Path
 
 import pyautoattack
@@ -26,6 +27,7 @@ from pyautoattack import AutoAttack
 from torch import nn
 
 from pipeline.attacks.adapters import as_4d, capped_targets, num_classes
+from pipeline.logs import Progress
 
 IMPLEMENTATION = f"pyautoattack {pyautoattack.__version__} AutoAttack via VideoAs4D for clips"
 STANDARD = {"steps": 100, "square_queries": 5000, "n_target_classes": 9}  # the published budget
@@ -99,6 +101,21 @@ def continue_from_state(aa: AutoAttack, x: torch.Tensor, y: torch.Tensor, done: 
     return x_adv
 
 
+def track_progress(aa: AutoAttack, samples: int, batch_size: int) -> Progress:
+    """A Progress counting AutoAttack's sub-attack batches (pyautoattack calls each attack's
+    `perturb` once per batch of still-robust samples). The total assumes every attack sees all
+    `samples`, so the ETA is an upper bound: later attacks get only the samples left robust."""
+    progress = Progress(len(aa.attacks_to_run) * math.ceil(samples / batch_size), "autoattack", "batch")
+    for attack in {id(a): a for a in (aa.apgd, aa.apgd_targeted, aa.fab, aa.square)}.values():
+        def counted(*args, _perturb=attack.perturb, **kwargs):
+            out = _perturb(*args, **kwargs)
+            progress.update()
+            return out
+
+        attack.perturb = counted
+    return progress
+
+
 def autoattack(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, version: str = "standard", n_target_classes: int = 9,
     steps: int = 100, square_queries: int = 5000, seed: int = 0, batch_size: int = 250, state_path: Path | None = None,
@@ -125,7 +142,9 @@ def autoattack(
     aa = build(model4, num_classes(model4, x4), x.device, eps=eps, version=version, n_target_classes=n_target_classes,
                steps=steps, square_queries=square_queries, seed=seed)
     done, robust = read_state(state_path, aa.attacks_to_run)
-    if robust is not None and len(robust) == len(x):
-        return continue_from_state(aa, x4, y, done, robust, batch_size).reshape(x.shape)
-    x_adv, _ = aa.run_standard_evaluation(x4, y, batch_size=batch_size, state_path=None if state_path is None else Path(state_path))
+    with track_progress(aa, len(x), batch_size):
+        if robust is not None and len(robust) == len(x):
+            return continue_from_state(aa, x4, y, done, robust, batch_size).reshape(x.shape)
+        x_adv, _ = aa.run_standard_evaluation(x4, y, batch_size=batch_size,
+                                              state_path=None if state_path is None else Path(state_path))
     return x_adv.detach().reshape(x.shape)

@@ -10,8 +10,33 @@ from pathlib import Path
 from torch import nn
 
 from pipeline.config import PretrainConfig
+from pipeline.health import Diverged, non_finite_entries, require_finite
 from pipeline.io import load_torch, save_torch
 from pipeline.models.dual_bn import branch_state_dict, has_dual_bn
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss, a weight or a BatchNorm statistic became NaN or inf; the last good checkpoint is kept."""
+
+
+def require_finite_nets(nets: nn.ModuleDict, epoch: int) -> None:
+    """Raise NonFiniteLoss if any parameter or buffer is NaN/inf: such a state is never checkpointed."""
+    try:
+        require_finite(nets, f"after epoch {epoch}")
+    except Diverged as error:
+        raise NonFiniteLoss(f"{error}; lower the pretrain lr or check the data.") from None
+
+
+def rerun_note(ckpt: Path, fingerprint: str) -> str:
+    """What a rerun with the same settings will do, given the checkpoint left at `ckpt`."""
+    state = load_torch(ckpt) if ckpt.exists() else None
+    if state is not None and state["fingerprint"] == fingerprint:
+        start = f"resumes from {ckpt} (finite weights, after epoch {state['epoch']})"
+    else:
+        start = "starts from scratch (no finite checkpoint was written)"
+    return (f"A rerun with the same settings {start} and, training being deterministic, will most likely diverge "
+            "again at the same step; change a setting (e.g. lower pretrain lr), which also makes the rerun start "
+            "from scratch (a checkpoint from other settings is ignored).")
 
 
 def config_fingerprint(cfg_json: str, seed: int, data_dir: Path) -> str:
@@ -22,6 +47,8 @@ def config_fingerprint(cfg_json: str, seed: int, data_dir: Path) -> str:
 
 def save_checkpoint(path: Path, nets, opt, sched, epoch: int, gens, history: list, fingerprint: str,
                     snapshots: list[dict] | None = None) -> None:
+    """Write the resumable state atomically; refuses (NonFiniteLoss) a state with non-finite weights."""
+    require_finite_nets(nets, epoch)
     save_torch(path, {
         "nets": nets.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch,
         "gens": [g.get_state() for g in gens], "history": json.dumps(history), "fingerprint": fingerprint,
@@ -37,6 +64,9 @@ def try_resume(path: Path, nets, opt, sched, gens, fingerprint: str, snapshots: 
     state = load_torch(path)
     if state["fingerprint"] != fingerprint:
         print(f"pretrain: ignoring {path}: it was written with other settings", file=sys.stderr)
+        return 0, []
+    if non_finite_entries(state["nets"]):  # written before checkpoints were checked: not a good state
+        print(f"pretrain: ignoring {path}: it holds non-finite weights", file=sys.stderr)
         return 0, []
     if snapshots is not None:
         snapshots[:] = state.get("snapshots", [])
@@ -58,6 +88,7 @@ def save_encoder(path: Path, nets: nn.ModuleDict, cfg: PretrainConfig, cfg_json:
              "model_args": model_args, "config": cfg_json, "seed": seed, "knn_acc": knn}
     if has_dual_bn(nets):
         state["encoder_adv_bn"] = branch_state_dict(nets["encoder"], "adv")
+    require_finite_nets(nets, cfg.model.epochs)
     save_torch(path, state)
 
 

@@ -8,11 +8,13 @@ from pathlib import Path
 
 from pipeline import distributed
 from pipeline.config import PretrainConfig, from_json
+from pipeline.logs import log_header
 from pipeline.pretrain.loop import run
 
 
 def main(argv: list[str] | None = None) -> None:
     """Parse the arguments and run the stage; a job with several GPUs first relaunches itself under torchrun."""
+    log_header("pretrain", argv)  # the log starts with the command and a timestamp
     distributed.relaunch_if_multi_gpu("pipeline.pretrain", sys.argv[1:] if argv is None else argv)
     stage_doc = sys.modules[__package__].__doc__  # the package's docstring describes the stage
     parser = argparse.ArgumentParser(prog="python -m pipeline.pretrain", description=stage_doc,

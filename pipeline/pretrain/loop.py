@@ -17,14 +17,17 @@ from pipeline import distributed, runtime
 from pipeline.config import PretrainConfig
 from pipeline.data import Split, batch_indices, embed, load_split, prefetched
 from pipeline.environment import environment
-from pipeline.io import read_json, write_json
+from pipeline.io import read_json, sha256_file, write_json
 from pipeline.knn import knn_accuracy
+from pipeline.logs import Progress
 from pipeline.losses import LOSSES
 from pipeline.models.dual_bn import has_dual_bn
 from pipeline.optim import build_optimizer, warmup_cosine
 from pipeline.pretrain.checkpoint import (
+    NonFiniteLoss,
     config_fingerprint,
     encoder_snapshot,
+    rerun_note,
     save_checkpoint,
     save_encoder,
     save_snapshots,
@@ -35,10 +38,6 @@ from pipeline.pretrain.context import MinedFalseNegatives, Projector, StepContex
 from pipeline.pretrain.steps import method_loss
 
 COMPILE_BACKEND = "inductor"  # tests switch to "eager": inductor needs a C++ toolchain and minutes on CPU
-
-
-class NonFiniteLoss(RuntimeError):
-    """The loss became NaN or inf; the last good checkpoint is kept."""
 
 
 def monitor_knn(nets: nn.ModuleDict, train: Split, test: Split, cfg: PretrainConfig, classes: int) -> float:
@@ -63,7 +62,7 @@ def train_step(ctx: StepContext, opt, sched, x: torch.Tensor, y: torch.Tensor, i
     reported = distributed.mean_over_ranks(loss.detach())  # every rank takes the same decision below
     if not torch.isfinite(reported):
         raise NonFiniteLoss(f"loss is {reported.item()} at epoch {ctx.epoch + 1}; lower pretrain lr or check the data. "
-                            "The last good checkpoint is kept; rerunning resumes from it.")
+                            "The last checkpoint with finite weights is kept.")
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -84,11 +83,13 @@ def train_epoch(ctx: StepContext, opt, sched, train: Split, batch_gen: torch.Gen
     global_batches = batch_indices(len(train), ctx.cfg.model.batch_size, shuffle=True, drop_last=True, generator=batch_gen)
     batches = [distributed.shard(b) for b in global_batches]
     losses, seen, start = [], 0, time.perf_counter()
-    for i, (idx, x) in enumerate(prefetched(train, batches)):
-        losses.append(train_step(ctx, opt, sched, ctx.rt.to_memory_format(x), train.y[idx], idx))
-        seen += len(idx) * distributed.world_size()
-        if on_step is not None:
-            on_step(ctx.epoch * len(batches) + i + 1)
+    with Progress(len(batches), f"pretrain epoch {ctx.epoch + 1}/{ctx.cfg.model.epochs}", "batch") as progress:
+        for i, (idx, x) in enumerate(prefetched(train, batches)):
+            losses.append(train_step(ctx, opt, sched, ctx.rt.to_memory_format(x), train.y[idx], idx))
+            seen += len(idx) * distributed.world_size()
+            progress.update()
+            if on_step is not None:
+                on_step(ctx.epoch * len(batches) + i + 1)
     if ctx.rt.is_cuda:
         torch.cuda.synchronize(ctx.rt.device)
     seconds = time.perf_counter() - start
@@ -130,6 +131,10 @@ def run(cfg: PretrainConfig, cfg_json: str, seed: int, data_dir: Path, mined_pat
         rt = dataclasses.replace(rt, device=torch.device("cuda", me.local_rank))
     try:
         nets, metrics = train_and_save(cfg, cfg_json, seed, data_dir, mined_path, out_encoder, out_metrics, rt, stop_after)
+    except NonFiniteLoss as error:
+        distributed.abort()
+        note = rerun_note(out_encoder.with_name("checkpoint.pt"), config_fingerprint(cfg_json, seed, data_dir))
+        raise NonFiniteLoss(f"{error} {note}") from None
     except BaseException:
         distributed.abort()  # no barrier: the other ranks may never reach it; torchrun stops them
         raise
@@ -192,6 +197,7 @@ def train_and_save(cfg: PretrainConfig, cfg_json: str, seed: int, data_dir: Path
                **run_summary(cfg, rt, nets, train), "config": json.loads(cfg_json), "seed": seed}
     save_encoder(out_encoder, nets, cfg, cfg_json, meta, seed, knn)
     save_snapshots(out_encoder.with_name("snapshots.pt"), snapshots, cfg, meta)
+    metrics["encoder_sha256"] = sha256_file(out_encoder)  # finetune, mine, analyse verify it
     write_json(out_metrics, {**metrics, "environment": environment()})
     ckpt.unlink(missing_ok=True)  # the encoder is the finished output; the checkpoint only served resumption
     return nets, metrics

@@ -2,6 +2,7 @@ rule analyse:
     """Representation statistics (alignment, uniformity, class distances, margins) of a dataset's encoders."""
     input:
         meta=f"{RESULTS}/decode/{{dataset}}/meta.json",
+        arrays=decoded_arrays(),
         encoders=dataset_encoders,
     output:
         stats=f"{RESULTS}/analyse/{{dataset}}/representation.json",

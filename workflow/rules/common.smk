@@ -9,10 +9,10 @@ sys.path.insert(0, workflow.basedir)  # this checkout's `pipeline`, even if anot
 
 from pipeline import grid as study
 from pipeline.provenance import source_hash
-from snakemake.utils import validate
+from pipeline.validation import validate_config
 
 
-validate(config, schema="../schemas/config.schema.yaml")
+validate_config(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))  # short errors naming the key
 study.check_references(config)
 
 PYTHON = sys.executable  # the interpreter running Snakemake, so jobs see the same packages
@@ -180,3 +180,13 @@ def check_dataset_layouts():
 
 
 check_dataset_layouts()
+
+
+def decoded_arrays(splits=("train", "test")):
+    """Input function: the decode arrays a stage reads besides meta.json, declared so that a
+    replaced or damaged array reruns the stage, whose checksum check then names the file."""
+
+    def arrays(wildcards):
+        return [f"{decode_dir(wildcards.dataset)}/{s}_{part}.npy" for s in splits for part in ("x", "y")]
+
+    return arrays

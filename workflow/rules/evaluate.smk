@@ -6,6 +6,7 @@ rule evaluate:
     """
     input:
         meta=f"{RESULTS}/decode/{{dataset}}/meta.json",
+        arrays=decoded_arrays(["test"]),
         model=classifier_input,
     output:
         f"{RESULTS}/evaluate/{{dataset}}/{{method}}/seed{{seed}}/{{protocol}}/robustness.json",

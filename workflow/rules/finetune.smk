@@ -2,6 +2,7 @@ rule finetune:
     """Train a classifier on a pretrained encoder under one protocol (slf, alf[_x] or aff[_x])."""
     input:
         meta=f"{RESULTS}/decode/{{dataset}}/meta.json",
+        arrays=decoded_arrays(),
         encoder=f"{RESULTS}/pretrain/{{dataset}}/{{method}}/seed{{seed}}/encoder.pt",
     output:
         model=f"{RESULTS}/finetune/{{dataset}}/{{method}}/seed{{seed}}/{{protocol}}/classifier.pt",

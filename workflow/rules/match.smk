@@ -2,6 +2,7 @@ rule match:
     """The supervised pretraining snapshot whose SLF clean accuracy matches the CSL model's (claim C1c)."""
     input:
         meta=f"{RESULTS}/decode/{{dataset}}/meta.json",
+        arrays=decoded_arrays(),
         snapshots=matched_snapshots,
         target=matched_target,
     output:

@@ -2,6 +2,7 @@ rule mine:
     """Mine false-negative candidates from the warm-up encoder of the same dataset and seed."""
     input:
         meta=f"{RESULTS}/decode/{{dataset}}/meta.json",
+        arrays=decoded_arrays(["train"]),
         encoder=warmup_encoder,
     output:
         mined=f"{RESULTS}/mine/{{dataset}}/seed{{seed}}/false_negatives.npz",

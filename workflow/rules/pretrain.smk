@@ -2,6 +2,7 @@ rule pretrain:
     """Pretrain one encoder per (dataset, method, seed); resumes from its checkpoint after a kill."""
     input:
         unpack(pretrain_inputs),
+        arrays=decoded_arrays(),
     output:
         encoder=f"{RESULTS}/pretrain/{{dataset}}/{{method}}/seed{{seed}}/encoder.pt",
         metrics=f"{RESULTS}/pretrain/{{dataset}}/{{method}}/seed{{seed}}/metrics.json",

@@ -1,0 +1,95 @@
+"""pipeline.io: atomic writes follow the umask; checksums catch truncated, flipped and swapped files."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import numpy as np
+import pytest
+
+from pipeline import io
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002])
+def test_output_mode_follows_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        io.write_json(tmp_path / "a.json", {"x": 1})
+        io.write_npy(tmp_path / "a.npy", np.zeros(3))
+        with open(tmp_path / "plain", "w") as f:  # what an ordinary open() gives under this umask
+            f.write("x")
+    finally:
+        os.umask(old)
+    expected = stat.S_IMODE((tmp_path / "plain").stat().st_mode)
+    assert expected == 0o666 & ~umask
+    for name in ("a.json", "a.npy"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected, name
+
+
+def test_sha256_file_matches_hashlib_across_chunks(tmp_path):
+    import hashlib
+
+    data = np.random.default_rng(0).integers(0, 256, 3 * 2**20 + 17, dtype=np.uint8).tobytes()
+    (tmp_path / "f").write_bytes(data)
+    assert io.sha256_file(tmp_path / "f", chunk_mb=1) == hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture()
+def decoded_copy(tmp_path, digits_dir):
+    """A private copy of the decoded digits (the session fixture must stay intact)."""
+    import shutil
+
+    return shutil.copytree(digits_dir, tmp_path / "digits")
+
+
+@pytest.mark.parametrize("fault", ["truncated", "flipped", "swapped"])
+def test_corrupt_decode_array_is_detected_naming_file_rule_and_command(decoded_copy, fault):
+    import shutil
+
+    import torch
+
+    from pipeline.data import load_split
+
+    target = decoded_copy / "train_x.npy"
+    load_split(decoded_copy, "train", torch.device("cpu"))  # intact: loads
+    if fault == "truncated":
+        target.write_bytes(target.read_bytes()[:-1000])
+    elif fault == "flipped":
+        raw = bytearray(target.read_bytes())
+        raw[len(raw) // 2] ^= 0xFF
+        target.write_bytes(bytes(raw))
+    else:
+        shutil.copy(decoded_copy / "test_x.npy", target)
+    with pytest.raises(io.IntegrityError) as error:
+        load_split(decoded_copy, "train", torch.device("cpu"))
+    message = str(error.value)
+    assert str(target) in message and "rule 'decode'" in message and f"--forcerun {target}" in message
+
+
+def test_flipped_or_swapped_encoder_is_detected(tmp_path, digits_dir):
+    """The issue's same-size byte flip in encoder.pt loaded silently (weights 2.4e24)."""
+    import json
+    import shutil
+
+    import torch
+
+    from pipeline import pretrain
+    from pipeline.classifier import load_encoder
+    from pipeline.config import PretrainConfig, from_dict
+    from tests.conftest import pretrain_cfg
+
+    cfg = pretrain_cfg({"loss": "nt_xent"}, {"epochs": 1})
+    out = tmp_path / "seed0"
+    pretrain.run(from_dict(PretrainConfig, cfg), json.dumps(cfg), 0, digits_dir, None, out / "encoder.pt", out / "metrics.json")
+    load_encoder(out / "encoder.pt", torch.device("cpu"))  # intact: loads
+    raw = bytearray((out / "encoder.pt").read_bytes())
+    raw[len(raw) // 2] ^= 0x40
+    (out / "encoder.pt").write_bytes(bytes(raw))
+    with pytest.raises(io.IntegrityError, match=r"encoder\.pt.*rule 'pretrain'.*forcerun"):
+        load_encoder(out / "encoder.pt", torch.device("cpu"))
+    other = tmp_path / "seed1"
+    pretrain.run(from_dict(PretrainConfig, cfg), json.dumps(cfg), 1, digits_dir, None, other / "encoder.pt", other / "metrics.json")
+    shutil.copy(other / "encoder.pt", out / "encoder.pt")  # a whole, valid file, but another run's
+    with pytest.raises(io.IntegrityError, match="pretrain"):
+        load_encoder(out / "encoder.pt", torch.device("cpu"))
