@@ -22,8 +22,8 @@ works by hand and on cluster nodes.
 What a fork shares with its server and a fresh process would not, and how it is undone:
 - the server never runs a torch op nor touches CUDA (no OpenMP pool, no CUDA context) and is
   single-threaded (it starts OpenBLAS with one thread); it refuses to start otherwise;
-- torch reads OMP_NUM_THREADS/MKL_NUM_THREADS when its pool first starts (in the worker);
-  OpenBLAS is set from the job's OPENBLAS/GOTO/OMP_NUM_THREADS, as at a fresh load;
+- torch's intra-op thread count is set from the job's MKL/OMP_NUM_THREADS where they differ
+  from the server's, OpenBLAS's from OPENBLAS/GOTO/OMP_NUM_THREADS, as a fresh load would;
 - torch's CPU seed, numpy's legacy global RNG and multiprocessing's authkey are redrawn
   (Python's `random` reseeds itself after fork; the stages seed themselves anyway);
 - `tempfile`'s cached directory is dropped (Snakemake sets TMPDIR per job), the import caches
@@ -281,7 +281,7 @@ def _rebind_stdio(fds: list[int]) -> None:
     sys.stderr.reconfigure(line_buffering=True, write_through=unbuffered)
 
 
-def _become_job(request: dict, fds: list[int]) -> None:
+def _become_job(request: dict, fds: list[int], server_env: dict[str, str]) -> None:
     """Turn this fork of the server into the fresh `python -m module` process the client asked for."""
     import importlib
     import tempfile
@@ -297,11 +297,11 @@ def _become_job(request: dict, fds: list[int]) -> None:
         del sys.modules[name]  # the job's own checkout, edited or not since the server started
     importlib.invalidate_caches()
     tempfile.tempdir = None  # recomputed from this job's TMPDIR
-    _fresh_process_state(request["env"])
+    _fresh_process_state(request["env"], server_env)
 
 
-def _fresh_process_state(env: dict[str, str]) -> None:
-    """Redraw what a fork inherits but a fresh process would draw itself; size BLAS pools."""
+def _fresh_process_state(env: dict[str, str], server_env: dict[str, str]) -> None:
+    """Redraw what a fork inherits but a fresh process would draw itself; size thread pools."""
     import multiprocessing
 
     import numpy as np
@@ -313,6 +313,11 @@ def _fresh_process_state(env: dict[str, str]) -> None:
     multiprocessing.current_process().authkey = os.urandom(32)
     threadpoolctl.threadpool_limits(_thread_count(env, ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")),
                                     user_api="blas")
+    # torch fixes its intra-op count from MKL_NUM_THREADS, else OMP_NUM_THREADS, at import
+    # (measured: a fork keeps the server's); the server's count is right when they match.
+    torch_vars = ("MKL_NUM_THREADS", "OMP_NUM_THREADS")
+    if any(env.get(k) != server_env.get(k) for k in torch_vars):
+        torch.set_num_threads(_thread_count(env, torch_vars))
 
 
 def _watch_client(conn: socket.socket, client_pid: int, finished: object) -> None:
@@ -408,7 +413,7 @@ def worker_main(conn: socket.socket, server_env: dict[str, str]) -> None:
             send_message(conn, {"refuse": reason})
             os._exit(0)
         send_message(conn, {"pid": os.getpid()})
-        _become_job(request, fds)
+        _become_job(request, fds, server_env)
         import threading
 
         finished = threading.Event()
