@@ -432,10 +432,6 @@ def worker_main(conn: socket.socket, server_env: dict[str, str]) -> None:
 
 
 # ---- server ------------------------------------------------------------------------------------
-class _Stop(Exception):
-    """SIGTERM in the server."""
-
-
 def preload() -> None:
     """Import the heavy libraries once, without starting a thread pool or CUDA.
 
@@ -511,13 +507,14 @@ def serve(path: str, parent: int) -> int:
     if hazards:
         print(f"warm: not serving, forking would be unsafe: {'; '.join(hazards)}", file=sys.stderr, flush=True)
         return 1
-    me = os.getpid()
-
-    def stop(signum: int, frame: object) -> None:
-        if os.getpid() == me:
-            raise _Stop
-
-    signal.signal(signal.SIGTERM, stop)
+    # SIGTERM only sets a flag (an exception raised from a handler can land inside fork's
+    # at-fork hooks, where Python drops it); the wake-up pipe ends the select at once.
+    stopping: list[int] = []
+    wake_r, wake_w = os.pipe()
+    for fd in (wake_r, wake_w):
+        os.set_blocking(fd, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the jobs; Snakemake stops us
     if os.path.exists(path):
         os.unlink(path)
@@ -527,26 +524,29 @@ def serve(path: str, parent: int) -> int:
         listener.bind(path)
         os.chmod(path, 0o600)
         listener.listen(64)
-        print(f"warm: serving on {path} (pid {me}, parent {parent})", file=sys.stderr, flush=True)
-        while _alive(parent):
-            ready, _, _ = select.select([listener], [], [], _POLL_S)
-            if ready:
+        print(f"warm: serving on {path} (pid {os.getpid()}, parent {parent})", file=sys.stderr, flush=True)
+        while not stopping and _alive(parent):
+            ready, _, _ = select.select([listener, wake_r], [], [], _POLL_S)
+            if wake_r in ready:
+                os.read(wake_r, 4096)
+            if listener in ready and not stopping:
                 conn, _ = listener.accept()
                 pid = os.fork()
                 if pid == 0:
+                    signal.set_wakeup_fd(-1)
                     signal.signal(signal.SIGTERM, signal.SIG_DFL)
                     signal.signal(signal.SIGINT, signal.default_int_handler)
+                    for fd in (wake_r, wake_w):
+                        os.close(fd)
                     listener.close()
                     for other in workers.values():
                         other.close()
                     worker_main(conn, server_env)
                 workers[pid] = conn
             _reap(workers)
-    except _Stop:
-        pass
     finally:
-        listener.close()
-        if os.getpid() == me and os.path.exists(path):
+        listener.close()  # (a worker never gets here: worker_main ends in os._exit)
+        if os.path.exists(path):
             os.unlink(path)
     return 0
 
@@ -633,7 +633,10 @@ def _serve_cli(argv: list[str]) -> int:
     parser.add_argument("--socket", required=True, help="Unix socket path to listen on")
     parser.add_argument("--parent", type=int, required=True, help="exit once this process (Snakemake) is gone")
     args = parser.parse_args(argv)
-    return serve(args.socket, args.parent)
+    code = serve(args.socket, args.parent)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # skip finalising a torch-loaded interpreter (seconds): nothing is left to clean up
 
 
 def main(argv: list[str] | None = None) -> int:

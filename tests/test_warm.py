@@ -346,3 +346,38 @@ def test_long_socket_paths_move_to_tmp(tmp_path):
     assert warm.default_socket_path(str(tmp_path), 7).endswith("/.snakemake/warm/7.sock")
     long = warm.default_socket_path("/x" * 60, 7)
     assert long.startswith("/tmp/") and len(long) < 100
+
+
+# ---- Snakemake glue ------------------------------------------------------------------------------
+class _Workflow:
+    """The attributes of snakemake.workflow.Workflow that `start_for_workflow` reads."""
+
+    def __init__(self, **overrides: bool) -> None:
+        self.__dict__.update({"local_exec": True, "is_main_process": True, "dryrun": False, "touch": False,
+                              **overrides})
+
+
+@pytest.mark.parametrize("overrides", [{"local_exec": False}, {"is_main_process": False}, {"dryrun": True},
+                                       {"touch": True}])
+def test_no_server_for_cluster_subprocess_dry_or_touch_runs(overrides, monkeypatch):
+    monkeypatch.setattr(warm, "start", lambda *a, **k: pytest.fail("started a server"))
+    assert warm.start_for_workflow(_Workflow(**overrides), sys.executable) is None
+
+
+def test_pipeline_warm_0_starts_no_server(monkeypatch, tmp_path):
+    monkeypatch.setenv(warm.ENV_SWITCH, "0")
+    assert warm.start(sys.executable, str(tmp_path)) is None
+    assert not (tmp_path / ".snakemake").exists()
+
+
+def test_start_sets_the_variable_and_stop_removes_the_socket(monkeypatch, tmp_path, base_env):
+    monkeypatch.setenv("PYTHONPATH", base_env["PYTHONPATH"])  # this checkout's pipeline in the server
+    monkeypatch.delenv(warm.ENV_SOCKET, raising=False)
+    path = warm.start(sys.executable, str(tmp_path), timeout_s=180)
+    try:
+        assert path == warm.default_socket_path(str(tmp_path), os.getpid())
+        assert warm.server_path(os.environ[warm.ENV_SOCKET]) == path
+        assert warm.connect(path) is not None, "start returned before the server accepted"
+    finally:
+        warm.stop()
+    assert warm.ENV_SOCKET not in os.environ and not Path(path).exists()
