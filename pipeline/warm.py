@@ -180,10 +180,26 @@ class _Forwarder:
                 pass
 
 
+USAGE_LINE = "warm: worker cpu_s="  # how the usage line that `_finish` prints begins
+
+
+def worker_usage(log_text: str) -> dict[str, float] | None:
+    """{"cpu_s", "max_rss_mb"} from the last `warm: worker ...` line of a job's log (None: ran fresh).
+
+    For the report's cost table: with the warm interpreter Snakemake's benchmark CPU and RSS
+    columns measure only the client; these are the worker's (wall time is the same either way).
+    """
+    lines = [line for line in log_text.splitlines() if line.startswith(USAGE_LINE)]
+    if not lines:
+        return None
+    fields = dict(item.split("=", 1) for item in lines[-1].split()[2:] if "=" in item)
+    return {"cpu_s": float(fields["cpu_s"]), "max_rss_mb": float(fields["max_rss_mb"])}
+
+
 def _finish(result: dict | None, forwarder: _Forwarder) -> int:
     """The client's exit code for the worker's last message (None: no message at all)."""
     if result is not None and "code" in result:
-        print(f"warm: worker cpu_s={result['cpu_s']:.2f} max_rss_mb={result['max_rss_mb']:.1f} "
+        print(f"{USAGE_LINE}{result['cpu_s']:.2f} max_rss_mb={result['max_rss_mb']:.1f} "
               f"pid={forwarder.worker}", file=sys.stderr, flush=True)
         return int(result["code"])
     if forwarder.forwarded is not None:

@@ -186,10 +186,10 @@ def test_exception_prints_its_traceback_and_exits_1(server, probes, base_env):
 def test_worker_reports_its_cpu_time_and_peak_memory(server, probes):
     path, env = server
     proc = run(probes, env, "warmprobe.echo")
-    line = next(line for line in proc.stderr.splitlines() if line.startswith("warm: worker"))
-    fields = dict(item.split("=") for item in line.split()[2:])
-    assert float(fields["cpu_s"]) > 0
-    assert float(fields["max_rss_mb"]) > 50, "a fork of a torch process holds well over 50 MiB"
+    usage = warm.worker_usage("job output\n" + proc.stderr)
+    assert usage["cpu_s"] > 0
+    assert usage["max_rss_mb"] > 50, "a fork of a torch process holds well over 50 MiB"
+    assert warm.worker_usage("a log of a job that ran fresh\n") is None
 
 
 def test_worker_is_the_clients_process_not_the_servers(server, probes, base_env):
