@@ -24,5 +24,5 @@ rule analyse:
     benchmark:
         f"{RESULTS}/benchmarks/analyse/{{dataset}}.tsv"
     shell:
-        "{PYTHON:q} -m pipeline.analyse --cfg {params.cfg:q} --data {params.data:q} {params.encoders} "
+        "{PYTHON:q} -m pipeline.warm pipeline.analyse --cfg {params.cfg:q} --data {params.data:q} {params.encoders} "
         "--bn-branch {params.bn_branch} --out-json {output.stats:q} --out-png {output.heatmaps:q} --threads {threads} > {log:q} 2>&1"

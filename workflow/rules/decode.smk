@@ -18,4 +18,4 @@ rule decode:
     benchmark:
         f"{RESULTS}/benchmarks/decode/{{dataset}}.tsv"
     shell:
-        "{PYTHON:q} -m pipeline.decode --cfg {params.cfg:q} --out {params.out:q} --threads {threads} > {log:q} 2>&1"
+        "{PYTHON:q} -m pipeline.warm pipeline.decode --cfg {params.cfg:q} --out {params.out:q} --threads {threads} > {log:q} 2>&1"

@@ -10,4 +10,4 @@ rule embed:
     benchmark:
         f"{RESULTS}/benchmarks/embed/{{name}}.tsv"
     shell:
-        "{PYTHON:q} -m pipeline.embed --cfg {params.cfg:q} --out {output:q} > {log:q} 2>&1"
+        "{PYTHON:q} -m pipeline.warm pipeline.embed --cfg {params.cfg:q} --out {output:q} > {log:q} 2>&1"

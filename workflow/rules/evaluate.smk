@@ -20,5 +20,5 @@ rule evaluate:
     benchmark:
         f"{RESULTS}/benchmarks/evaluate/{{dataset}}/{{method}}/seed{{seed}}/{{protocol}}.tsv"
     shell:
-        "{PYTHON:q} -m pipeline.evaluate --cfg {params.cfg:q} --seed {wildcards.seed} --data {params.data:q} "
+        "{PYTHON:q} -m pipeline.warm pipeline.evaluate --cfg {params.cfg:q} --seed {wildcards.seed} --data {params.data:q} "
         "--model {input.model:q} --out {output:q} --threads {threads} > {log:q} 2>&1"

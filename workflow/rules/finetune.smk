@@ -17,6 +17,6 @@ rule finetune:
     benchmark:
         f"{RESULTS}/benchmarks/finetune/{{dataset}}/{{method}}/seed{{seed}}/{{protocol}}.tsv"
     shell:
-        "{PYTHON:q} -m pipeline.finetune --cfg {params.cfg:q} --protocol {wildcards.protocol} --seed {wildcards.seed} "
+        "{PYTHON:q} -m pipeline.warm pipeline.finetune --cfg {params.cfg:q} --protocol {wildcards.protocol} --seed {wildcards.seed} "
         "--data {params.data:q} --encoder {input.encoder:q} --out-model {output.model:q} "
         "--out-metrics {output.metrics:q} --threads {threads} > {log:q} 2>&1"

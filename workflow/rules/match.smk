@@ -18,6 +18,6 @@ rule match:
     benchmark:
         f"{RESULTS}/benchmarks/match/{{dataset}}/seed{{seed}}.tsv"
     shell:
-        "{PYTHON:q} -m pipeline.match --cfg {params.cfg:q} --seed {wildcards.seed} --data {params.data:q} "
+        "{PYTHON:q} -m pipeline.warm pipeline.match --cfg {params.cfg:q} --seed {wildcards.seed} --data {params.data:q} "
         "--snapshots {input.snapshots:q} --target {input.target:q} --out-model {output.model:q} "
         "--out-metrics {output.metrics:q} --threads {threads} > {log:q} 2>&1"

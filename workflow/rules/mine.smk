@@ -18,5 +18,5 @@ rule mine:
     benchmark:
         f"{RESULTS}/benchmarks/mine/{{dataset}}/seed{{seed}}.tsv"
     shell:
-        "{PYTHON:q} -m pipeline.mine --cfg {params.cfg:q} --seed {wildcards.seed} --data {params.data:q} "
+        "{PYTHON:q} -m pipeline.warm pipeline.mine --cfg {params.cfg:q} --seed {wildcards.seed} --data {params.data:q} "
         "--encoder {input.encoder:q} --out {params.out:q} --threads {threads} > {log:q} 2>&1"

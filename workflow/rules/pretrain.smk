@@ -18,5 +18,5 @@ rule pretrain:
     benchmark:
         f"{RESULTS}/benchmarks/pretrain/{{dataset}}/{{method}}/seed{{seed}}.tsv"
     shell:
-        "{PYTHON:q} -m pipeline.pretrain --cfg {params.cfg:q} --seed {wildcards.seed} --data {params.data:q} "
+        "{PYTHON:q} -m pipeline.warm pipeline.pretrain --cfg {params.cfg:q} --seed {wildcards.seed} --data {params.data:q} "
         "{params.mined} --out-encoder {output.encoder:q} --out-metrics {output.metrics:q} --threads {threads} > {log:q} 2>&1"

@@ -50,5 +50,5 @@ rule report:
     benchmark:
         f"{RESULTS}/benchmarks/report/report.tsv"
     shell:
-        "{PYTHON:q} -m pipeline.report --cfg {params.cfg:q} --grid {params.grid:q} --results {params.results:q} "
+        "{PYTHON:q} -m pipeline.warm pipeline.report --cfg {params.cfg:q} --grid {params.grid:q} --results {params.results:q} "
         "--out {params.out:q} > {log:q} 2>&1"

@@ -1,0 +1,383 @@
+"""The warm interpreter: a job run through the server behaves as the same `python -m` run fresh.
+
+One server (it imports torch once, a few seconds) serves the module; the probes are tiny
+modules of a package written into a temporary folder, found through the client's cwd as
+`python -m` finds them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline import warm
+from tests.conftest import REPO
+
+PROBES = {
+    "__init__.py": "",
+    # stdin, argv, stdout, stderr and the exit code of a job
+    "echo.py": """
+        import json, os, sys
+        data = sys.stdin.read()
+        print("out", json.dumps(sys.argv[1:]), data.upper())
+        print("err", os.environ.get("PROBE", "-"), file=sys.stderr)
+        sys.exit(int(os.environ.get("PROBE_CODE", "0")))
+    """,
+    "fail.py": """
+        raise ValueError("boom")
+    """,
+    # what a fresh process would draw or read itself
+    "state.py": """
+        import json, os, sys, tempfile
+        preloaded = "torch" in sys.modules
+        import numpy as np, threadpoolctl, torch
+        blas = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+        print(json.dumps({"preloaded": preloaded, "cwd": os.getcwd(), "path0": sys.path[0],
+                          "argv0": sys.argv[0], "probe": os.environ.get("PROBE"), "tmp": tempfile.gettempdir(),
+                          "torch_threads": torch.get_num_threads(), "blas_threads": blas,
+                          "torch_seed": torch.initial_seed(), "np_draw": float(np.random.rand()),
+                          "pid": os.getpid(), "pgid": os.getpgid(0), "pipeline": __import__("pipeline").__file__}))
+    """,
+    # a long job: writes its pid, then waits
+    "sleep.py": """
+        import os, sys, time
+        with open(sys.argv[1], "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(60)
+    """,
+    # each of two jobs waits for the other's file: only jobs running at once both finish
+    "rendezvous.py": """
+        import os, sys, time
+        mine, other = sys.argv[1:3]
+        open(mine, "w").close()
+        deadline = time.monotonic() + 30
+        while not os.path.exists(other):
+            if time.monotonic() > deadline:
+                sys.exit("the other job never ran alongside")
+            time.sleep(0.05)
+        print("met")
+    """,
+    # the decode stage's forkserver pool inside a job
+    "pooled.py": """
+        from pipeline.datasets.pool import KillablePool
+
+        def square(x):
+            return x * x
+
+        if __name__ == "__main__":
+            pool = KillablePool(workers=2, timeout_s=60)
+            try:
+                print(sorted((o.index, o.result) for o in pool.map(square, [(i,) for i in range(5)])))
+            finally:
+                pool.close()
+    """,
+}
+
+
+def _server(socket_path: Path, parent: int, env: dict[str, str]) -> subprocess.Popen:
+    """A server on `socket_path`, waited for until it accepts (the torch import takes seconds)."""
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.warm", "serve", "--socket", str(socket_path),
+                             "--parent", str(parent)], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and proc.poll() is None:
+        sock = warm.connect(str(socket_path))
+        if sock is not None:
+            sock.close()
+            return proc
+        time.sleep(0.1)
+    proc.kill()
+    pytest.fail(f"the warm server did not start: {proc.communicate()[0]}")
+
+
+@pytest.fixture(scope="module")
+def probes(tmp_path_factory) -> Path:
+    """A folder holding the `warmprobe` package; jobs run with it as cwd."""
+    root = tmp_path_factory.mktemp("warm")
+    (root / "warmprobe").mkdir()
+    for name, source in PROBES.items():
+        (root / "warmprobe" / name).write_text(textwrap.dedent(source))
+    return root
+
+
+@pytest.fixture(scope="module")
+def base_env() -> dict[str, str]:
+    """The environment of the server and of the jobs: this checkout's `pipeline` first."""
+    env = {k: v for k, v in os.environ.items() if k not in (warm.ENV_SOCKET, warm.ENV_SWITCH)}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
+    return env
+
+
+@pytest.fixture(scope="module")
+def server(probes, base_env):
+    """(socket path, environment for warm jobs) of a server living as long as this module's tests."""
+    path = probes / "s.sock"
+    proc = _server(path, os.getpid(), base_env)
+    yield path, {**base_env, warm.ENV_SOCKET: warm.socket_address(str(path))}
+    proc.terminate()
+    output = proc.communicate(timeout=30)[0]
+    assert proc.returncode == 0, output
+    assert not path.exists(), "the server left its socket behind"
+
+
+def run(probes: Path, env: dict[str, str], module: str, *args: str, warm_client: bool = True,
+        stdin: str = "", **extra_env: str) -> subprocess.CompletedProcess:
+    """`python [-m pipeline.warm] -m module args` in the probe folder."""
+    cmd = [sys.executable, "-m", "pipeline.warm", module, *args] if warm_client else [sys.executable, "-m", module, *args]
+    return subprocess.run(cmd, cwd=probes, env={**env, **extra_env}, input=stdin, capture_output=True, text=True,
+                          timeout=120)
+
+
+def job_stderr(proc: subprocess.CompletedProcess) -> str:
+    """The job's own stderr, without the client's `warm: worker` line."""
+    return "".join(line for line in proc.stderr.splitlines(keepends=True) if not line.startswith("warm: worker"))
+
+
+def state(proc: subprocess.CompletedProcess) -> dict:
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def wait_for(predicate, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+# ---- same job, same result -----------------------------------------------------------------------
+@pytest.mark.parametrize("code", ["0", "3"])
+def test_warm_job_gives_the_fresh_output_and_exit_code(server, probes, base_env, code):
+    path, env = server
+    hot = run(probes, env, "warmprobe.echo", "a b", "-x", stdin="hello\n", PROBE="p", PROBE_CODE=code)
+    cold = run(probes, base_env, "warmprobe.echo", "a b", "-x", warm_client=False, stdin="hello\n", PROBE="p",
+               PROBE_CODE=code)
+    assert (hot.returncode, hot.stdout, job_stderr(hot)) == (cold.returncode, cold.stdout, cold.stderr)
+    assert hot.returncode == int(code) and hot.stdout == 'out ["a b", "-x"] HELLO\n\n'
+    assert hot.stderr.count("warm: worker cpu_s=") == 1, "the job did not run in a worker"
+
+
+def test_exception_prints_its_traceback_and_exits_1(server, probes, base_env):
+    path, env = server
+    hot, cold = run(probes, env, "warmprobe.fail"), run(probes, base_env, "warmprobe.fail", warm_client=False)
+    assert hot.returncode == cold.returncode == 1
+    assert "ValueError: boom" in hot.stderr and "warmprobe/fail.py" in hot.stderr
+
+
+def test_worker_reports_its_cpu_time_and_peak_memory(server, probes):
+    path, env = server
+    proc = run(probes, env, "warmprobe.echo")
+    usage = warm.worker_usage("job output\n" + proc.stderr)
+    assert usage["cpu_s"] > 0
+    assert usage["max_rss_mb"] > 50, "a fork of a torch process holds well over 50 MiB"
+    assert warm.worker_usage("a log of a job that ran fresh\n") is None
+
+
+def test_worker_is_the_clients_process_not_the_servers(server, probes, base_env):
+    path, env = server
+    tmpdir = probes / "tmp"
+    tmpdir.mkdir(exist_ok=True)
+    hot = state(run(probes, env, "warmprobe.state", PROBE="job", TMPDIR=str(tmpdir)))
+    cold = state(run(probes, base_env, "warmprobe.state", warm_client=False, PROBE="job", TMPDIR=str(tmpdir)))
+    assert hot["preloaded"] and not cold["preloaded"]
+    for key in ("cwd", "path0", "argv0", "probe", "tmp", "pipeline", "torch_threads", "blas_threads"):
+        assert hot[key] == cold[key], key
+    assert hot["path0"] == str(probes) and hot["tmp"] == str(tmpdir)
+    assert hot["pgid"] == hot["pid"], "the worker leads its own process group"
+
+
+def test_thread_counts_follow_the_jobs_variables(server, probes, base_env):
+    path, env = server
+    one = {name: "1" for name in warm.THREAD_VARS}
+    hot = state(run(probes, env, "warmprobe.state", **one))
+    cold = state(run(probes, base_env, "warmprobe.state", warm_client=False, **one))
+    assert hot["torch_threads"] == cold["torch_threads"] == 1
+    assert hot["blas_threads"] == cold["blas_threads"]
+
+
+def test_workers_do_not_share_random_state(server, probes):
+    path, env = server
+    first, second = (state(run(probes, env, "warmprobe.state")) for _ in range(2))
+    assert first["torch_seed"] != second["torch_seed"]
+    assert first["np_draw"] != second["np_draw"]
+
+
+def test_forkserver_pool_works_inside_a_worker(server, probes, base_env):
+    path, env = server
+    hot, cold = run(probes, env, "warmprobe.pooled"), run(probes, base_env, "warmprobe.pooled", warm_client=False)
+    assert hot.returncode == 0, hot.stderr
+    assert hot.stdout == cold.stdout == "[(0, 0), (1, 1), (2, 4), (3, 9), (4, 16)]\n"
+
+
+def test_two_clients_run_at_once(server, probes):
+    path, env = server
+    a, b = probes / "meet_a", probes / "meet_b"
+    cmd = [sys.executable, "-m", "pipeline.warm", "warmprobe.rendezvous"]
+    procs = [subprocess.Popen([*cmd, str(x), str(y)], cwd=probes, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for x, y in ((a, b), (b, a))]
+    outputs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert all(out == "met\n" and "warm: worker" in err for out, err in outputs)
+
+
+# ---- signals and deaths ------------------------------------------------------------------------------
+def _sleeping_job(probes: Path, env: dict[str, str], name: str) -> tuple[subprocess.Popen, int]:
+    """A client running warmprobe.sleep, and its worker's pid."""
+    pidfile = probes / name
+    client = subprocess.Popen([sys.executable, "-m", "pipeline.warm", "warmprobe.sleep", str(pidfile)], cwd=probes,
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert wait_for(lambda: pidfile.exists() and pidfile.read_text(), 30), "the job never started"
+    worker = int(pidfile.read_text())
+    assert worker != client.pid
+    return client, worker
+
+
+def test_killed_client_takes_its_worker_with_it(server, probes):
+    path, env = server
+    client, worker = _sleeping_job(probes, env, "pid_killed_client")
+    client.kill()
+    client.wait()
+    assert wait_for(lambda: not alive(worker), 10), "the worker outlived its client"
+
+
+def test_sigterm_is_passed_on_and_the_client_dies_of_it(server, probes):
+    path, env = server
+    client, worker = _sleeping_job(probes, env, "pid_sigterm")
+    client.terminate()
+    assert client.wait(timeout=10) == -signal.SIGTERM
+    assert wait_for(lambda: not alive(worker), 10)
+
+
+def test_worker_killed_by_a_signal_fails_the_client(server, probes):
+    path, env = server
+    client, worker = _sleeping_job(probes, env, "pid_oom")
+    os.kill(worker, signal.SIGKILL)  # what the OOM killer does
+    _, err = client.communicate(timeout=10)
+    assert client.returncode == 128 + signal.SIGKILL
+    assert "killed by SIGKILL" in err
+
+
+# ---- no server: the same command runs fresh --------------------------------------------------------
+def _fresh(proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == 'out ["x"] \n' and "warm: worker" not in proc.stderr
+
+
+def test_without_a_server_the_job_runs_fresh(probes, base_env):
+    _fresh(run(probes, base_env, "warmprobe.echo", "x"))
+
+
+def test_a_dead_socket_or_another_host_runs_fresh(probes, base_env):
+    dead = probes / "dead.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(dead))  # a socket file nobody listens on, as a killed server leaves
+    sock.close()
+    _fresh(run(probes, base_env, "warmprobe.echo", "x", **{warm.ENV_SOCKET: warm.socket_address(str(dead))}))
+    _fresh(run(probes, base_env, "warmprobe.echo", "x", **{warm.ENV_SOCKET: f"elsewhere-node-17:{dead}"}))
+
+
+def test_pipeline_warm_0_bypasses_the_server(server, probes):
+    path, env = server
+    _fresh(run(probes, env, "warmprobe.echo", "x", **{warm.ENV_SWITCH: "0"}))
+
+
+def test_a_different_start_up_variable_runs_fresh(server, probes):
+    path, env = server
+    proc = run(probes, env, "warmprobe.echo", "x", PYTHONHASHSEED="123")
+    _fresh(proc)
+    assert "warm: running fresh (start-up variables differ from the server's: PYTHONHASHSEED)" in proc.stderr
+
+
+def test_client_imports_nothing_heavy(server, probes):
+    path, env = server
+    code = ("import sys; from pipeline import warm; rc = warm.run_client('warmprobe.echo', []); "
+            "heavy = sorted(m for m in ('torch', 'numpy') if m in sys.modules); "
+            "print('HEAVY', heavy, rc, file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=probes, env=env, capture_output=True, text=True, timeout=60)
+    assert "warm: worker" in proc.stderr and "HEAVY [] 0" in proc.stderr, proc.stderr
+
+
+def test_server_leaves_when_its_parent_does(probes, base_env, tmp_path):
+    parent = subprocess.Popen(["sleep", "600"])
+    path = tmp_path / "p.sock"
+    proc = _server(path, parent.pid, base_env)
+    assert "warm: serving on" in proc.stdout.readline(), "the server found forking unsafe"
+    parent.kill()
+    parent.wait()
+    assert proc.wait(timeout=15) == 0
+    assert not path.exists()
+
+
+# ---- small pieces ----------------------------------------------------------------------------------
+def test_socket_address_names_this_host_only():
+    assert warm.server_path(warm.socket_address("/tmp/x.sock")) == "/tmp/x.sock"
+    assert warm.server_path("node42:/tmp/x.sock") is None or socket.gethostname() == "node42"
+    assert warm.server_path(None) is None and warm.server_path("/tmp/x.sock") is None
+
+
+def test_refusal_ignores_the_per_job_thread_counts_only():
+    server_env = {"PATH": "/bin", "OMP_NUM_THREADS": "8", "PYTHONPATH": "/a"}
+    request = {"protocol": warm.PROTOCOL, "env": {"PATH": "/usr/bin", "OMP_NUM_THREADS": "1", "PYTHONPATH": "/a"}}
+    assert warm.refusal(request, server_env) is None
+    assert "PYTHONPATH" in warm.refusal({**request, "env": {"PYTHONPATH": "/b"}}, server_env)
+    assert "protocol" in warm.refusal({**request, "protocol": 0}, server_env)
+
+
+def test_long_socket_paths_move_to_tmp(tmp_path):
+    assert warm.default_socket_path(str(tmp_path), 7).endswith("/.snakemake/warm/7.sock")
+    long = warm.default_socket_path("/x" * 60, 7)
+    assert long.startswith("/tmp/") and len(long) < 100
+
+
+# ---- Snakemake glue ------------------------------------------------------------------------------
+class _Workflow:
+    """The attributes of snakemake.workflow.Workflow that `start_for_workflow` reads."""
+
+    def __init__(self, **overrides: bool) -> None:
+        self.__dict__.update({"local_exec": True, "is_main_process": True, "dryrun": False, "touch": False,
+                              **overrides})
+
+
+@pytest.mark.parametrize("overrides", [{"local_exec": False}, {"is_main_process": False}, {"dryrun": True},
+                                       {"touch": True}])
+def test_no_server_for_cluster_subprocess_dry_or_touch_runs(overrides, monkeypatch):
+    monkeypatch.setattr(warm, "start", lambda *a, **k: pytest.fail("started a server"))
+    assert warm.start_for_workflow(_Workflow(**overrides), sys.executable) is None
+
+
+def test_pipeline_warm_0_starts_no_server(monkeypatch, tmp_path):
+    monkeypatch.setenv(warm.ENV_SWITCH, "0")
+    assert warm.start(sys.executable, str(tmp_path)) is None
+    assert not (tmp_path / ".snakemake").exists()
+
+
+def test_start_sets_the_variable_and_stop_removes_the_socket(monkeypatch, tmp_path, base_env):
+    monkeypatch.setenv("PYTHONPATH", base_env["PYTHONPATH"])  # this checkout's pipeline in the server
+    monkeypatch.delenv(warm.ENV_SOCKET, raising=False)
+    path = warm.start(sys.executable, str(tmp_path), timeout_s=180)
+    try:
+        assert path == warm.default_socket_path(str(tmp_path), os.getpid())
+        assert warm.server_path(os.environ[warm.ENV_SOCKET]) == path
+        assert warm.connect(path) is not None, "start returned before the server accepted"
+    finally:
+        warm.stop()
+    assert warm.ENV_SOCKET not in os.environ and not Path(path).exists()
