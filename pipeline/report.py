@@ -39,6 +39,7 @@ from pipeline.grid import Grid
 from pipeline.io import atomic_path, read_json
 from pipeline.logs import log_header
 from pipeline.tables import markdown_table
+from pipeline.warm import worker_usage
 
 MIN_GAP = 0.005  # below this supervised-vs-CSL gap, "share closed" is not reported
 
@@ -175,8 +176,13 @@ def cost_rows(results: Path, grid: Grid) -> list[dict]:
         label = f"finetune_{Path(job).name}" if stage == "finetune" else stage
         header, *lines = tsv.read_text().splitlines()
         rec = dict(zip(header.split("\t"), lines[-1].split("\t"), strict=True))
-        rows.append({"stage": label, "job": job, "seconds": tsv_number(rec, "s"), "max_rss_mb": tsv_number(rec, "max_rss"),
-                     "cpu_seconds": tsv_number(rec, "cpu_time"), "device": job_device(results, stage, job)})
+        row = {"stage": label, "job": job, "seconds": tsv_number(rec, "s"), "max_rss_mb": tsv_number(rec, "max_rss"),
+               "cpu_seconds": tsv_number(rec, "cpu_time"), "device": job_device(results, stage, job)}
+        log = results / "logs" / stage / f"{job}.log"
+        usage = worker_usage(log.read_text(errors="replace")) if log.exists() else None
+        if usage is not None:  # a warm-interpreter job: the benchmark measured only its client process
+            row.update(max_rss_mb=usage["max_rss_mb"], cpu_seconds=usage["cpu_s"])
+        rows.append(row)
     return rows
 
 

@@ -53,7 +53,8 @@ def test_default_and_test_configs_validate_and_build():
 
 
 def test_typed_mirror_rejects_unknown_missing_and_mistyped_keys():
-    good = {"supervised_method": "a", "csl_method": "b"}
+    good = {"supervised_method": "a", "csl_method": "b", "claims_protocol": "slf", "oracle_methods": [], "mined_methods": [],
+            "adversarial_pairs": {}, "bootstrap_draws": 2000}
     with pytest.raises(C.ConfigError, match=r"report: unknown key\(s\) \['csl_methd'\]"):
         C.from_dict(C.ReportConfig, {**good, "csl_methd": "b"}, "report")
     with pytest.raises(C.ConfigError, match="missing key"):

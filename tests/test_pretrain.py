@@ -281,11 +281,11 @@ def test_cpu_runtime_keeps_freed_memory_in_the_heap():
 
 def test_non_finite_state_is_never_checkpointed(tmp_path, digits_dir, monkeypatch):
     """A finite loss with an inf BatchNorm running_var (the issue's epoch-1 state) is not a good checkpoint."""
-    import pipeline.pretrain as pretrain
+    import pipeline.pretrain.loop as loop  # the module that calls train_epoch
 
     train(tmp_path, digits_dir, METHODS["simclr"], {"epochs": 3}, stop_after=1)
     good = load_torch(tmp_path / "checkpoint.pt")
-    real_epoch = pretrain.train_epoch
+    real_epoch = loop.train_epoch
 
     def poisoned_epoch(ctx, *args):
         stats = real_epoch(ctx, *args)
@@ -293,7 +293,7 @@ def test_non_finite_state_is_never_checkpointed(tmp_path, digits_dir, monkeypatc
         bn.running_var.fill_(float("inf"))  # the loss stays finite: only the checkpoint check can see it
         return stats
 
-    monkeypatch.setattr(pretrain, "train_epoch", poisoned_epoch)
+    monkeypatch.setattr(loop, "train_epoch", poisoned_epoch)
     with pytest.raises(NonFiniteLoss, match="running_var") as error:
         train(tmp_path, digits_dir, METHODS["simclr"], {"epochs": 3})
     kept = load_torch(tmp_path / "checkpoint.pt")
