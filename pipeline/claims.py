@@ -213,6 +213,11 @@ def add_gap_shares(rows: list[ClaimRow], outcomes: Outcomes, roles: Roles, rng) 
         arrays = [outcomes.matrix(m, seeds, WORST_CASE, key) for m in (variant, roles.csl, roles.supervised)]
         n = min(a.shape[1] for a in arrays)
         share = st.gap_share(*(a[:, :n] for a in arrays), rng=rng, n_boot=roles.n_boot)
+        gap = share.gap
+        if share.defined and gap.high < 0:  # CSL is the more robust one here: there is no gap to close
+            row.extra = (f"share of the gap: undefined: {roles.csl} is more robust than {roles.supervised} here "
+                         f"(gap {gap.estimate:+.3f} [{gap.low:+.3f}, {gap.high:+.3f}])")
+            continue
         row.extra = f"share of the gap: {share.text()}"
         row.flags += list(share.flags)
 
@@ -322,7 +327,7 @@ def markdown(rows: list[ClaimRow]) -> str:
     head = ["claim", "statement", "comparison", "eps", "estimate [95% CI]", "verdict", "Holm p", "rests on", "notes"]
     body = [[r.claim, r.statement, f"`{r.comparison}`", "—" if r.eps is None else f"{r.eps:g}/255", fmt_points(r),
              f"**{r.verdict}**", f"{r.p_holm:.3f}", rests_on(r),
-             "; ".join(x for x in (r.extra, r.interval.note, *r.flags) if x)] for r in primary]
+             "; ".join(x for x in (r.extra, r.interval.note) if x)] for r in primary]  # extra holds the share's flags
     text = (f"{k} claims tested at the primary eps, Holm-corrected; accuracy differences in points (robust accuracy under "
             "the per-sample worst case of the Linf attacks), uniformity and margins in their own units; intervals from a "
             f"paired bootstrap over seeds and test samples ({primary[0].interval.n_boot if primary else 0:,} draws).\n\n") + markdown_table(head, body)
@@ -331,7 +336,7 @@ def markdown(rows: list[ClaimRow]) -> str:
         text += "\nAt the other eps (uncorrected intervals, for the trend):\n\n" + markdown_table(
             ["claim", "comparison", "eps", "estimate [95% CI]", "verdict", "rests on", "notes"],
             [[r.claim, f"`{r.comparison}`", f"{r.eps:g}/255", fmt_points(r), r.verdict, rests_on(r),
-              "; ".join(x for x in (r.extra, *r.flags) if x)] for r in others])
+              r.extra] for r in others])
     needs = [r for r in primary if r.needs]
     if needs:
         text += "\nWhat a decisive verdict would need (from the observed between-seed and within-test-set variance):\n\n" + "\n".join(

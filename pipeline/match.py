@@ -7,11 +7,12 @@ and supervised learning at equal clean accuracy; this stage makes that compariso
 - the supervised pretraining writes `snapshots.pt`: its encoder at evenly spaced steps of its
   training (`pretrain.methods.<supervised>.snapshots`);
 - for every snapshot this stage fits the SLF head (finetune's `slf` settings, frozen encoder) and
-  measures clean accuracy on the test samples the evaluate stage uses (the first `samples` of
-  the CSL model's robustness.json);
-- it keeps the snapshot whose clean accuracy is closest to the CSL model's SLF clean accuracy
-  (the earliest on a tie) and writes it as a finetune-style classifier, which evaluate attacks
-  as the pseudo-method `<supervised>_matched`.
+  measures its clean accuracy on the test split, as finetune measures the CSL model's (`test_acc`
+  in its SLF metrics.json, the target; reading finetune's number rather than evaluate's keeps the
+  match independent of the evaluate settings);
+- it keeps the snapshot whose clean accuracy is closest to the target (the earliest on a tie) and
+  writes it as a finetune-style classifier, which evaluate attacks as the pseudo-method
+  `<supervised>_matched`.
 
 Matching uses the test samples' clean accuracy by design (that is the quantity being equalised;
 robust accuracy, the measured outcome, plays no part in the choice). `metrics.json` lists every
@@ -20,7 +21,7 @@ prints both clean accuracies next to claim C1c.
 
     python -m pipeline.match --cfg '<json: {finetune: ..., match: ...}>' --seed 0 --data results/decode/digits \
         --snapshots results/pretrain/digits/supervised/seed0/snapshots.pt \
-        --target results/evaluate/digits/simclr/seed0/slf/robustness.json \
+        --target results/finetune/digits/simclr/seed0/slf/metrics.json \
         --out-model results/match/digits/seed0/classifier.pt --out-metrics results/match/digits/seed0/metrics.json
 """
 
@@ -36,17 +37,12 @@ import torch
 
 from pipeline import runtime
 from pipeline.config import FinetuneConfig, MatchConfig, from_dict
-from pipeline.data import Split, load_split
+from pipeline.data import load_split
 from pipeline.finetune import checkpoint, fit_slf
 from pipeline.environment import environment
 from pipeline.io import load_torch, read_json, save_torch, sha256_file, write_json
 from pipeline.logs import log_header
 from pipeline.models import build_encoder
-
-
-def first(split: Split, n: int) -> Split:
-    """The first n samples (the ones evaluate scores)."""
-    return Split(x=split.x[:n], y=split.y[:n], device=split.device)
 
 
 def closest(accuracies: list[float], target: float) -> int:
@@ -60,7 +56,7 @@ def run(finetune: FinetuneConfig, cfg: MatchConfig, seed: int, data_dir: Path, s
     runtime.seed_everything(seed)
     start = time.perf_counter()
     goal = read_json(target)
-    train, test = load_split(data_dir, "train", rt.device), first(load_split(data_dir, "test", rt.device), goal["samples"])
+    train, test = load_split(data_dir, "train", rt.device), load_split(data_dir, "test", rt.device)
     classes = read_json(data_dir / "meta.json")["num_classes"]
     saved = load_torch(snapshots)
     if not saved["snapshots"]:
@@ -73,9 +69,9 @@ def run(finetune: FinetuneConfig, cfg: MatchConfig, seed: int, data_dir: Path, s
         candidates.append({"step": snap["step"], "epoch": snap["epoch"], "clean_accuracy": acc["test"], "train_acc": acc["train"]})
         models.append(model)
         print(f"match: step {snap['step']} (epoch {snap['epoch']:.2f}) clean accuracy {acc['test']:.4f}", file=sys.stderr)
-    chosen = closest([c["clean_accuracy"] for c in candidates], goal["clean_accuracy"])
-    difference = candidates[chosen]["clean_accuracy"] - goal["clean_accuracy"]
-    metrics = {"target_clean_accuracy": goal["clean_accuracy"], "target": str(target), "samples": goal["samples"],
+    chosen = closest([c["clean_accuracy"] for c in candidates], goal["test_acc"])
+    difference = candidates[chosen]["clean_accuracy"] - goal["test_acc"]
+    metrics = {"target_clean_accuracy": goal["test_acc"], "target": str(target), "samples": len(test),
                "candidates": candidates, "chosen": chosen, "chosen_step": candidates[chosen]["step"],
                "clean_accuracy": candidates[chosen]["clean_accuracy"], "difference": difference,
                "within_tolerance": abs(difference) <= cfg.tolerance, "tolerance": cfg.tolerance,
@@ -98,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--snapshots", type=Path, required=True, help="the supervised pretraining's snapshots.pt")
-    parser.add_argument("--target", type=Path, required=True, help="the CSL model's SLF robustness.json (its clean accuracy)")
+    parser.add_argument("--target", type=Path, required=True, help="the CSL model's SLF metrics.json (its test_acc)")
     parser.add_argument("--out-model", type=Path, required=True)
     parser.add_argument("--out-metrics", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=1)

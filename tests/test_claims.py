@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -107,8 +108,8 @@ def test_needed_size_follows_the_closed_form():
     rng = np.random.default_rng(0)
     values = rng.choice([-1.0, 0.0, 1.0], p=[0.1, 0.8, 0.1], size=(2, 300))  # var 0.2, no seed effect
     text = claims.needed_size(values, 0.02)
-    seeds, samples = text.split(";")[0].split(" seeds x ")
-    s, n = int(seeds), int(samples.replace(",", "").split()[0])
+    found = re.match(r"(\d+) seeds? x ([\d,]+) samples", text)
+    s, n = int(found.group(1)), int(found.group(2).replace(",", ""))
     var = claims.st.variance_components(values)
     assert claims.st.half_width(s, n, var.var_seed, var.var_sample, var_item=var.var_item) < 0.02
     assert claims.st.half_width(s, int(n * 0.9), var.var_seed, var.var_sample, var_item=var.var_item) >= 0.02 * 0.99

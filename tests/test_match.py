@@ -48,27 +48,27 @@ def test_pretraining_writes_the_snapshots_it_was_asked_for(supervised_snapshots,
 def test_match_picks_the_snapshot_closest_to_the_target(tmp_path, supervised_snapshots, digits_dir):
     finetune = from_dict(FinetuneConfig, schema_defaults("finetune", {"device": "cpu", "epochs": 20}))
     cfg = from_dict(MatchConfig, schema_defaults("match", {"enabled": True}))
-    target = tmp_path / "robustness.json"
+    target = tmp_path / "metrics.json"
     results = []
     for goal in (0.0, 1.0):  # the least and the most accurate snapshot
-        target.write_text(json.dumps({"clean_accuracy": goal, "samples": 200}))
+        target.write_text(json.dumps({"test_acc": goal}))
         m = match.run(finetune, cfg, 0, digits_dir, supervised_snapshots / "snapshots.pt", target, tmp_path / "c.pt", tmp_path / "m.json")
         accs = [c["clean_accuracy"] for c in m["candidates"]]
         assert m["clean_accuracy"] == (min(accs) if goal == 0.0 else max(accs))
         assert m["difference"] == pytest.approx(m["clean_accuracy"] - goal)
         results.append(m)
     middle = sorted(c["clean_accuracy"] for c in results[0]["candidates"])[1]
-    target.write_text(json.dumps({"clean_accuracy": middle, "samples": 200}))
+    target.write_text(json.dumps({"test_acc": middle}))
     m = match.run(finetune, cfg, 0, digits_dir, supervised_snapshots / "snapshots.pt", target, tmp_path / "c.pt", tmp_path / "m.json")
     assert m["difference"] == 0 and m["within_tolerance"]
-    # the written classifier is evaluate's format and scores what the stage says on those samples
+    # the written classifier is evaluate's format and scores what the stage says on the test split
     from pipeline.classifier import load_classifier
     from pipeline.data import load_split
 
     model = load_classifier(tmp_path / "c.pt", torch.device("cpu"))
     test = load_split(digits_dir, "test", torch.device("cpu"))
     with torch.no_grad():
-        acc = float((model(test.batch(torch.arange(200))).argmax(1) == test.y[:200]).float().mean())
+        acc = float((model(test.batch(torch.arange(len(test)))).argmax(1) == test.y).float().mean())
     assert acc == pytest.approx(m["clean_accuracy"], abs=1e-6)
 
 
@@ -76,7 +76,7 @@ def test_no_snapshots_is_a_clear_error(tmp_path, digits_dir):
     from pipeline.io import save_torch
 
     save_torch(tmp_path / "snapshots.pt", {"model_args": {}, "snapshots": []})
-    (tmp_path / "r.json").write_text(json.dumps({"clean_accuracy": 0.5, "samples": 10}))
+    (tmp_path / "r.json").write_text(json.dumps({"test_acc": 0.5}))
     finetune = from_dict(FinetuneConfig, schema_defaults("finetune", {"device": "cpu"}))
     with pytest.raises(ValueError, match="snapshots > 0"):
         match.run(finetune, from_dict(MatchConfig, schema_defaults("match")), 0, digits_dir, tmp_path / "snapshots.pt",

@@ -125,7 +125,7 @@ def matched_snapshots(wildcards):
 
 
 def matched_target(wildcards):
-    return study.eval_path(wildcards.dataset, config["report"]["csl_method"], wildcards.seed, "slf")
+    return f"{study.run_dir('finetune', wildcards.dataset, config['report']['csl_method'], wildcards.seed, 'slf')}/metrics.json"
 
 
 def match_cfg():
