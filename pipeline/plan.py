@@ -310,12 +310,35 @@ def evaluate_job_passes(section: dict, n_test: int, is_video: bool, clean: float
 
 # ---- the study grid -----------------------------------------------------------------------------
 def load_study(path: str | Path) -> dict:
-    """The study file with the schema's defaults filled in, as the Snakefile validates it."""
-    from snakemake.utils import validate
-
+    """The study file with the schema's defaults filled in, as the Snakefile validates it
+    (`snakemake.utils.validate(..., set_default=True)`; without Snakemake, e.g. on a bare GPU
+    node, the same defaults through jsonschema alone)."""
     config = yaml.safe_load(Path(path).read_text())
-    validate(config, str(SCHEMA), set_default=True)
+    try:
+        from snakemake.utils import validate
+    except ImportError:
+        fill_defaults(config)
+    else:
+        validate(config, str(SCHEMA), set_default=True)
     return config
+
+
+def fill_defaults(config: dict) -> None:
+    """Validate `config` against the schema in place, inserting every missing key's `default`
+    before descending into it (what Snakemake's set_default does)."""
+    from jsonschema import Draft202012Validator, validators
+
+    base = Draft202012Validator.VALIDATORS["properties"]
+
+    def properties(validator, props, instance, schema):
+        if isinstance(instance, dict):
+            for key, sub in props.items():
+                if "default" in sub and key not in instance:
+                    instance[key] = copy.deepcopy(sub["default"])
+        yield from base(validator, props, instance, schema)
+
+    cls = validators.extend(Draft202012Validator, {"properties": properties})
+    cls(yaml.safe_load(SCHEMA.read_text())).validate(config)
 
 
 def method_seeds(config: dict, method: str) -> list[int]:

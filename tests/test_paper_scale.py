@@ -329,3 +329,24 @@ def test_pretrain_checkpoint_resumes_at_real_size(tmp_path, capfd):
     metrics = s.pretrain("cifar10", "simclr")
     assert "resumed from" in capfd.readouterr().err
     assert [h["epoch"] for h in metrics["history"]] == [1, 2] and not out.with_name("checkpoint.pt").exists()
+
+
+def test_gpu_check_cpu_mode_runs_every_part_and_fits_the_device_return(tmp_path):
+    """benchmarks/gpu_check.sh with GPU_CHECK_DEVICE=cpu: every part runs and passes, the files in $OUT
+    are at most 8 with plain names (what the device machine returns), and the forecast is among them."""
+    import re
+    import subprocess
+    import sys
+
+    env = {**os.environ, "GPU_CHECK_DEVICE": "cpu", "OUT": str(tmp_path), "PYTHON": sys.executable}
+    proc = subprocess.run(["bash", "benchmarks/gpu_check.sh"], cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+    log = (tmp_path / "gpu_check.log").read_text() if (tmp_path / "gpu_check.log").exists() else ""
+    assert proc.returncode == 0, proc.stdout[-2000:] + log[-4000:]
+    rows = [line.split("\t") for line in (tmp_path / "summary.tsv").read_text().splitlines()[1:]]
+    parts = {r[0]: r[1] for r in rows}
+    assert list(parts) == ["env", "pretrain", "adv_image", "adv_clip", "evaluate", "cuda_tests", "paper", "ddp", "plan"]
+    assert all(rc == "0" for name, rc in parts.items() if name != "ddp") and parts["ddp"].startswith("skipped")
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(files) <= 8 and all(re.fullmatch(r"[A-Za-z0-9._-]+", p.name) and p.parent == tmp_path for p in files)
+    assert (tmp_path / "plan.txt").read_text().count("wall time on  64 GPU(s)") == 2
+    assert json.loads((tmp_path / "pretrain.json").read_text())

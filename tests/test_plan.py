@@ -255,3 +255,12 @@ def test_unknown_backbone_and_gpu_name_the_key():
         plan.forecast(config, "h100")
     with pytest.raises(ValueError, match="--gpu"):
         plan.forecast(config, "a100")
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_defaults_without_snakemake_equal_snakemakes(study):
+    import yaml
+
+    config = yaml.safe_load((REPO / study).read_text())
+    plan.fill_defaults(config)
+    assert config == plan.load_study(REPO / study)
