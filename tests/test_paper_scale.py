@@ -354,3 +354,31 @@ def test_gpu_check_cpu_mode_runs_every_part_and_fits_the_device_return(tmp_path)
     assert len(files) <= 8 and all(re.fullmatch(r"[A-Za-z0-9._-]+", p.name) and p.parent == tmp_path for p in files)
     assert (tmp_path / "plan.txt").read_text().count("wall time on  64 GPU(s)") == 2
     assert json.loads((tmp_path / "pretrain.json").read_text())
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_study_file_dry_runs_against_fake_trees_with_every_job(study, tmp_path):
+    """`snakemake -n` with the study file (roots pointed at fake official trees) plans every job:
+    each dataset x method x seed pretraining, mining per seed, and every protocol's finetune and evaluate."""
+    import shutil
+    import subprocess
+    import sys
+
+    shutil.copy(REPO / "Snakefile", tmp_path)
+    for name in ("workflow", "pipeline", "config"):
+        shutil.copytree(REPO / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    roots = write_fake_roots(tmp_path / "fake", study)
+    override = "decode={" + ", ".join(f"{ds}: {{root: {root}}}" for ds, root in roots.items()) + "}"
+    cmd = [sys.executable, "-m", "snakemake", "-n", "--cores", "2", "--configfile", f"config/{study}.yaml",
+           "--replace-workflow-config", "--config", override]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    jobs = {line.split()[0]: int(line.split()[1]) for line in out.split("Job stats:")[1].split("total")[0].splitlines()
+            if len(line.split()) == 2 and line.split()[1].isdigit()}
+    config = plan.load_study(REPO / "config" / f"{study}.yaml")
+    runs = sum(len(plan.method_seeds(config, m)) for m in config["pretrain"]["methods"])
+    assert jobs["pretrain"] == 2 * runs == 78 and jobs["mine"] == 2 * 3 and jobs["decode"] == 2
+    assert jobs["finetune"] == jobs["evaluate"] == 2 * runs * 3 and jobs["analyse"] == 2
+    planned = plan.study_jobs(config)
+    assert all(jobs[stage] == sum(j["stage"] == stage for j in planned) for stage in jobs if stage != "all")
