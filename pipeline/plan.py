@@ -81,10 +81,12 @@ AA_CE_PASSES = 100
 AA_ROBUST_PASSES = 9 * 100 + 9 * 100 + 5000 / 3  # fwd+bwd equivalents (Square: forward only = 1/3)
 
 
+AA_PER_ROBUST_SAMPLE = 1 / 3 + AA_CE_PASSES + AA_ROBUST_PASSES  # its clean forward, APGD-CE, the other three
+
+
 def _aa_efficiency() -> float:
-    per_image = 1 + AA_CE_PASSES + AA_ROBUST_PASSES  # clean forward (1/3, rounded up) + the attacks
     fp32 = _H100_BF16["resnet18"] * FP32_FACTOR
-    return 1000 * per_image / (ANCHORS_H100["resnet18_autoattack_1000_s"][0] * fp32)
+    return 1000 * AA_PER_ROBUST_SAMPLE / (ANCHORS_H100["resnet18_autoattack_1000_s"][0] * fp32)
 
 
 AA_EFFICIENCY = _aa_efficiency()
@@ -109,6 +111,7 @@ JOB_OVERHEAD_S = 30.0  # per GPU job: interpreter + torch import, CUDA init, dat
 PARAMS = {"resnet18": 11_168_832, "r3d_18": 33_166_272, "r2plus1d_18": 31_300_125}
 SAVED_MB_FP32 = {"resnet18": 28.34, "r3d_18": 317.47, "r2plus1d_18": 789.82}
 CUDA_CONTEXT_GB = 1.0  # context, cuDNN workspace, allocator slack [assumed]
+FEATURES_GB = 2.0  # forward-only stages: one batch's activations and the (N, 512) features [assumed]
 
 # Official split sizes (train, test, classes) per source and fold, one clip per video.
 DATASET_SIZES = {
@@ -473,7 +476,7 @@ def cost_job(job: dict, config: dict, gpu: str, sizes: dict, aa_video_samples: i
         else:
             encoders = sum(len(method_seeds(config, m)) for m in config["pretrain"]["methods"])
             p = analyse_job_passes(config["analyse"]["max_samples"], info["train"], info["test"], encoders)
-        s, mem = seconds(p, info, "bf16", gpu), memory_gb(info, 0, "fp32", False, 0) + 2.0
+        s, mem = seconds(p, info, "fp32", gpu), memory_gb(info, 0, "fp32", False, 0) + FEATURES_GB  # both run in fp32
         detail = "forward only"
     elif stage == "finetune":
         section = config["finetune"]
@@ -482,7 +485,7 @@ def cost_job(job: dict, config: dict, gpu: str, sizes: dict, aa_video_samples: i
         p = finetune_job_passes(job["protocol"], section, info["train"], info["test"])
         s = seconds(p, info, prec, gpu)
         if kind == "slf":
-            mem, detail = memory_gb(info, 0, prec, False, 0) + 1.0, "features once + head"
+            mem, detail = memory_gb(info, 0, prec, False, 0) + FEATURES_GB, "features once + head"
         else:
             adv = section["protocols"][job["protocol"]]
             graph = adv["batch_size"] * (2 if adv["training"] == "trades" and kind == "aff" else 1)

@@ -231,8 +231,7 @@ def test_attack_passes_and_accuracy_scaling():
 
 def test_aa_calibration_reproduces_its_anchor():
     info = {"backbone": "resnet18", "frames": 1, "size": 32}
-    per_image = 1 + plan.AA_CE_PASSES + plan.AA_ROBUST_PASSES
-    assert 1000 * per_image / (plan.rate(info, "fp32", "h100") * plan.AA_EFFICIENCY) == pytest.approx(231.0)
+    assert 1000 * plan.AA_PER_ROBUST_SAMPLE / (plan.rate(info, "fp32", "h100") * plan.AA_EFFICIENCY) == pytest.approx(231.0)
 
 
 @pytest.mark.parametrize("study", STUDIES)
