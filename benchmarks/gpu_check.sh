@@ -61,6 +61,20 @@ if compgen -G ".whl/*.whl" > /dev/null; then  # carried wheels (device README: -
         >> "$LOG" 2>&1 && export PYTHONPATH="$PYTHONPATH:/tmp/gpu_check_site"
 fi
 
+# Snakemake does not travel (its dependency tree is too large for the 64 MiB carry); what the
+# benchmarks and tests take from it is `snakemake.utils.validate` (schema defaults), which a
+# stand-in on PYTHONPATH provides through pipeline.plan.fill_defaults (tested equal to Snakemake's).
+if ! "$PY" -c "import snakemake.utils" 2> /dev/null; then
+    mkdir -p /tmp/gpu_check_shim/snakemake
+    : > /tmp/gpu_check_shim/snakemake/__init__.py
+    printf '%s\n' '"""Stand-in for snakemake.utils.validate on a GPU node without Snakemake (benchmarks/gpu_check.sh)."""' \
+        'def validate(data, schema, set_default=True):' \
+        '    from pipeline.plan import fill_defaults' \
+        '    fill_defaults(data, schema, set_default)' > /tmp/gpu_check_shim/snakemake/utils.py
+    export PYTHONPATH="$PYTHONPATH:/tmp/gpu_check_shim"
+    echo "snakemake.utils: stand-in (pipeline.plan.fill_defaults)" >> "$LOG"
+fi
+
 # part NAME LIMIT_S COMMAND...: run it under its limit, its output appended to the log, one summary row.
 part() {
     local name=$1 limit=$2 start rc
@@ -74,18 +88,20 @@ part() {
 }
 
 if [ "$DEVICE" = cpu ]; then  # tiny sizes: proves every part runs, figures are not GPU figures
-    L_BENCH=120; L_TEST=120; L_PAPER=120
+    L_BENCH=300; L_TEST=120; L_PAPER=120  # a loaded 2-core CI box; the parts take 10-60 s on an idle one
     PAPER_SELECT=(-k shrink)  # the real-size stage test itself runs in CI
     ADV_STEPS=(--steps 1 --rounds 1)
+    PRETRAIN_SIZE=(--batch 16 --batches 1 --warm 1 --rounds 1 --workers 1 --clip-frames 4 --clip-size 32 --clip-batch 2)
 else
     L_BENCH=80; L_TEST=60; L_PAPER=150
     PAPER_SELECT=()
     ADV_STEPS=(--rounds 3)
+    PRETRAIN_SIZE=()  # the benchmark's CUDA defaults: batch 512, a full epoch, 16x112x112 clips
 fi
 
 part env 15 bash -c "nvidia-smi 2>/dev/null; $PY -c 'import torch, sys; print(sys.version); print(\"torch\", torch.__version__, \"cuda\", torch.cuda.is_available(), torch.cuda.device_count())'; $PY -m pip list 2>/dev/null | grep -iE 'torch|av|decord|autoattack|lightly|snakemake|jsonschema|numpy'" 
 cp "$LOG" "$OUT/env.txt"
-part pretrain "$L_BENCH" "$PY" benchmarks/pretrain.py --device "$DEVICE" --json "$OUT/pretrain.json"
+part pretrain "$L_BENCH" "$PY" benchmarks/pretrain.py --device "$DEVICE" "${PRETRAIN_SIZE[@]}" --json "$OUT/pretrain.json"
 part adv_image $((L_BENCH * 9 / 16)) "$PY" benchmarks/adversarial.py --device "$DEVICE" --modality image "${ADV_STEPS[@]}"
 part adv_clip $((L_BENCH * 9 / 16)) "$PY" benchmarks/adversarial.py --device "$DEVICE" --modality clip "${ADV_STEPS[@]}"
 part evaluate "$L_BENCH" "$PY" benchmarks/evaluate.py --device "$DEVICE"

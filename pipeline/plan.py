@@ -326,22 +326,22 @@ def load_study(path: str | Path) -> dict:
     return config
 
 
-def fill_defaults(config: dict) -> None:
+def fill_defaults(config: dict, schema: str | Path = SCHEMA, set_default: bool = True) -> None:
     """Validate `config` against the schema in place, inserting every missing key's `default`
-    before descending into it (what Snakemake's set_default does)."""
+    before descending into it (what Snakemake's set_default does); set_default=False only validates."""
     from jsonschema import Draft202012Validator, validators
 
     base = Draft202012Validator.VALIDATORS["properties"]
 
     def properties(validator, props, instance, schema):
-        if isinstance(instance, dict):
+        if isinstance(instance, dict) and set_default:
             for key, sub in props.items():
                 if "default" in sub and key not in instance:
                     instance[key] = copy.deepcopy(sub["default"])
         yield from base(validator, props, instance, schema)
 
     cls = validators.extend(Draft202012Validator, {"properties": properties})
-    cls(yaml.safe_load(SCHEMA.read_text())).validate(config)
+    cls(yaml.safe_load(Path(schema).read_text())).validate(config)
 
 
 def method_seeds(config: dict, method: str) -> list[int]:
