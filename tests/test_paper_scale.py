@@ -1,4 +1,5 @@
-"""Every stage of both paper-scale study files at their real model and input sizes, a step or two each.
+"""Every model stage of both paper-scale study files at their real model and input sizes, a step each
+(decode, pretrain, mine, finetune, evaluate, analyse; report never touches a model and is not run).
 
 ResNet-18 (CIFAR stem) on 32x32 images, R3D-18 (cifar10_ucf101) and R(2+1)D-18 (cifar100_hmdb51) on
 16x112x112 clips, on tiny data written here in the official formats: CIFAR python pickles, and
