@@ -37,6 +37,8 @@ from pathlib import Path
 
 import yaml
 
+from pipeline.grid import Grid
+
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -194,9 +196,19 @@ def pretrain_job_passes(model: dict, method: dict, n_train: int, n_test: int) ->
     return train + forward_passes(n_train + n_test) * knn_monitors(model["epochs"], model["knn_every"])
 
 
-def mine_job_passes(n_train: int) -> Passes:
-    """The warm-up encoder embeds the training split once."""
-    return forward_passes(n_train)
+def mine_views(mine: dict) -> int:
+    """Augmented support views the mine stage embeds (FNC, or every algorithm when `compare`)."""
+    return mine["support_views"] if mine["algorithm"] == "fnc" or mine["compare"] else 0
+
+
+def mine_job_passes(n_train: int, views: int = 0, windows: int = 1) -> Passes:
+    """The warm-up encoder embeds the training split once per clip window, then once per support view."""
+    return forward_passes(n_train * (windows + views))
+
+
+def match_job_passes(snapshots: int, n_train: int, n_test: int) -> Passes:
+    """Per supervised snapshot: features of the train and test splits once (the SLF head trains on them)."""
+    return forward_passes(n_train + n_test) * snapshots
 
 
 def analyse_job_passes(max_samples: int, n_train: int, n_test: int, encoders: int) -> Passes:
@@ -348,13 +360,15 @@ def method_seeds(config: dict, method: str) -> list[int]:
     return config["pretrain"]["methods"][method]["seeds"] or config["seeds"]
 
 
-def study_jobs(config: dict) -> list[dict]:
-    """Every job of the study, as workflow/rules/common.smk builds the DAG: dicts with `stage`,
-    `dataset`, `method`, `seed`, `protocol` (None where a stage has no such wildcard) and `deps`
-    (ids of the jobs it needs); the id is `stage:dataset:method:seed:protocol`.
+def matched_method(config: dict) -> str | None:
+    return Grid.from_config(config).matched_method
 
-    One function so that `pipeline/grid.py` can replace this enumeration at merge.
-    """
+
+def study_jobs(config: dict) -> list[dict]:
+    """Every job of the study, from the workflow's own grid (`pipeline.grid`): dicts with `stage`,
+    `dataset`, `method`, `seed`, `protocol` (None where a stage has no such wildcard) and `deps`
+    (ids of the jobs it needs, as the rules' inputs); the id is `stage:dataset:method:seed:protocol`."""
+    grid = Grid.from_config(config)
     jobs: list[dict] = []
 
     def add(stage, dataset=None, method=None, seed=None, protocol=None, deps=()):
@@ -363,31 +377,25 @@ def study_jobs(config: dict) -> list[dict]:
         jobs.append(job)
         return job["id"]
 
-    methods = list(config["pretrain"]["methods"])
-    warmup = config["mine"]["warmup_method"]
-    mined = lambda m: config["pretrain"]["methods"][m]["false_negatives"] == "mined"  # noqa: E731
-    mined_seeds = sorted({s for m in methods if mined(m) for s in method_seeds(config, m)})
     pid = lambda d, m, s: f"pretrain:{d}:{m}:{s}:"  # noqa: E731
+    fid = lambda d, m, s, p: f"finetune:{d}:{m}:{s}:{p}"  # noqa: E731
     report_deps = []
-    for d in config["datasets"]:
+    for d in grid.datasets:
         decode = add("decode", d)
-        for s in mined_seeds:
-            report_deps.append(add("mine", d, seed=s, deps=[pid(d, warmup, s)]))
-        for m in methods:
-            for s in method_seeds(config, m):
-                deps = [decode] + ([f"mine:{d}::{s}:"] if mined(m) else [])
-                report_deps.append(add("pretrain", d, m, s, deps=deps))
-        for p, entry in config["finetune"]["protocols"].items():
-            for m in methods:
-                if entry["methods"] and m not in entry["methods"]:
-                    continue
-                for s in method_seeds(config, m):
-                    if entry["seeds"] and s not in entry["seeds"]:
-                        continue
-                    f = add("finetune", d, m, s, p, deps=[pid(d, m, s)])
-                    report_deps += [f, add("evaluate", d, m, s, p, deps=[f])]
-        encoders = [pid(d, m, s) for m in methods for s in method_seeds(config, m)]
-        report_deps.append(add("analyse", d, deps=encoders))
+        for s in grid.mined_seeds():
+            report_deps.append(add("mine", d, seed=s, deps=[pid(d, grid.warmup_method, s)]))
+        for m, s in grid.runs():
+            deps = [decode] + ([f"mine:{d}::{s}:"] if grid.uses_mined(m) else [])
+            report_deps.append(add("pretrain", d, m, s, deps=deps))
+        for m, s, p in grid.protocol_runs():
+            report_deps.append(add("finetune", d, m, s, p, deps=[pid(d, m, s)]))
+        sup, csl = config["report"]["supervised_method"], config["report"]["csl_method"]
+        for s in grid.matched_seeds:
+            report_deps.append(add("match", d, seed=s, deps=[pid(d, sup, s), fid(d, csl, s, "slf")]))
+        for m, s, p in grid.evaluate_runs():
+            model = f"match:{d}::{s}:" if m == grid.matched_method else fid(d, m, s, p)
+            report_deps.append(add("evaluate", d, m, s, p, deps=[model]))
+        report_deps.append(add("analyse", d, deps=[pid(d, m, s) for m, s in grid.runs()]))
     add("report", deps=report_deps)
     return jobs
 
@@ -472,12 +480,19 @@ def cost_job(job: dict, config: dict, gpu: str, sizes: dict, aa_video_samples: i
         detail = f"{info['model']['epochs']} ep x {info['train'] // info['model']['batch_size']} steps, {method['loss']}"
     elif stage in ("mine", "analyse"):
         if stage == "mine":
-            p = mine_job_passes(info["train"])
+            mine = config["mine"]
+            frames, window = info.get("frames", 1), info["model"]["augment"].get("temporal_crop", 0)
+            windows = max(1, frames // window) if info["video"] and mine["temporal_windows"] and window else 1
+            p = mine_job_passes(info["train"], mine_views(mine), windows)
         else:
             encoders = sum(len(method_seeds(config, m)) for m in config["pretrain"]["methods"])
             p = analyse_job_passes(config["analyse"]["max_samples"], info["train"], info["test"], encoders)
         s, mem = seconds(p, info, "fp32", gpu), memory_gb(info, 0, "fp32", False, 0) + FEATURES_GB  # both run in fp32
         detail = "forward only"
+    elif stage == "match":
+        snapshots = config["pretrain"]["methods"][config["report"]["supervised_method"]]["snapshots"]
+        p = match_job_passes(snapshots, info["train"], info["test"])
+        s, mem, detail = seconds(p, info, "fp32", gpu), memory_gb(info, 0, "fp32", False, 0) + FEATURES_GB, f"{snapshots} snapshots x SLF"
     elif stage == "finetune":
         section = config["finetune"]
         kind = job["protocol"].split("_")[0]
@@ -495,7 +510,8 @@ def cost_job(job: dict, config: dict, gpu: str, sizes: dict, aa_video_samples: i
         section = copy.deepcopy(config["evaluate"])
         if info["video"] and aa_video_samples is not None and "autoattack" in section["attacks"]:
             section["attacks"]["autoattack"]["max_samples"] = aa_video_samples
-        adversarial = config["pretrain"]["methods"][job["method"]]["loss"] in ADVERSARIAL_CSL
+        method = config["report"]["supervised_method"] if job["method"] == matched_method(config) else job["method"]
+        adversarial = config["pretrain"]["methods"][method]["loss"] in ADVERSARIAL_CSL
         kind = job["protocol"].split("_")[0]
         clean = ACCURACY["clean"]["video" if info["video"] else "image"]
         robust = clean * ACCURACY["robust"][(kind, adversarial)] / 0.8 if info["video"] else ACCURACY["robust"][(kind, adversarial)]

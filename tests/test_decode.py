@@ -508,7 +508,7 @@ def test_paper_config_dry_runs_against_a_fake_dataset_tree(tmp_path):
     assert proc.returncode == 0, out[-3000:]
     jobs = {line.split()[0]: int(line.split()[1]) for line in out.split("Job stats:")[1].split("total")[0].splitlines()
             if len(line.split()) == 2 and line.split()[1].isdigit()}
-    assert jobs["decode"] == 2 and jobs["pretrain"] == 2 * 6 * 3 and jobs["mine"] == 2 * 3
+    assert jobs["decode"] == 2 and jobs["pretrain"] == 2 * 13 * 3 and jobs["mine"] == 2 * 3 and jobs["match"] == 2 * 3
     proc = dry_run(tmp_path / "fake" / "missing")
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "decode.ucf101.root" in out and str(tmp_path / "fake" / "missing") in out

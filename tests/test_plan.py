@@ -167,19 +167,20 @@ def test_mine_and_analyse_passes_equal_the_counted_calls(tmp_path, digits_dir, e
     from pipeline.config import AnalyseConfig, MineConfig, from_dict
 
     n_train, n_test = split_sizes(digits_dir)
-    mine.run(from_dict(MineConfig, schema_defaults("mine", {"device": "cpu"})), 0, digits_dir, encoder, tmp_path / "mine")
-    assert counting() == plan.mine_job_passes(n_train)
+    mine_cfg = schema_defaults("mine", {"device": "cpu"})  # FNC with support views, every algorithm compared
+    mine.run(from_dict(MineConfig, mine_cfg), 0, digits_dir, encoder, tmp_path / "mine")
+    assert counting() == plan.mine_job_passes(n_train, plan.mine_views(mine_cfg))
     cfg = schema_defaults("analyse", {"device": "cpu", "max_samples": 200})
     analyse.run(from_dict(AnalyseConfig, cfg), digits_dir, [("a", 0, encoder), ("b", 0, encoder)], tmp_path / "a.json", tmp_path / "a.png")
     assert counting() == plan.analyse_job_passes(200, n_train, n_test, encoders=2)
 
 
 def test_plan_mirrors_the_registries():
-    from pipeline.attacks import NORM
+    from pipeline.attacks import ATTACKS
     from pipeline.corruptions import VIDEO_CORRUPTIONS
 
     assert plan.VIDEO_ONLY_CORRUPTIONS == set(VIDEO_CORRUPTIONS)
-    assert plan.L2_ATTACKS == {a for a, norm in NORM.items() if norm == "L2"}
+    assert plan.L2_ATTACKS == {a for a, entry in ATTACKS.items() if entry.norm == "L2"}
 
 
 # ---- the grid and the schedule --------------------------------------------------------------------
@@ -195,9 +196,11 @@ def test_study_jobs_cover_every_method_protocol_and_dependency(study):
     count = lambda stage: sum(j["stage"] == stage for j in jobs)  # noqa: E731
     runs = sum(len(plan.method_seeds(config, m)) for m in config["pretrain"]["methods"])
     protocols = list(config["finetune"]["protocols"])
-    assert count("pretrain") == 2 * runs and count("finetune") == count("evaluate") == 2 * runs * len(protocols)
+    matched = len(plan.method_seeds(config, "supervised"))  # the match stage's supervised_matched classifiers
+    assert count("pretrain") == 2 * runs and count("finetune") == 2 * runs * len(protocols)
+    assert count("evaluate") == 2 * (runs * len(protocols) + matched) and count("match") == 2 * matched
     assert set(protocols) == {"slf", "alf", "aff"}
-    assert {j["method"] for j in jobs if j["stage"] == "evaluate"} == set(config["pretrain"]["methods"])
+    assert {j["method"] for j in jobs if j["stage"] == "evaluate"} == set(config["pretrain"]["methods"]) | {"supervised_matched"}
     mined = [j for j in jobs if j["stage"] == "pretrain" and config["pretrain"]["methods"][j["method"]]["false_negatives"] == "mined"]
     assert mined and all(any(d.startswith("mine:") for d in j["deps"]) for j in mined)
     assert {"rocl_mined_elim", "acl_mined_elim", "simclr_mined_elim"} <= {j["method"] for j in mined}
