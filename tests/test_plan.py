@@ -120,7 +120,7 @@ def encoder(tmp_path, digits_dir, counting):
 def finetune_section(protocol: str, **adversarial) -> dict:
     entry = {} if protocol == "slf" else schema_defaults("adversarial", {"epochs": 2, "steps": 2, "holdout": 50, "batch_size": 64,
                                                                           "monitor_steps": 3, **adversarial})
-    return schema_defaults("finetune", {"device": "cpu", "epochs": 3, "protocols": {protocol: entry}})
+    return schema_defaults("finetune", {"device": "cpu", "epochs": 30, "protocols": {protocol: entry}})
 
 
 @pytest.mark.parametrize("protocol,training", [("slf", None), ("alf", "pgd_at"), ("aff", "trades"), ("aff_fast", "fgsm_rs"),
