@@ -59,11 +59,15 @@ def read_npy(path: str | os.PathLike[str], mmap: bool = False) -> np.ndarray:
 
 
 def save_torch(path: str | os.PathLike[str], obj: Any) -> None:
-    """torch.save atomically (a killed job never leaves a truncated checkpoint)."""
+    """torch.save atomically (a killed job never leaves a truncated checkpoint), byte for byte reproducible.
+
+    Saved through an open file, not a path: given a path, torch names the zip's top folder after the
+    file, here the random temporary name, so equal tensors gave different bytes (and checksums).
+    """
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 def load_torch(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:

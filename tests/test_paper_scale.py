@@ -271,6 +271,7 @@ def methods_needed(config: dict, chosen: list[str]) -> list[str]:
     return [warm] + [m for m in chosen if m != warm]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(1800)  # minutes on a loaded 2-core box (each real-size clip pass takes seconds)
 @pytest.mark.parametrize("study", STUDIES)
 def test_every_stage_runs_at_real_sizes(study, tmp_path):
@@ -321,6 +322,7 @@ def test_every_stage_runs_at_real_sizes(study, tmp_path):
         path.write_text(json.dumps({**existing, study: s.report}, indent=1))
 
 
+@pytest.mark.slow
 def test_pretrain_checkpoint_resumes_at_real_size(tmp_path, capfd):
     """ResNet-18 at 32x32 stopped after epoch 1 of 2 resumes from its checkpoint and finishes."""
     config = shrink(plan.load_study(REPO / "config" / "cifar10_ucf101.yaml"))
@@ -341,6 +343,7 @@ def test_pretrain_checkpoint_resumes_at_real_size(tmp_path, capfd):
     assert [h["epoch"] for h in metrics["history"]] == [1, 2] and not out.with_name("checkpoint.pt").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_gpu_check_cpu_mode_runs_every_part_and_fits_the_device_return(tmp_path):
     """benchmarks/gpu_check.sh with GPU_CHECK_DEVICE=cpu: every part runs and passes, the files in $OUT
