@@ -30,7 +30,7 @@ from tests.conftest import REPO
 
 CLUSTER_SH = REPO / "tests" / "slurm" / "cluster.sh"
 PROFILES = REPO / "workflow" / "profiles"
-GPU_STAGES = {"pretrain", "mine", "finetune", "evaluate", "analyse"}
+GPU_STAGES = {"pretrain", "mine", "finetune", "match", "evaluate", "analyse"}
 COPIED = ["Snakefile", "workflow", "pipeline", "config", ".test"]
 
 
@@ -178,6 +178,9 @@ def tiny_study_config() -> str:
             cfg.get("mine", {}).get("warmup_method", "simclr"),
             next(name for name, m in methods.items() if m.get("false_negatives") == "mined")}
     cfg["pretrain"]["methods"] = {name: m for name, m in methods.items() if name in keep}
+    report = cfg.setdefault("report", {})
+    for role in ("oracle_methods", "mined_methods"):  # the claims name only methods that still run
+        report[role] = [m for m in report.get(role, []) if m in keep]
     protocols = cfg.get("finetune", {}).get("protocols")
     if protocols:
         cfg["finetune"]["protocols"] = {"slf": protocols.get("slf", {})}
@@ -221,7 +224,8 @@ def test_every_job_ran_as_a_slurm_job_and_gpu_stages_got_a_gpu(slurm_study):
     assert all(j["State"] == "COMPLETED" for js in by_rule.values() for j in js)
     encoders = list((workdir / "results" / "pretrain").rglob("encoder.pt"))
     assert len(by_rule["pretrain"]) == len(encoders) == 6  # 3 methods x 2 datasets
-    assert len(by_rule["finetune"]) == len(by_rule["evaluate"]) == 6
+    assert len(by_rule["finetune"]) == 6 and len(by_rule["match"]) == 2  # match: 1 seed x 2 datasets
+    assert len(by_rule["evaluate"]) == 6 + 2  # the finetuned classifiers and the matched supervised ones
     for rule, js in by_rule.items():
         assert all(("gres/gpu=1" in j["AllocTRES"]) == (rule in GPU_STAGES) for j in js), (rule, js)
     logs = list((workdir / ".snakemake" / "slurm_logs").rglob("*.log"))

@@ -83,7 +83,7 @@ def test_evaluate_setting_reruns_only_evaluate_and_report(study):
 def test_pretrain_setting_reruns_downstream_but_not_decode(study):
     cfg = changed_config(study, lambda c: c["pretrain"]["image"].update(epochs=2))
     jobs = planned(study, cfg)
-    assert set(jobs) == {"pretrain", "mine", "finetune", "evaluate", "analyse", "report", "all"}
+    assert set(jobs) == {"pretrain", "mine", "finetune", "match", "evaluate", "analyse", "report", "all"}
     assert jobs["pretrain"] == 4 and jobs["mine"] == 1 and jobs["analyse"] == 1  # images only: videos untouched
 
 
@@ -157,7 +157,7 @@ def test_augmentation_change_reruns_pretrain_and_downstream_not_embed_or_decode(
     assert "LUMA = (0.299, 0.587, 0.114)" in original
     try:
         source.write_text(original.replace("LUMA = (0.299, 0.587, 0.114)", "LUMA = (0.3, 0.587, 0.113)"))
-        assert set(planned(study)) == {"pretrain", "mine", "finetune", "evaluate", "analyse", "report", "all"}
+        assert set(planned(study)) == {"pretrain", "mine", "finetune", "match", "evaluate", "analyse", "report", "all"}
     finally:
         source.write_text(original)
 
