@@ -88,3 +88,17 @@ def test_per_sample_uniformity_matches_a_naive_loop():
     naive = [math.log(sum(math.exp(-2 * float((f[i] - f[j]).pow(2).sum())) for j in range(30) if j != i) / 29) for i in range(30)]
     assert torch.allclose(uniformity_per_sample(f, 2), torch.tensor(naive), atol=1e-5)
     assert float(uniformity_per_sample(f, 2).mean()) <= uniformity(f, 2) + 1e-6  # Jensen
+
+
+def test_heatmap_class_ticks_are_integers(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    from pipeline.analyse import plot_heatmaps
+
+    figures = []
+    real = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: (figures.append(fig), real(fig, *a, **k)))
+    dist = [[0.1 * (i == j) + 0.5 * (i != j) for j in range(6)] for i in range(6)]
+    plot_heatmaps({"simclr:0": {"test": {"class_distances": dist, "uniformity": -2.0}}}, tmp_path / "h.png")
+    ax = figures[0].axes[0]
+    assert list(ax.get_xticks()) == list(range(6)) and list(ax.get_yticks()) == list(range(6))

@@ -142,3 +142,46 @@ def test_corruption_tables_and_l2_columns(tmp_path, results):
     assert "| supervised | slf | 61.7 ± 2.4 | 62.5 ± 3.5 | 60.0 ± 0.0 | 70.0 ± 0.0 | 45.0 ± 7.1 |" in md
     assert len(read_csv(tmp_path / "rep" / "corruptions.csv")) == 3 * len(RA)
     assert (tmp_path / "rep" / "toy_corruptions.png").stat().st_size > 2000
+
+
+def test_robust_above_clean_on_the_same_samples_is_flagged(tmp_path, results):
+    """An attack's accuracy is compared with the clean accuracy of its own samples (not the full split's)."""
+    p = results / "evaluate/toy/simclr/seed0/slf/robustness.json"
+    d = json.loads(p.read_text())
+    d["attacks"]["pgd"]["8.0"].update(accuracy=0.5, samples=8, clean_accuracy=0.25)  # impossible on those 8 samples
+    p.write_text(json.dumps(d))
+    summary = run(CFG, GRID, results, tmp_path / "rep")
+    assert any("above the clean accuracy 0.2500 of the same 8 samples" in c for c in summary["checks"])
+
+
+def test_a_method_keeps_its_colour_in_every_plot():
+    from pipeline.report import study_colours
+    from pipeline.report_plots import method_colours
+
+    colours = study_colours(GRID)
+    assert colours == method_colours(METHODS) and len(set(colours.values())) == len(METHODS)
+    many = [f"m{i}" for i in range(15)]
+    assert len(set(method_colours(many).values())) == 15  # no repeated colour beyond 10 methods
+
+
+def test_one_epoch_training_curve_shows_a_point(tmp_path, results):
+    """A one-epoch history is drawn with a marker (a line of one point is invisible)."""
+    import matplotlib.pyplot as plt
+
+    from pipeline import report_plots
+
+    for (method, seed) in RA:
+        p = results / f"pretrain/toy/{method}/seed{seed}/metrics.json"
+        d = json.loads(p.read_text())
+        d["history"] = d["history"][:1]
+        p.write_text(json.dumps(d))
+    captured = []
+    real_save = report_plots._save
+    report_plots._save = lambda fig, path: (captured.append(fig), real_save(fig, path))
+    try:
+        report_plots.training_curves(results, "toy", GRID, report_plots.method_colours(METHODS), tmp_path / "t.png")
+    finally:
+        report_plots._save = real_save
+    lines = [line for ax in captured[0].axes for line in ax.get_lines()]
+    assert lines and all(line.get_marker() not in (None, "None", "") for line in lines)
+    plt.close("all")
