@@ -146,7 +146,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cfg", required=True, help="JSON of the `analyse` section")
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--encoder", type=parse_encoder, action="append", required=True, help="method:seed:path")
-    parser.add_argument("--bn-branch", choices=BN_BRANCHES, required=True, help="finetune.dual_bn_branch: BN branch of dual-BN encoders")
+    parser.add_argument("--bn-branch", choices=BN_BRANCHES, default="adv",
+                        help="finetune.dual_bn_branch: BN branch of dual-BN encoders (the rule passes the study's; default adv)")
     parser.add_argument("--out-json", type=Path, required=True)
     parser.add_argument("--out-png", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=1)
