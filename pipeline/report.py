@@ -219,7 +219,7 @@ def mining_rows(results: Path, grid: Grid) -> list[dict]:
                 for algorithm, c in candidates.items():  # every algorithm measured on the same embeddings
                     out.append({"dataset": dataset, "seed": seed, "algorithm": algorithm, "used": algorithm == q["algorithm"],
                                 "pair_precision": c["pair_precision"], "pair_recall": c["pair_recall"],
-                                "x_chance": c.get("x_chance", math.nan), "chance": q.get("chance", math.nan)})
+                                "x_chance": c.get("x_chance") or math.nan, "chance": q.get("chance", math.nan)})
     return out
 
 

@@ -37,7 +37,7 @@ def label_pair_quality(pseudo: np.ndarray, truth: np.ndarray) -> dict:
     precision = float(tp / max(flagged, 1))
     return {
         "pair_precision": precision, "pair_recall": float(tp / max(true_pairs, 1)),
-        "x_chance": precision / chance_precision(truth),
+        "x_chance": times_chance(precision, truth),
         "flagged_pairs": int(flagged), "true_pairs": int(true_pairs),
         "purity": float(table.max(1).sum() / len(pseudo)),
         "nmi": float(normalized_mutual_info_score(truth, pseudo)),
@@ -64,7 +64,13 @@ def neighbour_pair_quality(neighbours: np.ndarray, truth: np.ndarray) -> dict:
     precision = tp / max(len(a), 1)
     return {
         "pair_precision": precision, "pair_recall": tp / max(true_pairs, 1),
-        "x_chance": precision / chance_precision(truth),
+        "x_chance": times_chance(precision, truth),
         "flagged_pairs": int(len(a)), "true_pairs": true_pairs, "purity": None, "nmi": None, "clusters": None,
         "pairs_lost_per_anchor": _lost(np.bincount(np.concatenate([a, b]), minlength=len(truth))),
     }
+
+
+def times_chance(precision: float, truth: np.ndarray) -> float | None:
+    """Precision over chance; None when no two samples share a class (chance is 0: nothing to mine)."""
+    chance = chance_precision(truth)
+    return precision / chance if chance > 0 else None
