@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"mine: {q['algorithm']} pair precision {q['pair_precision']:.3f} recall {q['pair_recall']:.3f} "
           f"({'n/a' if q['x_chance'] is None else format(q['x_chance'], '.2f')} x chance {q['chance']:.3f}) in {q['seconds']:.1f} s", file=sys.stderr)
     for name, c in q.get("candidates", {}).items():
-        print(f"  {name:9s} precision {c['pair_precision']:.3f} recall {c['pair_recall']:.3f} x chance {c['x_chance']:.2f} "
+        print(f"  {name:9s} precision {c['pair_precision']:.3f} recall {c['pair_recall']:.3f} x chance {'n/a' if c['x_chance'] is None else format(c['x_chance'], '.2f')} "
               f"{c['settings']}", file=sys.stderr)
 
 
