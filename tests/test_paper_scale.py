@@ -254,6 +254,12 @@ def relabel_test_with_predictions(data_dir: Path, classifier: Path, n: int) -> N
     y = np.load(data_dir / "test_y.npy")
     y[:n] = pred
     np.save(data_dir / "test_y.npy", y)
+    # the labels changed on purpose: record their new checksum, as decode would (consumers verify it)
+    from pipeline.io import sha256_file
+
+    meta = json.loads((data_dir / "meta.json").read_text())
+    meta["sha256"]["test_y.npy"] = sha256_file(data_dir / "test_y.npy")
+    (data_dir / "meta.json").write_text(json.dumps(meta))
 
 
 def point_at(config: dict, roots: dict[str, Path]) -> None:
