@@ -40,7 +40,7 @@ from pipeline.config import FinetuneConfig, MatchConfig, from_dict
 from pipeline.data import load_split
 from pipeline.finetune import checkpoint, fit_slf
 from pipeline.environment import environment
-from pipeline.io import load_torch, read_json, save_torch, sha256_file, write_json
+from pipeline.io import load_torch, read_json, save_torch, sha256_file, verify_sibling, write_json
 from pipeline.logs import log_header
 from pipeline.models import build_encoder
 
@@ -58,6 +58,7 @@ def run(finetune: FinetuneConfig, cfg: MatchConfig, seed: int, data_dir: Path, s
     goal = read_json(target)
     train, test = load_split(data_dir, "train", rt.device), load_split(data_dir, "test", rt.device)
     classes = read_json(data_dir / "meta.json")["num_classes"]
+    verify_sibling(snapshots, "metrics.json", "snapshots_sha256", "pretrain")
     saved = load_torch(snapshots)
     if not saved["snapshots"]:
         raise ValueError(f"{snapshots} holds no snapshot: set pretrain.methods.<supervised>.snapshots > 0 to run the match stage")

@@ -78,7 +78,8 @@ def gap_closed(gaps: list[dict], dataset: str, colours: dict[str, tuple], path: 
     ax.axhline(100, color="grey", lw=0.8, ls="--")
     ax.set_xticks([j + width * (len(methods) - 1) / 2 for j in range(len(eps_list))], [f"{e:g}/255" for e in eps_list])
     ax.set_ylabel("gap closed (%)")
-    ax.set_title(f"{dataset}: share of the worst-case robustness gap closed (100% = supervised)", fontsize=10)
+    ax.set_title(f"{dataset}: share of the worst-case robustness gap closed (100% = supervised; descriptive, "
+                 "per-seed spread: the claims section says whether the gap is established)", fontsize=10)
     if methods:
         ax.legend(**LEGEND)
     _save(fig, path)

@@ -93,3 +93,21 @@ def test_flipped_or_swapped_encoder_is_detected(tmp_path, digits_dir):
     shutil.copy(other / "encoder.pt", out / "encoder.pt")  # a whole, valid file, but another run's
     with pytest.raises(io.IntegrityError, match="pretrain"):
         load_encoder(out / "encoder.pt", torch.device("cpu"))
+
+
+def test_flipped_mined_false_negatives_are_detected_with_the_file_named(tmp_path):
+    """pretrain reads mine's false_negatives.npz only if it is the file mine recorded."""
+    import numpy as np
+    import pytest
+    import torch
+
+    from pipeline.io import IntegrityError, sha256_file, write_json
+    from pipeline.pretrain.context import MinedFalseNegatives
+
+    path = tmp_path / "false_negatives.npz"
+    np.savez(path, labels=np.arange(10) % 3)
+    write_json(tmp_path / "quality.json", {"false_negatives_sha256": sha256_file(path)})
+    assert MinedFalseNegatives(path, torch.device("cpu")).labels.tolist() == (np.arange(10) % 3).tolist()
+    np.savez(path, labels=np.arange(10) % 2)  # swapped for other labels
+    with pytest.raises(IntegrityError, match="false_negatives.npz.*'mine'"):
+        MinedFalseNegatives(path, torch.device("cpu"))

@@ -66,6 +66,18 @@ def test_tiny_study_produces_the_report(study):
     for method in ("supervised", "simclr", "simclr_oracle_elim", "simclr_mined_elim"):
         assert f"| {method} | slf |" in md
     assert "False-negative mining quality" in md
+    # the claims section and claims.csv are well-formed: every row has an interval around its estimate,
+    # a verdict, and says what it rests on
+    assert md.index("## Claims") < md.index("### Accuracy under attack")
+    import csv
+
+    with open(study / "results" / "report" / "claims.csv") as f:
+        claims = list(csv.DictReader(f))
+    assert {r["dataset"] for r in claims} == {"digits", "moving_digits"}
+    assert {"C1a", "C1b", "C1c", "C2a", "C2b", "C3", "C4"} <= {r["claim"] for r in claims}
+    for r in claims:
+        assert float(r["low"]) <= float(r["estimate"]) <= float(r["high"]) and int(r["samples"]) > 0 and r["seeds"]
+        assert r["verdict"].split(" ")[0] in ("supported", "contradicted", "inconclusive")
     assert (study / "results" / "report" / "moving_digits_accuracy_vs_eps.png").stat().st_size > 2000
     meta = yaml.safe_load((study / "results" / "decode" / "moving_digits" / "meta.json").read_text())
     assert meta["train"]["decoders"] == {"decord": meta["train"]["shape"][0]}

@@ -19,6 +19,7 @@ from torch import nn
 from pipeline import distributed, runtime
 from pipeline.augment import augment
 from pipeline.config import PretrainConfig
+from pipeline.io import verify_sibling
 from pipeline.losses import LOSSES, neighbour_mask, same_label_mask, similarity_threshold_mask
 from pipeline.models import Encoder, projection_head
 from pipeline.models.dual_bn import adversarial_bn, convert_dual_bn
@@ -28,6 +29,7 @@ class MinedFalseNegatives:
     """The mine stage's output: pseudo-labels (N,) or a neighbour table (N, K), on the device."""
 
     def __init__(self, path: Path, device: torch.device) -> None:
+        verify_sibling(path, "quality.json", "false_negatives_sha256", "mine")  # the file mine wrote, whole
         with np.load(path, allow_pickle=False) as f:
             self.labels = torch.from_numpy(f["labels"]).to(device) if "labels" in f else None
             self.neighbours = torch.from_numpy(f["neighbours"]).to(device) if "neighbours" in f else None

@@ -197,6 +197,7 @@ def train_and_save(cfg: PretrainConfig, cfg_json: str, seed: int, data_dir: Path
                **run_summary(cfg, rt, nets, train), "config": json.loads(cfg_json), "seed": seed}
     save_encoder(out_encoder, nets, cfg, cfg_json, meta, seed, knn)
     save_snapshots(out_encoder.with_name("snapshots.pt"), snapshots, cfg, meta)
+    metrics["snapshots_sha256"] = sha256_file(out_encoder.with_name("snapshots.pt"))  # match verifies it
     metrics["encoder_sha256"] = sha256_file(out_encoder)  # finetune, mine, analyse verify it
     write_json(out_metrics, {**metrics, "environment": environment()})
     ckpt.unlink(missing_ok=True)  # the encoder is the finished output; the checkpoint only served resumption
