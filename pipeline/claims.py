@@ -213,13 +213,19 @@ def add_gap_shares(rows: list[ClaimRow], outcomes: Outcomes, roles: Roles, rng) 
         arrays = [outcomes.matrix(m, seeds, WORST_CASE, key) for m in (variant, roles.csl, roles.supervised)]
         n = min(a.shape[1] for a in arrays)
         share = st.gap_share(*(a[:, :n] for a in arrays), rng=rng, n_boot=roles.n_boot)
-        gap = share.gap
-        if share.defined and gap.high < 0:  # CSL is the more robust one here: there is no gap to close
+        # whether the gap is established is C1a's verdict at this eps (one answer for every variant)
+        c1a = next((r for r in rows if r.claim == "C1a" and r.eps == row.eps), None)
+        gap = c1a.interval if c1a is not None else share.gap
+        if gap.high < 0:  # CSL is the more robust one here: there is no gap to close
             row.extra = (f"share of the gap: undefined: {roles.csl} is more robust than {roles.supervised} here "
                          f"(gap {gap.estimate:+.3f} [{gap.low:+.3f}, {gap.high:+.3f}])")
-            continue
-        row.extra = f"share of the gap: {share.text()}"
-        row.flags += list(share.flags)
+        elif gap.low <= 0:
+            row.extra = f"share of the gap: undefined: the gap {gap.estimate:+.3f} [{gap.low:+.3f}, {gap.high:+.3f}] is not established"
+        elif share.share is None:  # C1a established it, this variant's joint redraw did not: no ratio to report
+            row.extra = "share of the gap: undefined on this variant's draws (the gap's interval touches 0 there)"
+        else:
+            row.extra = f"share of the gap: {share.text()}"
+            row.flags += list(share.flags)
 
 
 def add_mining_quality(rows: list[ClaimRow], results: Path, grid: Grid, roles: Roles) -> None:
