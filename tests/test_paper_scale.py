@@ -395,6 +395,8 @@ def test_study_file_dry_runs_against_fake_trees_with_every_job(study, tmp_path):
     config = plan.load_study(REPO / "config" / f"{study}.yaml")
     runs = sum(len(plan.method_seeds(config, m)) for m in config["pretrain"]["methods"])
     assert jobs["pretrain"] == 2 * runs == 78 and jobs["mine"] == 2 * 3 and jobs["decode"] == 2
-    assert jobs["finetune"] == jobs["evaluate"] == 2 * runs * 3 and jobs["analyse"] == 2
+    matched = len(plan.method_seeds(config, "supervised"))  # the match stage's supervised_matched evaluations
+    assert jobs["finetune"] == 2 * runs * 3 and jobs["analyse"] == 2
+    assert jobs["match"] == 2 * matched and jobs["evaluate"] == 2 * (runs * 3 + matched)
     planned = plan.study_jobs(config)
     assert all(jobs[stage] == sum(j["stage"] == stage for j in planned) for stage in jobs if stage != "all")
