@@ -173,7 +173,10 @@ def attack_claims(outcomes: Outcomes, roles: Roles, rng) -> list[ClaimRow]:
         keys = outcomes.eps_keys(a, seeds)
         for key in keys:
             iv = fn(outcomes, a, b, key, seeds, rng, roles.n_boot)
-            rows.append(ClaimRow(outcomes.dataset, claim, statement, f"{a} - {b}", float(key), +1, iv, seeds, key == keys[-1]))
+            row = ClaimRow(outcomes.dataset, claim, statement, f"{a} - {b}", float(key), +1, iv, seeds, key == keys[-1])
+            if not np.isfinite(iv.estimate):  # e.g. conditional robustness of a model with no clean-correct sample
+                row.extra = "undefined on these samples (a model has no clean-correct sample among them)"
+            rows.append(row)
     return rows
 
 

@@ -76,8 +76,11 @@ def test_tiny_study_produces_the_report(study):
     assert {r["dataset"] for r in claims} == {"digits", "moving_digits"}
     assert {"C1a", "C1b", "C1c", "C2a", "C2b", "C3", "C4"} <= {r["claim"] for r in claims}
     for r in claims:
-        assert float(r["low"]) <= float(r["high"]) and int(r["samples"]) > 0 and r["seeds"]
-        assert r["verdict"].split(" ")[0] in ("supported", "contradicted", "inconclusive")
+        assert int(r["samples"]) > 0 and r["seeds"] and r["verdict"].split(" ")[0] in ("supported", "contradicted", "inconclusive")
+        if r["estimate"] == "nan":  # undefined on the tiny study's 8 samples: never a decided claim
+            assert r["verdict"].startswith("inconclusive") and "undefined" in r["extra"]
+        else:
+            assert float(r["low"]) <= float(r["high"])
     assert (study / "results" / "report" / "moving_digits_accuracy_vs_eps.png").stat().st_size > 2000
     meta = yaml.safe_load((study / "results" / "decode" / "moving_digits" / "meta.json").read_text())
     assert meta["train"]["decoders"] == {"decord": meta["train"]["shape"][0]}
