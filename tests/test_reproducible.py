@@ -8,15 +8,13 @@ the only fields it skips).
 from __future__ import annotations
 
 import json
-import shutil
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from pipeline.compare import compare_trees, format_report, tree_files
-from tests.conftest import REPO
-from tests.test_workflow import COPIED, snakemake
+from tests.test_workflow import copy_workflow, snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -24,11 +22,7 @@ pytestmark = pytest.mark.workflow
 def run_tiny_study(workdir: Path) -> Path:
     """A fresh copy of the workflow in `workdir`, run on .test/config.yaml; returns its results folder."""
     workdir.mkdir()
-    for name in COPIED:
-        src = REPO / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, workdir / name)
-    for cache in workdir.rglob("__pycache__"):
-        shutil.rmtree(cache)
+    copy_workflow(workdir)
     proc = snakemake(workdir)
     assert proc.returncode == 0, proc.stderr[-5000:]
     return workdir / "results"

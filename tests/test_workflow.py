@@ -46,14 +46,19 @@ def changed_config(workdir: Path, edit) -> str:
     return path.name
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("study")
+def copy_workflow(workdir: Path) -> None:
+    """The Snakefile, workflow, package and configs in `workdir`, without bytecode caches."""
     for name in COPIED:
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, workdir / name)
     for cache in workdir.rglob("__pycache__"):
         shutil.rmtree(cache)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("study")
+    copy_workflow(workdir)
     proc = snakemake(workdir)
     assert proc.returncode == 0, proc.stderr[-5000:]
     return workdir
