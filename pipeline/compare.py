@@ -18,6 +18,12 @@ in IGNORED_DIRS hold only timings and logs. Differences are listed in DAG order 
 the first one is where the two runs diverged; every later difference may be its consequence.
 
 Exit status: 0 identical, 1 different, 2 a tree is missing.
+
+    python -m pipeline.compare --claims A B [--strict]
+
+checks replication instead: whether two runs (other machine, other seeds) reach the same verdicts
+on the primary claims, with a z score per claim; A and B are claims.csv files or folders holding
+claims.csv or report/claims.csv. See pipeline/replication.py (exit 1 on an opposite verdict).
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from pipeline import replication
 
 # The stages in the order the DAG runs them: results/<stage>/...
 STAGES = ("embed", "decode", "pretrain", "mine", "finetune", "evaluate", "analyse", "report")
@@ -287,9 +295,18 @@ def format_report(diffs: list[FileDiff], compared: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.compare", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("results_a", type=Path, help="first results folder (holding embed/, decode/, ...)")
-    parser.add_argument("results_b", type=Path, help="second results folder")
+    parser.add_argument("results_a", type=Path, help="first results folder (holding embed/, decode/, ...); "
+                        "with --claims a claims.csv or a folder holding claims.csv or report/claims.csv")
+    parser.add_argument("results_b", type=Path, help="second results folder (with --claims: second claims.csv)")
+    parser.add_argument("--claims", action="store_true", help="compare the verdicts on the primary claims (replication "
+                        "check) instead of the files")
+    parser.add_argument("--strict", action="store_true", help="with --claims: exit 1 also when the replication "
+                        "target is not met")
     args = parser.parse_args(argv)
+    if args.strict and not args.claims:
+        parser.error("--strict applies to --claims only")
+    if args.claims:
+        return claims_main(args.results_a, args.results_b, args.strict)
     try:
         diffs = compare_trees(args.results_a, args.results_b)
     except FileNotFoundError as error:
@@ -298,6 +315,15 @@ def main(argv: list[str] | None = None) -> int:
     compared = len(set(tree_files(args.results_a)) | set(tree_files(args.results_b)))
     print(format_report(diffs, compared))
     return 1 if diffs else 0
+
+
+def claims_main(path_a: Path, path_b: Path, strict: bool) -> int:
+    """The --claims mode: pipeline.replication's report and exit status; 2 with a one-line error for bad input."""
+    try:
+        return replication.check(path_a, path_b, strict)
+    except replication.ClaimsError as error:
+        print(f"compare: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -13,6 +15,7 @@ import pytest
 import torch
 
 from pipeline.compare import compare_trees, ignored, main
+from pipeline.replication import Z_95, read_claims
 from tests.conftest import REPO
 
 CLASSIFIER = "finetune/digits/simclr/seed0/slf/classifier.pt"
@@ -146,3 +149,134 @@ def test_identical_copy_via_the_command_line(trees, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "pipeline.compare", str(a), str(tmp_path / "copy")], cwd=REPO,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# --claims: the replication check on two claims tables
+
+CLAIM_COLUMNS = ["dataset", "claim", "statement", "comparison", "eps", "primary", "direction", "estimate", "low", "high",
+                 "verdict", "p_holm", "seeds", "n_seeds", "samples", "se", "df"]
+
+
+def claim(name: str, estimate: float, se: float, verdict: str, n_seeds: int = 5, primary: bool = True,
+          comparison: str = "supervised - simclr") -> dict:
+    """One claims.csv row (as pipeline.claims.as_record writes it) with a symmetric 95 % interval."""
+    return {"dataset": "digits", "claim": name, "statement": "s", "comparison": comparison, "eps": 8.0, "primary": primary,
+            "direction": 1, "estimate": estimate, "low": estimate - Z_95 * se, "high": estimate + Z_95 * se,
+            "verdict": verdict, "p_holm": 0.01, "seeds": " ".join(map(str, range(n_seeds))), "n_seeds": n_seeds,
+            "samples": 540, "se": se, "df": n_seeds - 1}
+
+
+def write_claims(path: Path, rows: list[dict], columns: list[str] = CLAIM_COLUMNS) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def many_claims(n: int, n_seeds: int = 5) -> list[dict]:
+    return [claim(f"C{i}", 0.1, 0.02, "supported", n_seeds) for i in range(n)]
+
+
+def test_claims_z_matches_a_hand_computation(tmp_path, capsys):
+    a = write_claims(tmp_path / "a.csv", [claim("C1a", 0.10, 0.03, "supported")])
+    b = write_claims(tmp_path / "b.csv", [claim("C1a", 0.02, 0.04, "inconclusive")])
+    assert main(["--claims", str(a), str(b)]) == 0  # supported vs inconclusive is no opposite verdict
+    out = capsys.readouterr().out
+    z = (0.10 - 0.02) / math.sqrt(0.03**2 + 0.04**2)  # 1.6
+    row = next(line for line in out.splitlines() if line.startswith("| digits | C1a"))
+    assert f"| {z:+.2f} |" in row and "+1.60" in row
+    assert "+10.0 [+4.1, +15.9] | supported" in row and "| 5/5 |" in row
+    assert "- opposite verdicts: 0" in out and "- |z| > 1.96: 0 of 1" in out and "- same verdict: 0 of 1" in out
+    assert "derived from the 95% interval" not in out
+
+
+def test_claims_opposite_verdict_exits_1_and_is_flagged(tmp_path, capsys):
+    a = write_claims(tmp_path / "a.csv", [claim("C1a", 0.10, 0.02, "supported"), claim("C2a", 0.1, 0.02, "supported")])
+    b = write_claims(tmp_path / "b.csv", [claim("C1a", -0.10, 0.02, "contradicted"), claim("C2a", 0.1, 0.02, "supported")])
+    assert main(["--claims", str(a), str(b)]) == 1
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| digits | C1a"))
+    assert "OPPOSITE" in row and r"\|z\|>1.96" in row and "| +7.07 |" in row
+    assert "- opposite verdicts: 1" in out and "- same verdict: 1 of 2" in out
+    assert "not met: 1 opposite verdict(s)" in out
+
+
+def test_claims_identical_files_exit_0(tmp_path, capsys):
+    a = write_claims(tmp_path / "a.csv", many_claims(12))
+    assert main(["--claims", str(a), str(a), "--strict"]) == 0
+    out = capsys.readouterr().out
+    assert "- claims matched: 12" in out and "- opposite verdicts: 0" in out and "- same verdict: 12 of 12" in out
+    assert "- claims on >= 3 seeds in both runs: 12 of 12" in out
+    assert out.rstrip().endswith(": met")
+
+
+def test_claims_se_falls_back_to_the_interval_without_an_se_column(tmp_path, capsys):
+    old = [c for c in CLAIM_COLUMNS if c not in ("se", "df")]
+    a = write_claims(tmp_path / "a.csv", [claim("C1a", 0.10, 0.03, "supported")], old)
+    b = write_claims(tmp_path / "b.csv", [claim("C1a", 0.02, 0.04, "supported")])
+    claims = read_claims(a)
+    (only,) = claims.values()
+    assert only.se_derived and only.se == pytest.approx(0.03)
+    assert not next(iter(read_claims(b).values())).se_derived
+    assert main(["--claims", str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert "A: se derived from the 95% interval" in out and "B: se derived" not in out
+    assert "| +1.60 |" in out
+
+
+def test_claims_missing_file_exits_2_naming_it(tmp_path, capsys):
+    a = write_claims(tmp_path / "a.csv", many_claims(1))
+    missing = tmp_path / "nowhere" / "claims.csv"
+    assert main(["--claims", str(a), str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "bad.csv").write_text("just,some\n1,2\n")
+    assert main(["--claims", str(a), str(tmp_path / "bad.csv")]) == 2
+    assert f"{tmp_path / 'bad.csv'}: not a claims table" in capsys.readouterr().err
+    proc = subprocess.run([sys.executable, "-m", "pipeline.compare", "--claims", str(a), str(missing)], cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and str(missing) in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_claims_directory_inputs_resolve(tmp_path, capsys):
+    docs = write_claims(tmp_path / "docs/claims.csv", many_claims(2)).parent
+    results = write_claims(tmp_path / "results/report/claims.csv", many_claims(2)).parent.parent
+    assert main(["--claims", str(docs), str(results)]) == 0
+    out = capsys.readouterr().out
+    assert f"A: {docs / 'claims.csv'}" in out and f"B: {results / 'report/claims.csv'}" in out
+    assert "- claims matched: 2" in out
+    assert main(["--claims", str(docs), str(tmp_path)]) == 2
+    assert f"no claims.csv in {tmp_path}" in capsys.readouterr().err
+
+
+def test_claims_strict_needs_ten_claims_on_three_seeds(tmp_path, capsys):
+    a = write_claims(tmp_path / "a.csv", many_claims(9) + [claim("C9", 0.1, 0.02, "supported", n_seeds=2)])
+    assert main(["--claims", str(a), str(a)]) == 0
+    assert main(["--claims", str(a), str(a), "--strict"]) == 1
+    out = capsys.readouterr().out
+    assert "only 9 primary claim(s) on >= 3 seeds in both (need >= 10)" in out
+    assert "2 decisive verdict(s) on < 3 seeds" in out and "decisive on <3 seeds (A, B)" in out
+    assert "- decisive verdicts on < 3 seeds: 2 (A 1, B 1)" in out
+
+
+def test_claims_non_primary_rows_are_ignored_and_one_sided_claims_listed(tmp_path, capsys):
+    a = write_claims(tmp_path / "a.csv", [claim("C1a", 0.1, 0.02, "supported"),
+                                          claim("C1a", 0.1, 0.02, "supported (uncorrected)", primary=False, comparison="x"),
+                                          claim("C3", 0.1, 0.02, "supported")])
+    b = write_claims(tmp_path / "b.csv", [claim("C1a", 0.1, 0.02, "supported"),
+                                          claim("C1a", -0.1, 0.02, "contradicted (uncorrected)", primary=False, comparison="x"),
+                                          claim("C4", 0.1, 0.02, "supported")])
+    assert set(read_claims(a)) == {("digits", "C1a", "supervised - simclr"), ("digits", "C3", "supervised - simclr")}
+    assert main(["--claims", str(a), str(b)]) == 0  # the opposite non-primary pair does not count
+    out = capsys.readouterr().out
+    assert "- claims matched: 1" in out and "OPPOSITE" not in out and "`x`" not in out
+    assert "- only in A: digits C3 `supervised - simclr`" in out and "- only in B: digits C4 `supervised - simclr`" in out
+
+
+def test_claims_strict_without_claims_is_a_usage_error(trees):
+    a, b = trees
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a), str(b), "--strict"])
+    assert exit_info.value.code == 2
