@@ -17,12 +17,12 @@ over the Linf attacks, `any` in robustness.json):
          mining's pair precision and recall
     C5   false-negative removal improves adversarial CSL: RA(X + mined) - RA(X) > 0, X = RoCL, ACL
 
-Statistics (`pipeline.statistics`): differences are bootstrapped with the two-level paired design
-(seeds shared by number, then test samples shared by index), 2,000 draws, percentile interval.
-Verdicts are read at the primary eps (the largest) with Holm's correction over the claims of a
-dataset; the other eps are shown as estimates with uncorrected intervals. A share of the gap is
-given only where the gap (C1a) is established. A claim whose methods have one seed rests on the
-test samples alone and says so (its interval is a lower bound on the uncertainty).
+Statistics (`pipeline.statistics`): each claim's statistic is taken seed by seed on the shared test
+samples (seeds paired by number), and its 95 % interval is a t interval over the seeds that also
+carries the test set's item variance (Welch-Satterthwaite df). Verdicts are read at the primary eps
+(`report.primary_eps`, else the largest) with Holm's correction over the dataset's claims that rest
+on >= 3 seeds; a claim on fewer seeds reads "estimate only, n seeds". The other eps are shown with
+uncorrected intervals. A share of the gap is given only where the gap (C1a) is established.
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ class Roles:
     mined: list[str]
     adversarial: dict[str, str]  # variant with false-negative removal -> its plain adversarial CSL method
     protocol: str
-    n_boot: int  # bootstrap draws per interval
+    primary_eps: dict[str, float] = field(default_factory=dict)  # dataset -> eps the verdicts are read at (absent: the largest)
+    match_tolerance: float = 0.02  # largest matched clean-accuracy difference (fraction) before C1c is flagged
 
 
 @dataclass
@@ -68,6 +69,7 @@ class ClaimRow:
     primary: bool
     verdict: str = "inconclusive"
     p_holm: float = float("nan")
+    alpha: float = 0.05  # the level Holm compares this claim's raw p with
     extra: str = ""  # gap share, mining quality, matched clean accuracy
     needs: str = ""  # the size a decisive verdict would need (inconclusive primary claims)
     flags: list[str] = field(default_factory=list)
@@ -125,62 +127,81 @@ def pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ---- one comparison -------------------------------------------------------------------------
-def robust_difference(outcomes: Outcomes, a: str, b: str, eps_key: str, seeds: list[int], rng, n_boot: int) -> st.Interval:
+def robust_values(outcomes: Outcomes, a: str, b: str, eps_key: str, seeds: list[int]) -> np.ndarray:
+    """(S, n) per-sample paired difference of robust correctness, A - B."""
     ra, rb = pair(outcomes.matrix(a, seeds, WORST_CASE, eps_key), outcomes.matrix(b, seeds, WORST_CASE, eps_key))
-    return st.accuracy_difference(ra, rb, rng=rng, n_boot=n_boot)
+    return st.paired_difference(ra, rb)
 
 
-def conditional_difference(outcomes: Outcomes, a: str, b: str, eps_key: str, seeds: list[int], rng, n_boot: int) -> st.Interval:
+def conditional_values(outcomes: Outcomes, a: str, b: str, eps_key: str, seeds: list[int]) -> np.ndarray:
+    """(S, n) linearised per-sample difference of conditional robustness, A - B."""
     ra, rb = pair(outcomes.matrix(a, seeds, WORST_CASE, eps_key), outcomes.matrix(b, seeds, WORST_CASE, eps_key))
     n = ra.shape[1]
     ca, cb = outcomes.matrix(a, seeds, None, None)[:, :n], outcomes.matrix(b, seeds, None, None)[:, :n]
-    return st.conditional_robustness_difference(ca, ra, cb, rb, rng=rng, n_boot=n_boot)
+    return st.conditional_robustness_values(ca, ra) - st.conditional_robustness_values(cb, rb)
 
 
-def needed_size(values: np.ndarray, effect: float) -> str:
-    """The (seeds x samples) a decisive verdict would need, from the observed variance components."""
+def needed_size(values: np.ndarray, effect: float, alpha: float, max_samples: int) -> str:
+    """The (seeds x samples) at which the claim's Holm level would decide the observed effect.
+
+    From the observed variance components (the between-seed one measured, with one seed unknown),
+    never beyond the dataset's `max_samples` test samples.
+    """
     if values.shape[1] < 2 or not np.isfinite(effect) or abs(effect) < 1e-12:
         return "no effect observed: no finite size decides it"
     vc = st.variance_components(values)
-    sizes = st.required_size(effect, vc.var_seed, vc.var_sample, var_item=vc.var_item)
+    if vc.n_seeds < 2:
+        return "unknown: the between-seed variance needs >= 2 seeds"
+    sizes = st.required_size(effect, vc, alpha=alpha, max_samples=max_samples)
+    level = f"at its Holm level {alpha:.3g}"
     if not sizes:
-        return "more than 20 seeds"
-    shown = [f"{s} seed{'' if s == 1 else 's'} x {n:,} samples" for s, n in sizes[:3]]
-    return "; ".join(shown) + (f" ({vc.note})" if vc.note else "")
+        return f"not reachable with <= 20 seeds and the {max_samples:,} test samples, {level}"
+    shown = [f"{s} seeds x {n:,} samples" for s, n in sizes[:3]]
+    return "; ".join(shown) + f" ({level}; measured between-seed sd {np.sqrt(vc.var_seed) * 100:.1f} points per sample mean)"
 
 
 # ---- the claims of one dataset ---------------------------------------------------------------
-def attack_claims(outcomes: Outcomes, roles: Roles, rng) -> list[ClaimRow]:
-    """C1a, C1b, C1c, C3, C4, C5 at every eps (primary = the largest)."""
+def primary_key(keys: list[str], primary_eps: float | None) -> str:
+    """The eps key the verdicts are read at: `primary_eps` when run, else the largest."""
+    if primary_eps is not None:
+        for key in keys:
+            if abs(float(key) - primary_eps) < 1e-9:
+                return key
+    return keys[-1]
+
+
+def attack_claims(outcomes: Outcomes, roles: Roles) -> list[ClaimRow]:
+    """C1a, C1b, C1c, C3, C4, C5 at every eps (primary: `roles.primary_eps`, else the largest)."""
     rows: list[ClaimRow] = []
     sup, csl = roles.supervised, roles.csl
     specs: list[tuple[str, str, str, str, Callable]] = [
-        ("C1a", "CSL is less robust than supervised learning (robust accuracy)", sup, csl, robust_difference),
+        ("C1a", "CSL is less robust than supervised learning (robust accuracy)", sup, csl, robust_values),
         ("C1b", "CSL is less robust than supervised learning, relative to clean accuracy (conditional robustness)",
-         sup, csl, conditional_difference),
+         sup, csl, conditional_values),
     ]
     if roles.matched:
         specs.append(("C1c", "CSL is less robust than supervised learning at matched clean accuracy", roles.matched, csl,
-                      robust_difference))
-    specs += [("C3", "oracle false-negative elimination closes part of the gap", m, csl, robust_difference) for m in roles.oracle]
-    specs += [("C4", f"mined false negatives ({m}) close part of the gap", m, csl, robust_difference) for m in roles.mined]
-    specs += [("C5", f"false-negative removal improves adversarial CSL ({base} -> {v})", v, base, robust_difference)
+                      robust_values))
+    specs += [("C3", "oracle false-negative elimination closes part of the gap", m, csl, robust_values) for m in roles.oracle]
+    specs += [("C4", f"mined false negatives ({m}) close part of the gap", m, csl, robust_values) for m in roles.mined]
+    specs += [("C5", f"false-negative removal improves adversarial CSL ({base} -> {v})", v, base, robust_values)
               for v, base in roles.adversarial.items()]
     for claim, statement, a, b, fn in specs:
         seeds = common_seeds(outcomes, a, b)
         if not seeds:
             continue
         keys = outcomes.eps_keys(a, seeds)
+        primary = primary_key(keys, roles.primary_eps.get(outcomes.dataset)) if keys else None
         for key in keys:
-            iv = fn(outcomes, a, b, key, seeds, rng, roles.n_boot)
-            row = ClaimRow(outcomes.dataset, claim, statement, f"{a} - {b}", float(key), +1, iv, seeds, key == keys[-1])
+            iv = st.mean_interval(fn(outcomes, a, b, key, seeds))
+            row = ClaimRow(outcomes.dataset, claim, statement, f"{a} - {b}", float(key), +1, iv, seeds, key == primary)
             if not np.isfinite(iv.estimate):  # e.g. conditional robustness of a model with no clean-correct sample
                 row.extra = "undefined on these samples (a model has no clean-correct sample among them)"
             rows.append(row)
     return rows
 
 
-def representation_claims(results: Path, dataset: str, roles: Roles, rng) -> list[ClaimRow]:
+def representation_claims(results: Path, dataset: str, roles: Roles) -> list[ClaimRow]:
     """C2a (uniformity) and C2b (class margins), per-sample on the test split, paired by seed and sample."""
     path = results / "analyse" / dataset / "representation.json"
     if not path.exists():
@@ -198,12 +219,12 @@ def representation_claims(results: Path, dataset: str, roles: Roles, rng) -> lis
     for claim, statement, key in (("C2a", "CSL features are more uniform (lower uniformity loss)", "uniformity"),
                                   ("C2b", "CSL features have smaller class margins", "margin")):
         a, b = values(roles.csl, seeds, key), values(roles.supervised, seeds, key)
-        iv = st.paired_bootstrap(lambda m: m[..., 0] - m[..., 1], [a, b], rng=rng, n_boot=roles.n_boot)
+        iv = st.mean_interval(st.paired_difference(a, b))
         rows.append(ClaimRow(dataset, claim, statement, f"{roles.csl} - {roles.supervised}", None, -1, iv, seeds, True))
     return rows
 
 
-def add_gap_shares(rows: list[ClaimRow], outcomes: Outcomes, roles: Roles, rng) -> None:
+def add_gap_shares(rows: list[ClaimRow], outcomes: Outcomes, roles: Roles) -> None:
     """C3/C4: the share of the gap closed, only where the gap itself (C1a at that eps) is established."""
     for row in rows:
         if row.claim not in ("C3", "C4"):
@@ -215,17 +236,17 @@ def add_gap_shares(rows: list[ClaimRow], outcomes: Outcomes, roles: Roles, rng) 
         key = next(k for k in outcomes.eps_keys(variant, seeds) if float(k) == row.eps)
         arrays = [outcomes.matrix(m, seeds, WORST_CASE, key) for m in (variant, roles.csl, roles.supervised)]
         n = min(a.shape[1] for a in arrays)
-        share = st.gap_share(*(a[:, :n] for a in arrays), rng=rng, n_boot=roles.n_boot)
+        share = st.gap_share(*(a[:, :n] for a in arrays))
         # whether the gap is established is C1a's verdict at this eps (one answer for every variant)
         c1a = next((r for r in rows if r.claim == "C1a" and r.eps == row.eps), None)
         gap = c1a.interval if c1a is not None else share.gap
-        if gap.high < 0:  # CSL is the more robust one here: there is no gap to close
+        if not gap.decidable():
+            row.extra = f"share of the gap: undefined: the gap rests on {gap.n_seeds} seed(s), fewer than {st.MIN_SEEDS}"
+        elif gap.high < 0:  # CSL is the more robust one here: there is no gap to close
             row.extra = (f"share of the gap: undefined: {roles.csl} is more robust than {roles.supervised} here "
                          f"(gap {gap.estimate:+.3f} [{gap.low:+.3f}, {gap.high:+.3f}])")
-        elif gap.low <= 0:
+        elif gap.low <= 0 or share.share is None:
             row.extra = f"share of the gap: undefined: the gap {gap.estimate:+.3f} [{gap.low:+.3f}, {gap.high:+.3f}] is not established"
-        elif share.share is None:  # C1a established it, this variant's joint redraw did not: no ratio to report
-            row.extra = "share of the gap: undefined on this variant's draws (the gap's interval touches 0 there)"
         else:
             row.extra = f"share of the gap: {share.text()}"
             row.flags += list(share.flags)
@@ -248,40 +269,46 @@ def add_mining_quality(rows: list[ClaimRow], results: Path, grid: Grid, roles: R
 
 
 def add_matched_accuracy(rows: list[ClaimRow], outcomes: Outcomes, roles: Roles) -> None:
-    """C1c rows say how close the matched clean accuracies are."""
+    """C1c rows say how close the matched clean accuracies are, and flag the seeds that miss the tolerance."""
     for row in rows:
         if row.claim != "C1c":
             continue
-        a = outcomes.matrix(roles.matched, row.seeds, None, None).mean()
-        b = outcomes.matrix(roles.csl, row.seeds, None, None).mean()
-        row.extra = f"clean accuracy {100 * a:.1f} (matched supervised) vs {100 * b:.1f} ({roles.csl})"
+        a = outcomes.matrix(roles.matched, row.seeds, None, None).mean(1)
+        b = outcomes.matrix(roles.csl, row.seeds, None, None).mean(1)
+        row.extra = f"clean accuracy {100 * a.mean():.1f} (matched supervised) vs {100 * b.mean():.1f} ({roles.csl})"
+        missed = [f"seed {s}: {100 * (x - y):+.1f} points" for s, x, y in zip(row.seeds, a, b, strict=True)
+                  if abs(x - y) > roles.match_tolerance + 1e-9]
+        if missed:
+            row.flags.append(f"match outside the tolerance of {100 * roles.match_tolerance:.1f} points ({', '.join(missed)})")
 
 
 def decide(rows: list[ClaimRow]) -> None:
-    """Holm-corrected verdicts over the dataset's primary claims; sizes for the inconclusive ones."""
+    """Holm-corrected verdicts over the dataset's primary claims on >= 3 seeds; the others read "estimate only"."""
     primary = [r for r in rows if r.primary]
     if primary:
         verdicts, adjusted = st.holm_verdicts([r.interval for r in primary], [r.direction for r in primary])
+        tested = [r for r in primary if r.interval.decidable()]
+        levels = dict(zip(map(id, tested), st.holm_levels([r.interval.p_value() for r in tested]), strict=True))
         for row, v, p in zip(primary, verdicts, adjusted, strict=True):
-            row.verdict, row.p_holm = v, float(p)
+            row.verdict, row.p_holm, row.alpha = v, float(p), float(levels.get(id(row), 0.05))
     for row in rows:
         if not row.primary:
-            row.verdict = st.verdict(row.interval, row.direction) + " (uncorrected)"
+            row.verdict = (st.verdict(row.interval, row.direction) + " (uncorrected)" if row.interval.decidable()
+                           else st.estimate_only(row.interval.n_seeds))
 
 
-def roles_from(cfg, matched: str | None) -> Roles:
+def roles_from(cfg, matched: str | None, match_tolerance: float = 0.02) -> Roles:
     """The claims' roles from the report config (`pipeline.config.ReportConfig`)."""
     return Roles(supervised=cfg.supervised_method, csl=cfg.csl_method, matched=matched, oracle=list(cfg.oracle_methods),
                  mined=list(cfg.mined_methods), adversarial=dict(cfg.adversarial_pairs), protocol=cfg.claims_protocol,
-                 n_boot=cfg.bootstrap_draws)
+                 primary_eps=dict(cfg.primary_eps), match_tolerance=match_tolerance)
 
 
-def dataset_claims(results: Path, grid: Grid, dataset: str, roles: Roles, seed: int = 0) -> list[ClaimRow]:
-    """Every claim of one dataset, verdicts decided; the bootstrap is seeded, so a rerun prints the same."""
-    rng = np.random.default_rng(seed)
+def dataset_claims(results: Path, grid: Grid, dataset: str, roles: Roles) -> list[ClaimRow]:
+    """Every claim of one dataset, verdicts decided (deterministic: no resampling)."""
     outcomes = Outcomes(results, grid, dataset, roles.protocol)
-    rows = attack_claims(outcomes, roles, rng) + representation_claims(results, dataset, roles, rng)
-    add_gap_shares(rows, outcomes, roles, rng)
+    rows = attack_claims(outcomes, roles) + representation_claims(results, dataset, roles)
+    add_gap_shares(rows, outcomes, roles)
     add_mining_quality(rows, results, grid, roles)
     add_matched_accuracy(rows, outcomes, roles)
     decide(rows)
@@ -291,20 +318,15 @@ def dataset_claims(results: Path, grid: Grid, dataset: str, roles: Roles, seed: 
 
 
 def add_needed_sizes(rows: list[ClaimRow], outcomes: Outcomes, results: Path, roles: Roles) -> None:
-    """For inconclusive primary attack claims: seeds x samples that would decide the observed effect."""
+    """For undecided primary attack claims: the seeds x samples that would decide the observed effect."""
     for row in rows:
-        if not row.primary or row.verdict != "inconclusive" or row.eps is None:
+        if not row.primary or row.verdict in ("supported", "contradicted") or row.eps is None:
             continue
         a, b = row.comparison.split(" - ")
         key = next(k for k in outcomes.eps_keys(a, row.seeds) if float(k) == row.eps)
-        ra, rb = pair(outcomes.matrix(a, row.seeds, WORST_CASE, key), outcomes.matrix(b, row.seeds, WORST_CASE, key))
-        if row.claim == "C1b":
-            n = ra.shape[1]
-            va = st.conditional_robustness_values(outcomes.matrix(a, row.seeds, None, None)[:, :n], ra)
-            vb = st.conditional_robustness_values(outcomes.matrix(b, row.seeds, None, None)[:, :n], rb)
-            row.needs = needed_size(va - vb, row.interval.estimate)
-        else:
-            row.needs = needed_size(st.paired_difference(ra, rb), row.interval.estimate)
+        fn = conditional_values if row.claim == "C1b" else robust_values
+        values = fn(outcomes, a, b, key, row.seeds)
+        row.needs = needed_size(values, row.interval.estimate, row.alpha, row.interval.n_samples)
 
 
 # ---- output ---------------------------------------------------------------------------------
@@ -313,14 +335,16 @@ def as_record(row: ClaimRow) -> dict:
     return {"dataset": row.dataset, "claim": row.claim, "statement": row.statement, "comparison": row.comparison,
             "eps": "" if row.eps is None else row.eps, "primary": row.primary, "direction": row.direction,
             "estimate": iv.estimate, "low": iv.low, "high": iv.high, "verdict": row.verdict, "p_holm": row.p_holm,
-            "seeds": " ".join(map(str, row.seeds)), "n_seeds": iv.n_seeds, "samples": iv.n_samples, "n_boot": iv.n_boot,
-            "seed_level": iv.seed_level, "note": iv.note, "extra": row.extra, "needs": row.needs, "flags": "; ".join(row.flags)}
+            "seeds": " ".join(map(str, row.seeds)), "n_seeds": iv.n_seeds, "samples": iv.n_samples, "se": iv.se, "df": iv.df,
+            "seed_sd": iv.seed_sd, "seed_level": iv.seed_level, "note": iv.note, "extra": row.extra, "needs": row.needs, "flags": "; ".join(row.flags)}
 
 
-def fmt_points(row: ClaimRow) -> str:
-    """Accuracy differences in points (x100); representation differences as they are."""
+def fmt_points(row: ClaimRow, value: float | None = None) -> str:
+    """Accuracy differences in points (x100); representation differences as they are; `value`: one number only."""
     iv, scale = row.interval, (1 if row.eps is None else 100)
     digits = 3 if row.eps is None else 1
+    if value is not None:
+        return f"{scale * value:.{digits}f}" if np.isfinite(value) else "—"
     return f"{scale * iv.estimate:+.{digits}f} [{scale * iv.low:+.{digits}f}, {scale * iv.high:+.{digits}f}]"
 
 
@@ -329,17 +353,23 @@ def rests_on(row: ClaimRow) -> str:
     return f"{seeds} x {row.interval.n_samples:,} test samples"
 
 
+def fmt_p(p: float) -> str:
+    return f"{p:.3f}" if np.isfinite(p) else "not tested"
+
+
 def markdown(rows: list[ClaimRow]) -> str:
     """The claims table of one dataset (primary eps), then the other eps, then the power notes."""
     primary = [r for r in rows if r.primary]
-    k = len(primary)
-    head = ["claim", "statement", "comparison", "eps", "estimate [95% CI]", "verdict", "Holm p", "rests on", "notes"]
+    k = sum(r.interval.decidable() for r in primary)
+    head = ["claim", "statement", "comparison", "eps", "estimate [95% CI]", "verdict", "Holm p", "seed sd", "rests on", "notes"]
     body = [[r.claim, r.statement, f"`{r.comparison}`", "—" if r.eps is None else f"{r.eps:g}/255", fmt_points(r),
-             f"**{r.verdict}**", f"{r.p_holm:.3f}", rests_on(r),
-             "; ".join(x for x in (r.extra, r.interval.note) if x)] for r in primary]  # extra holds the share's flags
-    text = (f"{k} claims tested at the primary eps, Holm-corrected; accuracy differences in points (robust accuracy under "
-            "the per-sample worst case of the Linf attacks), uniformity and margins in their own units; intervals from a "
-            f"paired bootstrap over seeds and test samples ({primary[0].interval.n_boot if primary else 0:,} draws).\n\n") + markdown_table(head, body)
+             f"**{r.verdict}**", fmt_p(r.p_holm), fmt_points(r, r.interval.seed_sd), rests_on(r),
+             "; ".join(x for x in (r.extra, *r.flags, r.interval.note) if x)] for r in primary]
+    text = (f"{k} claims tested at the primary eps (those on >= {st.MIN_SEEDS} seeds), Holm-corrected; accuracy differences in "
+            "points (robust accuracy under the per-sample worst case of the Linf attacks), uniformity and margins in their own "
+            "units. Intervals: 95 % t intervals over the per-seed paired differences plus the test set's item variance "
+            "(Welch-Satterthwaite df); `seed sd` is the sd of the per-seed differences, the training randomness a rerun "
+            "with other seeds would see.\n\n") + markdown_table(head, body)
     others = [r for r in rows if not r.primary]
     if others:
         text += "\nAt the other eps (uncorrected intervals, for the trend):\n\n" + markdown_table(
@@ -348,6 +378,6 @@ def markdown(rows: list[ClaimRow]) -> str:
               r.extra] for r in others])
     needs = [r for r in primary if r.needs]
     if needs:
-        text += "\nWhat a decisive verdict would need (from the observed between-seed and within-test-set variance):\n\n" + "\n".join(
-            f"- {r.claim} `{r.comparison}`: {r.needs}" for r in needs) + "\n"
+        text += ("\nWhat a decisive verdict would need (from the measured between-seed and test-set variance, at the claim's "
+                 "Holm level):\n\n") + "\n".join(f"- {r.claim} `{r.comparison}`: {r.needs}" for r in needs) + "\n"
     return text

@@ -249,6 +249,7 @@ class StepsCheckConfig:
     factor: int
     max_samples: int
     tolerance: float
+    epsilons: list[float]  # 1/255 labels of the eps checked (empty: the largest)
 
 
 @dataclass(frozen=True)
@@ -293,7 +294,10 @@ class ReportConfig:
     oracle_methods: list[str]
     mined_methods: list[str]
     adversarial_pairs: dict[str, str]
-    bootstrap_draws: int
+    primary_eps: dict[str, float]  # dataset -> eps in 1/255 units, as the labels of robustness.json; absent: the largest run
+    random_init_method: str | None  # the untrained baseline every pretrained encoder must beat
+    plateau_fraction: float
+    plateau_tolerance: float
 
 
 def from_dict(cls: type[T], data: Any, where: str = "config") -> T:

@@ -187,8 +187,11 @@ def pretrain_slice(config: dict, dataset: str, method: str) -> dict:
     """Device settings, the dataset's modality section and the method, without its grid-only `seeds`."""
     section = config["pretrain"]
     modality = SOURCE_MODALITY[config["decode"][dataset]["source"]]
+    method_cfg = {k: v for k, v in section["methods"][method].items() if k != "epochs"}
+    epochs = section["methods"][method].get("epochs")  # a method's own schedule length overrides the modality's
+    model = section[modality] if epochs is None else {**section[modality], "epochs": epochs}
     return {"device": section["device"], "precision": section["precision"], "budget_mb": section["budget_mb"],
-            "model": section[modality], "method": {**section["methods"][method], "seeds": []}}
+            "model": model, "method": {**method_cfg, "seeds": []}}
 
 
 def finetune_slice(config: dict, protocol: str) -> dict:

@@ -315,8 +315,8 @@ def evaluate_job_passes(section: dict, n_test: int, is_video: bool, clean: float
     if check["factor"] >= 2 and "pgd" in section["attacks"] and section["epsilons"]:
         m = min(n, check["max_samples"])
         base = section["attacks"]["pgd"].get("steps", 10)
-        for steps in (base, base * check["factor"]):
-            total += attack_passes("pgd", {**section["attacks"]["pgd"], "steps": steps}, m)
+        for steps in (base, base * check["factor"]):  # at each check eps (empty list: the largest only)
+            total += attack_passes("pgd", {**section["attacks"]["pgd"], "steps": steps}, m) * max(1, len(check.get("epsilons") or []))
     spec = section["corruptions"]
     names = [c for c in spec["names"] if is_video or c not in VIDEO_ONLY_CORRUPTIONS]
     total += forward_passes(min(n, spec["max_samples"]) * len(names) * len(spec["severities"]))

@@ -165,7 +165,7 @@ def test_every_attack_and_corruption_runs_on_clips(tmp_path, clips_dir, clip_cla
                                      "brightness", "jpeg", "pixelate", "frame_drop", "frame_repeat", "temporal_shuffle", "h264"}
     assert all(per["5"]["mean_abs_change"] > per["1"]["mean_abs_change"] for per in r["corruptions"].values())
     assert 0 <= r["corruption_mean_accuracy"] <= 1 and r["corruption_samples"] == 8
-    assert r["checks"]["pgd_steps"]["steps"] == [2, 4]
+    assert r["checks"]["pgd_steps"]["8.0"]["steps"] == [2, 4]
 
 
 def test_images_skip_video_corruptions(tmp_path, digits_dir, classifier):

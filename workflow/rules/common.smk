@@ -140,6 +140,8 @@ def report_inputs():
         "pretrain": [f"{RESULTS}/pretrain/{d}/{m}/seed{s}/metrics.json" for d in DATASETS for m, s in GRID.runs()],
         "analyse": [f"{RESULTS}/analyse/{d}/representation.json" for d in DATASETS],
     }
+    if GRID.matched_method:
+        inputs["match"] = [f"{RESULTS}/match/{d}/seed{s}/metrics.json" for d in DATASETS for s in GRID.matched_seeds]
     if GRID.mined_seeds():
         inputs["mine"] = [f"{RESULTS}/mine/{d}/seed{s}/quality.json" for d in DATASETS for s in GRID.mined_seeds()]
     return inputs

@@ -13,6 +13,8 @@ rule report:
         gap=report(f"{RESULTS}/report/gap.csv", caption="../report/gap.rst", category="Tables", labels={"file": "gap.csv"}),
         representation=report(f"{RESULTS}/report/representation.csv", caption="../report/tables.rst", category="Tables", labels={"file": "representation.csv"}),
         cost=report(f"{RESULTS}/report/cost.csv", caption="../report/tables.rst", category="Tables", labels={"file": "cost.csv"}),
+        claims=report(f"{RESULTS}/report/claims.csv", caption="../report/tables.rst", category="Tables", labels={"file": "claims.csv"}),
+        training_checks=report(f"{RESULTS}/report/training.csv", caption="../report/tables.rst", category="Tables", labels={"file": "training.csv"}),
         accuracy=report(
             expand(f"{RESULTS}/report/{{dataset}}_accuracy_vs_eps.png", dataset=DATASETS),
             caption="../report/accuracy.rst",
