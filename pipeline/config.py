@@ -137,6 +137,7 @@ class MethodConfig:
     attack: InnerAttackConfig
     snapshots: int  # encoder snapshots kept along training (the match stage reads the supervised one's)
     seeds: list[int]  # grid-only: which seeds the workflow runs (empty = all); unused by the stage
+    epochs: int | None  # the method's own epochs; the job's `model.epochs` already holds it (see grid.pretrain_slice)
 
 
 @dataclass(frozen=True)

@@ -187,8 +187,8 @@ def pretrain_slice(config: dict, dataset: str, method: str) -> dict:
     """Device settings, the dataset's modality section and the method, without its grid-only `seeds`."""
     section = config["pretrain"]
     modality = SOURCE_MODALITY[config["decode"][dataset]["source"]]
-    method_cfg = {k: v for k, v in section["methods"][method].items() if k != "epochs"}
-    epochs = section["methods"][method].get("epochs")  # a method's own schedule length overrides the modality's
+    method_cfg = section["methods"][method]
+    epochs = method_cfg.get("epochs")  # a method's own schedule length overrides the modality's
     model = section[modality] if epochs is None else {**section[modality], "epochs": epochs}
     return {"device": section["device"], "precision": section["precision"], "budget_mb": section["budget_mb"],
             "model": model, "method": {**method_cfg, "seeds": []}}
