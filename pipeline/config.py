@@ -251,6 +251,7 @@ class StepsCheckConfig:
     max_samples: int
     tolerance: float
     epsilons: list[float]  # 1/255 labels of the eps checked (empty: the largest)
+    attack: str  # the iterative attack checked: pgd or apgd_ce
 
 
 @dataclass(frozen=True)

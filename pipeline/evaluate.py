@@ -305,14 +305,15 @@ def black_box_warnings(results: dict, cascade: bool) -> list[str]:
 
 
 def steps_check(ctx: Context) -> tuple[dict, list[str]]:
-    """PGD rerun with `factor` times the steps at each check eps: accuracy must move by at most `tolerance`.
+    """The check's attack (`attack`: pgd or apgd_ce) rerun with `factor` times the steps at each check eps:
+    accuracy must move by at most `tolerance`.
 
     More steps leaving the model *more* robust is a broken attack; fewer robust samples beyond the
     tolerance means the configured steps have not converged (the reported numbers overstate
     robustness). Either is flagged. Returns {eps label: record} and the warnings.
     """
     check = ctx.cfg.pgd_steps_check
-    if check.factor < 2 or "pgd" not in ctx.cfg.attacks:
+    if check.factor < 2 or check.attack not in ctx.cfg.attacks:
         return {}, []
     records, warnings = {}, []
     for eps in check_epsilons(ctx.cfg.epsilons, check.epsilons):
@@ -321,7 +322,7 @@ def steps_check(ctx: Context) -> tuple[dict, list[str]]:
         (few, many), (a_few, a_many) = record["steps"], record["accuracy"]
         if abs(a_many - a_few) > check.tolerance + 1e-9:
             why = "more steps leave it more robust: a broken attack" if a_many > a_few else "the attack has not converged"
-            warnings.append(f"pgd eps {float(record['eps']):g}: {many} steps give accuracy {a_many:.4f}, {few} steps {a_few:.4f} "
+            warnings.append(f"{check.attack} eps {float(record['eps']):g}: {many} steps give accuracy {a_many:.4f}, {few} steps {a_few:.4f} "
                             f"(tolerance {check.tolerance}): {why}")
     return records, warnings
 
@@ -333,20 +334,20 @@ def check_epsilons(epsilons: list[float], chosen: list[float]) -> list[float]:
 
 
 def steps_check_at(ctx: Context, eps: float) -> dict:
-    """Accuracy under PGD with the configured steps and `factor` times as many, same start, first max_samples samples."""
-    check = ctx.cfg.pgd_steps_check
+    """Accuracy under the check's attack with the configured steps and `factor` times as many, same seed, first max_samples samples."""
+    check, name = ctx.cfg.pgd_steps_check, ctx.cfg.pgd_steps_check.attack
     m = min(ctx.n, check.max_samples)
     label = per_255(eps)  # keys, seed and record use the config's 1/255 value; the attack gets pixels
-    settings = dict(ctx.cfg.attacks["pgd"])
+    settings = dict(ctx.cfg.attacks[name])
     accs = {}
     for steps in (settings.get("steps", 10), settings.get("steps", 10) * check.factor):
-        key = f"pgd_steps{steps}@{float(label)}"
-        run = dataclasses.replace(ctx, cfg=dataclasses.replace(ctx.cfg, attacks={**ctx.cfg.attacks, "pgd": {**settings, "steps": steps}}))
-        seed = unit_seed(ctx.seed, f"pgd_steps_check@{label}")  # the same random start for both
-        r = ctx.partials.get_or_run(key, partial(attack_samples, run, "pgd", float(eps), torch.arange(m), key, seed))
+        key = f"{name}_steps{steps}@{float(label)}"
+        run = dataclasses.replace(ctx, cfg=dataclasses.replace(ctx.cfg, attacks={**ctx.cfg.attacks, name: {**settings, "steps": steps}}))
+        seed = unit_seed(ctx.seed, f"{name}_steps_check@{label}")  # the same random start for both
+        r = ctx.partials.get_or_run(key, partial(attack_samples, run, name, float(eps), torch.arange(m), key, seed))
         accs[steps] = sum(r["correct"]) / max(1, m)
     (few, a_few), (many, a_many) = sorted(accs.items())
-    return {"eps": label, "samples": m, "steps": [few, many], "accuracy": [a_few, a_many], "tolerance": check.tolerance}
+    return {"attack": name, "eps": label, "samples": m, "steps": [few, many], "accuracy": [a_few, a_many], "tolerance": check.tolerance}
 
 
 # ---- corruptions ----------------------------------------------------------------------------

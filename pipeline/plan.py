@@ -312,11 +312,12 @@ def evaluate_job_passes(section: dict, n_test: int, is_video: bool, clean: float
             attacked = clean * m if section["cascade"] else m
             total += attack_passes(name, settings, attacked)
     check = section["pgd_steps_check"]
-    if check["factor"] >= 2 and "pgd" in section["attacks"] and section["epsilons"]:
+    name = check.get("attack", "pgd")
+    if check["factor"] >= 2 and name in section["attacks"] and section["epsilons"]:
         m = min(n, check["max_samples"])
-        base = section["attacks"]["pgd"].get("steps", 10)
+        base = section["attacks"][name].get("steps", 10)
         for steps in (base, base * check["factor"]):  # at each check eps (empty list: the largest only)
-            total += attack_passes("pgd", {**section["attacks"]["pgd"], "steps": steps}, m) * max(1, len(check.get("epsilons") or []))
+            total += attack_passes(name, {**section["attacks"][name], "steps": steps}, m) * max(1, len(check.get("epsilons") or []))
     spec = section["corruptions"]
     names = [c for c in spec["names"] if is_video or c not in VIDEO_ONLY_CORRUPTIONS]
     total += forward_passes(min(n, spec["max_samples"]) * len(names) * len(spec["severities"]))

@@ -386,6 +386,8 @@ def training_rows(results: Path, grid: Grid, cfg: ReportConfig) -> list[dict]:
     rows = []
     for dataset in grid.datasets:
         outcomes = claims.Outcomes(results, grid, dataset, cfg.claims_protocol)
+        meta = results / "decode" / dataset / "meta.json"
+        test_samples = read_json(meta)["test"]["shape"][0] if meta.exists() else None
         for method in grid.methods:
             if method == cfg.random_init_method:
                 continue
@@ -398,7 +400,7 @@ def training_rows(results: Path, grid: Grid, cfg: ReportConfig) -> list[dict]:
                 if not path.exists():
                     continue
                 m = read_json(path)
-                p = trained.plateau(m["history"], m.get("knn_acc"), cfg.plateau_fraction, cfg.plateau_tolerance)
+                p = trained.plateau(m["history"], m.get("knn_acc"), cfg.plateau_fraction, cfg.plateau_tolerance, test_samples)
                 row = {"dataset": dataset, "method": method, "seed": seed, "epochs": p.epochs, "loss_first": p.loss_first,
                        "loss_last": p.loss_last, "last_drop_share": p.last_drop_share, "knn_final": m.get("knn_acc"),
                        "knn_gain_last": p.knn_gain, "levelled": p.levelled, "why_not": p.reason}
@@ -455,6 +457,29 @@ def training_markdown(training: list[dict], dataset: str) -> str:
                            "clean accuracy minus random init (points) [95% CI], above?"], body)
 
 
+def attack_strength_markdown(results: Path, grid: Grid, dataset: str, cfg: ReportConfig) -> str:
+    """Do the attacks bite? PGD with the configured and with more steps (the steps check), per eps; the floor at the largest eps."""
+    checks: dict[float, list[tuple[float, float]]] = defaultdict(list)
+    steps: tuple[int, int] | None = None
+    for method in grid.evaluated_methods():
+        for seed in grid.seeds_of(method, cfg.claims_protocol):
+            path = eval_path(results, dataset, method, seed, cfg.claims_protocol)
+            if not path.exists():
+                continue
+            for label, rec in read_json(path).get("checks", {}).get("pgd_steps", {}).items():
+                if isinstance(rec, dict) and "accuracy" in rec:
+                    checks[float(label)].append(tuple(rec["accuracy"]))
+                    steps = tuple(rec["steps"])
+    if not checks:
+        return "No PGD steps check ran (evaluate.pgd_steps_check.factor < 2).\n"
+    body = [[f"{eps:g}/255", f"{len(pairs)}", f"{100 * np.mean([a for a, _ in pairs]):.1f}", f"{100 * np.mean([b for _, b in pairs]):.1f}",
+             f"{100 * max(abs(a - b) for a, b in pairs):.1f}"] for eps, pairs in sorted(checks.items())]
+    return (f"PGD with {steps[0]} steps against {steps[1]} steps from the same start, on the same samples, for every model "
+            "of the claims protocol; the claims' numbers use the first. A largest change under 1 point says the attack has "
+            "converged.\n\n") + markdown_table(
+        ["eps", "models", f"PGD-{steps[0]} accuracy (%)", f"PGD-{steps[1]} accuracy (%)", "largest change (points)"], body)
+
+
 def run(cfg: ReportConfig, grid: Grid, results: Path, out: Path) -> dict:
     from pipeline import report_plots
 
@@ -488,7 +513,7 @@ def run(cfg: ReportConfig, grid: Grid, results: Path, out: Path) -> dict:
                                                          else "No claim could be computed (no per-sample outcomes).\n"))
     md.append(f"\n## Training checks\n\nEvery pretrained encoder must have levelled off (over the last {cfg.plateau_fraction:.0%} of its "
               f"epochs the loss fell by at most {cfg.plateau_tolerance:.0%} of its total fall, and the kNN accuracy rose by at most "
-              f"2 points) and beat the randomly initialised encoder (`{cfg.random_init_method}`, same architecture and head) in "
+              f"its measurement noise, max(2 points, one binomial se on the test split)) and beat the randomly initialised encoder (`{cfg.random_init_method}`, same architecture and head) in "
               "clean accuracy, with a 95 % interval over seeds and test samples above 0. A failing encoder is flagged here and "
               "in every claim that uses it; `training.csv` has every seed.\n")
     for dataset in grid.datasets:
@@ -497,6 +522,7 @@ def run(cfg: ReportConfig, grid: Grid, results: Path, out: Path) -> dict:
     for dataset, modality in grid.datasets.items():
         cascade = cascade_of(results, grid, dataset)
         md.append(f"\n## {dataset} ({modality})\n\n### Accuracy under attack\n\n{accuracy_markdown(summary, dataset, grid, cascade)}")
+        md.append(f"\n### Attack strength\n\n{attack_strength_markdown(results, grid, dataset, cfg)}")
         md.append(f"\n### Share of the {cfg.csl_method}-to-{cfg.supervised_method} gap closed (descriptive; the claims "
                   f"section has the intervals)\n\n{gap_markdown(gaps, dataset, rep)}")
         md.append(f"\n### Representation\n\n{representation_markdown(rep, dataset, grid)}")

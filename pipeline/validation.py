@@ -137,6 +137,21 @@ def check_devices(config: dict) -> None:
                                "fix the spelling; auto picks CUDA when available")
 
 
+VIDEO_DEFAULT_BACKBONE = "r3d_small"  # the schema's one model default (resnet_small) is an image backbone
+
+
+def fill_modality_defaults(config: dict) -> None:
+    """A video section the user did not write (or wrote without a backbone) gets a video backbone.
+
+    The schema describes both modality sections with one `$defs/model`, whose `backbone` default
+    is an image backbone; filling that into `pretrain.video` would reject a study for a value the
+    user never wrote.
+    """
+    pretrain = config.get("pretrain")
+    if isinstance(pretrain, dict) and isinstance(pretrain.get("video", {}), dict):
+        pretrain.setdefault("video", {}).setdefault("backbone", VIDEO_DEFAULT_BACKBONE)
+
+
 def check_backbones(config: dict) -> None:
     """pretrain.image must use an image backbone, pretrain.video a video one."""
     for modality, allowed in (("image", IMAGE_BACKBONES), ("video", VIDEO_BACKBONES)):
@@ -172,6 +187,7 @@ def validate_config(config: dict, schema_path: str | Path) -> None:
 
     schema = yaml.safe_load(Path(schema_path).read_text())
     config.update(coerce_strings(dict(config), schema, schema))
+    fill_modality_defaults(config)
     # jsonschema first, for an error we can shorten (Snakemake's WorkflowError holds only the
     # formatted dump); then Snakemake's validate, which fills in the defaults.
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))

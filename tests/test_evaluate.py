@@ -262,3 +262,19 @@ def test_dual_bn_branch_choice_reaches_evaluate(tmp_path, digits_dir):
         with torch.no_grad():
             by_hand = (model.head(encoder(x[:60])).argmax(1) == test.y[:60]).float().mean()
         assert report["clean_accuracy"] == pytest.approx(float(by_hand))
+
+
+def test_steps_check_runs_at_the_chosen_eps_and_flags_an_unconverged_attack(tmp_path, digits_dir, classifier):
+    """One short PGD step travels 1/10 of eps: doubling the steps breaks more samples, which the check must flag."""
+    weak = {"steps": 1, "step_size": 0.1, "random_start": False, "restarts": 1}
+    cfg = eval_cfg({"pgd": weak}, epsilons=[8, 32], pgd_steps_check={"factor": 8, "max_samples": 120, "tolerance": 0.0,
+                                                                       "epsilons": [32]})
+    r = evaluate.run(cfg, 0, digits_dir, classifier, tmp_path / "r.json")
+    (record,) = r["checks"]["pgd_steps"].values()
+    assert record["eps"] == 32 and record["steps"] == [1, 8] and record["accuracy"][1] < record["accuracy"][0]
+    assert any("has not converged" in w for w in r["warnings"])
+    strong = {**PGD, "steps": 10, "step_size": 0.25}
+    cfg = eval_cfg({"pgd": strong}, epsilons=[8, 32], pgd_steps_check={"factor": 2, "max_samples": 120, "tolerance": 0.05,
+                                                                        "epsilons": []})
+    r = evaluate.run(cfg, 0, digits_dir, classifier, tmp_path / "r2.json")
+    assert list(r["checks"]["pgd_steps"]) == ["32.0"] and not any("pgd eps" in w for w in r["warnings"])

@@ -17,7 +17,13 @@ from tests.conftest import REPO, validated
 
 @pytest.fixture(scope="module")
 def default_config() -> dict:
-    return validated(yaml.safe_load((REPO / "config" / "config.yaml").read_text()))
+    """The extended study (every method and protocol) on both datasets of the default study (images and clips)."""
+    extended = yaml.safe_load((REPO / "config" / "extended.yaml").read_text())
+    default = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    extended["datasets"], extended["embed"], extended["decode"] = default["datasets"], default["embed"], default["decode"]
+    extended["pretrain"]["video"], extended["match"] = default["pretrain"]["video"], default["match"]
+    extended["pretrain"]["methods"]["supervised"]["snapshots"] = default["pretrain"]["methods"]["supervised"]["snapshots"]
+    return validated(extended)
 
 
 @pytest.fixture()
@@ -47,7 +53,7 @@ def test_grid_of_the_default_study_matches_a_naive_enumeration(config):
     runs = {(m, s) for m, c in config["pretrain"]["methods"].items() for s in c["seeds"] or config["seeds"]}
     assert set(grid.runs()) == runs
     assert grid.mined_seeds() == sorted({s for m, s in runs if config["pretrain"]["methods"][m]["false_negatives"] == "mined"})
-    assert grid.seeds_of("clae") == [0] and grid.seeds_of("simclr") == config["seeds"]
+    assert grid.seeds_of("clae") == [0] and grid.seeds_of("simclr") == config["seeds"] == [0, 1, 2, 3, 4]
     assert grid.seeds_of("simclr", "alf") == [0] and grid.methods_of("alf") == ["supervised", "simclr"]
     assert "alf" in grid.protocols_of("simclr") and "alf" not in grid.protocols_of("clae")
 
@@ -95,8 +101,8 @@ def test_slices_change_with_a_real_setting(config):
     (lambda c: c.update(datasets=["digits", "cifar"]), "datasets[1]"),
     (lambda c: c["report"].update(csl_method="byol"), "report.csl_method"),
     (lambda c: c["mine"].update(warmup_method="nope"), "mine.warmup_method"),
-    (lambda c: c["mine"].update(warmup_method="simclr_mined_elim"), "mine.warmup_method"),
-    (lambda c: c["pretrain"]["methods"]["simclr_mined_elim"].update(seeds=[0, 5]), "pretrain.methods.simclr_mined_elim.seeds"),
+    (lambda c: c["mine"].update(warmup_method="rocl_mined_elim"), "mine.warmup_method"),
+    (lambda c: c["pretrain"]["methods"]["rocl_mined_elim"].update(seeds=[0, 5]), "pretrain.methods.rocl_mined_elim.seeds"),
     (lambda c: c["finetune"]["protocols"]["alf"].update(methods=["byol"]), "finetune.protocols.alf.methods"),
     (lambda c: c["finetune"]["protocols"]["alf"].update(seeds=[7]), "finetune.protocols.alf.seeds"),
     (lambda c: c["decode"]["moving_digits"].update(root="results/embed/other"), "decode.moving_digits.root"),

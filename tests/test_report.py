@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pipeline.config import ReportConfig
@@ -185,3 +186,43 @@ def test_one_epoch_training_curve_shows_a_point(tmp_path, results):
     lines = [line for ax in captured[0].axes for line in ax.get_lines()]
     assert lines and all(line.get_marker() not in (None, "None", "") for line in lines)
     plt.close("all")
+
+
+# ---- training checks (pipeline.trained) ------------------------------------------------------
+def history(losses, knn=None):
+    """Per-epoch records as pretrain writes them; knn: {epoch: accuracy}."""
+    return [{"epoch": e + 1, "loss": float(v), **({"knn_acc": knn[e + 1]} if knn and e + 1 in knn else {})} for e, v in enumerate(losses)]
+
+
+def test_a_run_that_has_flattened_is_levelled_and_one_still_falling_is_not():
+    from pipeline import trained
+
+    flat = 4.0 + 1.5 * np.exp(-np.arange(30) / 4)  # falls 1.5, then stays: the last 6 epochs move < 1 % of the fall
+    p = trained.plateau(history(flat, {24: 0.93, 30: 0.94}), 0.94)
+    assert p.levelled and p.reason == "" and p.last_drop_share < 0.05 and p.knn_gain == pytest.approx(0.01)
+    falling = 5.0 - 0.05 * np.arange(30)  # linear: the windows 6 epochs apart differ by 0.3, the total fall is 1.325
+    p = trained.plateau(history(falling), None)
+    assert not p.levelled and "loss still fell" in p.reason and p.last_drop_share == pytest.approx(0.3 / 1.325, rel=1e-6)
+
+
+def test_a_rising_knn_accuracy_or_a_short_run_is_not_levelled():
+    from pipeline import trained
+
+    flat = 4.0 + 1.5 * np.exp(-np.arange(30) / 4)
+    p = trained.plateau(history(flat, {24: 0.80, 30: 0.90}), 0.90)
+    assert not p.levelled and "kNN accuracy still rose 10.0 points" in p.reason
+    p = trained.plateau(history([5.0]), None)
+    assert not p.levelled and "too few" in p.reason
+    assert not trained.plateau([], None).levelled  # an untrained encoder (epochs 0) shows no plateau
+
+
+def test_beating_random_init_needs_an_interval_above_zero_on_three_seeds():
+    from pipeline import trained
+
+    rng = np.random.default_rng(0)
+    good = rng.random((3, 500)) < 0.9
+    random = rng.random((3, 500)) < 0.6
+    iv, beats = trained.beats_random_init(good, random)
+    assert beats and iv.low > 0
+    assert not trained.beats_random_init(random, good)[1]
+    assert not trained.beats_random_init(good[:2], random[:2])[1]  # 2 seeds: no verdict, so not shown to beat it

@@ -139,6 +139,7 @@ def report_inputs():
         "finetune": [f"{study.run_dir('finetune', d, m, s, p)}/metrics.json" for d, m, s, p in runs],
         "pretrain": [f"{RESULTS}/pretrain/{d}/{m}/seed{s}/metrics.json" for d in DATASETS for m, s in GRID.runs()],
         "analyse": [f"{RESULTS}/analyse/{d}/representation.json" for d in DATASETS],
+        "decode": [f"{RESULTS}/decode/{d}/meta.json" for d in DATASETS],  # the test split's size (training checks)
     }
     if GRID.matched_method:
         inputs["match"] = [f"{RESULTS}/match/{d}/seed{s}/metrics.json" for d in DATASETS for s in GRID.matched_seeds]
