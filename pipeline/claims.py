@@ -254,8 +254,8 @@ def add_gap_shares(rows: list[ClaimRow], outcomes: Outcomes, roles: Roles) -> No
 
 def add_mining_quality(rows: list[ClaimRow], results: Path, grid: Grid, roles: Roles) -> None:
     """C4 rows name the mining's pair precision and recall (mean over the seeds mined)."""
-    quality = [read_json(p) for s in grid.mined_seeds() if (p := results / "mine" / rows[0].dataset / f"seed{s}" / "quality.json").exists()] \
-        if rows else []
+    paths = [results / "mine" / rows[0].dataset / f"seed{s}" / "quality.json" for s in grid.mined_seeds()] if rows else []
+    quality = [read_json(p) for p in paths if p.exists()]
     if not quality:
         return
     precision = np.mean([q["pair_precision"] for q in quality])
@@ -336,7 +336,8 @@ def as_record(row: ClaimRow) -> dict:
             "eps": "" if row.eps is None else row.eps, "primary": row.primary, "direction": row.direction,
             "estimate": iv.estimate, "low": iv.low, "high": iv.high, "verdict": row.verdict, "p_holm": row.p_holm,
             "seeds": " ".join(map(str, row.seeds)), "n_seeds": iv.n_seeds, "samples": iv.n_samples, "se": iv.se, "df": iv.df,
-            "seed_sd": iv.seed_sd, "seed_level": iv.seed_level, "note": iv.note, "extra": row.extra, "needs": row.needs, "flags": "; ".join(row.flags)}
+            "seed_sd": iv.seed_sd, "seed_level": iv.seed_level, "note": iv.note, "extra": row.extra, "needs": row.needs,
+            "flags": "; ".join(row.flags)}
 
 
 def fmt_points(row: ClaimRow, value: float | None = None) -> str:

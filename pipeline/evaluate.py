@@ -322,7 +322,8 @@ def steps_check(ctx: Context) -> tuple[dict, list[str]]:
         (few, many), (a_few, a_many) = record["steps"], record["accuracy"]
         if abs(a_many - a_few) > check.tolerance + 1e-9:
             why = "more steps leave it more robust: a broken attack" if a_many > a_few else "the attack has not converged"
-            warnings.append(f"{check.attack} eps {float(record['eps']):g}: {many} steps give accuracy {a_many:.4f}, {few} steps {a_few:.4f} "
+            warnings.append(f"{check.attack} eps {float(record['eps']):g}: {many} steps give accuracy {a_many:.4f}, "
+                            f"{few} steps {a_few:.4f} "
                             f"(tolerance {check.tolerance}): {why}")
     return records, warnings
 

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import claims
+from pipeline import claims, trained
 from pipeline import grid as grid_paths
 from pipeline.config import ReportConfig, from_json
 from pipeline.grid import Grid
@@ -379,84 +379,6 @@ def match_tolerance(results: Path, grid: Grid) -> float:
     return 0.02
 
 
-def training_rows(results: Path, grid: Grid, cfg: ReportConfig) -> list[dict]:
-    """Per dataset, method and seed: the levelled-off check and, per method, clean accuracy against random init."""
-    from pipeline import trained
-
-    rows = []
-    for dataset in grid.datasets:
-        outcomes = claims.Outcomes(results, grid, dataset, cfg.claims_protocol)
-        meta = results / "decode" / dataset / "meta.json"
-        test_samples = read_json(meta)["test"]["shape"][0] if meta.exists() else None
-        for method in grid.methods:
-            if method == cfg.random_init_method:
-                continue
-            vs_random = None
-            if cfg.random_init_method and (seeds := claims.common_seeds(outcomes, method, cfg.random_init_method)):
-                a, b = claims.pair(outcomes.matrix(method, seeds, None, None), outcomes.matrix(cfg.random_init_method, seeds, None, None))
-                vs_random = trained.beats_random_init(a, b)
-            for seed in grid.method_seeds[method]:
-                path = results / "pretrain" / dataset / method / f"seed{seed}" / "metrics.json"
-                if not path.exists():
-                    continue
-                m = read_json(path)
-                p = trained.plateau(m["history"], m.get("knn_acc"), cfg.plateau_fraction, cfg.plateau_tolerance, test_samples)
-                row = {"dataset": dataset, "method": method, "seed": seed, "epochs": p.epochs, "loss_first": p.loss_first,
-                       "loss_last": p.loss_last, "last_drop_share": p.last_drop_share, "knn_final": m.get("knn_acc"),
-                       "knn_gain_last": p.knn_gain, "levelled": p.levelled, "why_not": p.reason}
-                if vs_random is not None:
-                    iv, beats = vs_random
-                    row |= {"clean_minus_random": iv.estimate, "clean_minus_random_low": iv.low, "clean_minus_random_high": iv.high,
-                            "beats_random_init": beats}
-                rows.append(row)
-    return rows
-
-
-def untrained_methods(training: list[dict]) -> dict[tuple[str, str], str]:
-    """(dataset, method) -> why its encoders fail the training checks (any seed not levelled, or not above random init)."""
-    out: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for r in training:
-        if not r["levelled"]:
-            out[(r["dataset"], r["method"])].append(f"seed {r['seed']} not levelled off")
-        if r.get("beats_random_init") is False and "not above random init" not in out[(r["dataset"], r["method"])]:
-            out[(r["dataset"], r["method"])].append("not above random init")
-    return {k: ", ".join(v) for k, v in out.items() if v}
-
-
-def flag_untrained_claims(claim_rows: dict[str, list], failing: dict[tuple[str, str], str], grid: Grid, supervised: str) -> None:
-    """Every claim that uses an encoder failing the training checks says so."""
-    for dataset, rows_ in claim_rows.items():
-        for row in rows_:
-            for method in row.comparison.split(" - "):
-                base = supervised if method == grid.matched_method else method
-                if (dataset, base) in failing:
-                    row.flags.append(f"uses {base}, which fails the training checks ({failing[(dataset, base)]})")
-
-
-def training_markdown(training: list[dict], dataset: str) -> str:
-    """The training checks of one dataset, one row per method (seeds pooled)."""
-    by_method: dict[str, list[dict]] = defaultdict(list)
-    for r in training:
-        if r["dataset"] == dataset:
-            by_method[r["method"]].append(r)
-    body = []
-    for method, rs in by_method.items():
-        levelled = sum(r["levelled"] for r in rs)
-        knn = [r["knn_final"] for r in rs if r["knn_final"] is not None]
-        drop = [r["last_drop_share"] for r in rs if math.isfinite(r["last_drop_share"])]
-        gain = [r["knn_gain_last"] for r in rs if math.isfinite(r["knn_gain_last"])]
-        vs = rs[0]
-        random = (f"{100 * vs['clean_minus_random']:+.1f} [{100 * vs['clean_minus_random_low']:+.1f}, "
-                  f"{100 * vs['clean_minus_random_high']:+.1f}] {'yes' if vs['beats_random_init'] else '**no**'}"
-                  if "clean_minus_random" in vs else "—")
-        body.append([method, f"{rs[0]['epochs']}", f"{levelled}/{len(rs)}" + ("" if levelled == len(rs) else " **flagged**"),
-                     f"{np.mean(drop) * 100:.1f}%" if drop else "—", f"{np.mean(gain) * 100:+.1f}" if gain else "—",
-                     f"{np.mean(knn) * 100:.1f}" if knn else "—", random])
-    return markdown_table(["method", "epochs", "levelled off (seeds)", "loss fall in the last window (share of total)",
-                           "kNN change in the last window (points)", "kNN accuracy (%)",
-                           "clean accuracy minus random init (points) [95% CI], above?"], body)
-
-
 def attack_strength_markdown(results: Path, grid: Grid, dataset: str, cfg: ReportConfig) -> str:
     """Do the attacks bite? PGD with the configured and with more steps (the steps check), per eps; the floor at the largest eps."""
     checks: dict[float, list[tuple[float, float]]] = defaultdict(list)
@@ -501,8 +423,8 @@ def run(cfg: ReportConfig, grid: Grid, results: Path, out: Path) -> dict:
     write_csv(out / "cost.csv", costs)
     roles = claims.roles_from(cfg, grid.matched_method, match_tolerance(results, grid))
     claim_rows = {ds: claims.dataset_claims(results, grid, ds, roles) for ds in grid.datasets}
-    training = training_rows(results, grid, cfg)
-    flag_untrained_claims(claim_rows, untrained_methods(training), grid, cfg.supervised_method)
+    training = trained.training_rows(results, grid, cfg)
+    trained.flag_untrained_claims(claim_rows, trained.untrained_methods(training), grid, cfg.supervised_method)
     write_csv(out / "training.csv", training)
     write_csv(out / "claims.csv", [claims.as_record(r) for rows_ in claim_rows.values() for r in rows_])
     md = [f"# Results\n\nSupervised baseline: `{cfg.supervised_method}`; CSL method: `{cfg.csl_method}`.\n",
@@ -513,11 +435,12 @@ def run(cfg: ReportConfig, grid: Grid, results: Path, out: Path) -> dict:
                                                          else "No claim could be computed (no per-sample outcomes).\n"))
     md.append(f"\n## Training checks\n\nEvery pretrained encoder must have levelled off (over the last {cfg.plateau_fraction:.0%} of its "
               f"epochs the loss fell by at most {cfg.plateau_tolerance:.0%} of its total fall, and the kNN accuracy rose by at most "
-              f"its measurement noise, max(2 points, one binomial se on the test split)) and beat the randomly initialised encoder (`{cfg.random_init_method}`, same architecture and head) in "
+              "its measurement noise, max(2 points, one binomial se on the test split)) and beat the randomly initialised "
+              f"encoder (`{cfg.random_init_method}`, same architecture and head) in "
               "clean accuracy, with a 95 % interval over seeds and test samples above 0. A failing encoder is flagged here and "
               "in every claim that uses it; `training.csv` has every seed.\n")
     for dataset in grid.datasets:
-        md.append(f"\n### {dataset}\n\n{training_markdown(training, dataset)}")
+        md.append(f"\n### {dataset}\n\n{trained.training_markdown(training, dataset)}")
     md.append("\n## Results by dataset\n\nAccuracies in %, mean ± std over seeds (n=1: one seed, no spread).\n")
     for dataset, modality in grid.datasets.items():
         cascade = cascade_of(results, grid, dataset)

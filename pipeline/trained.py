@@ -18,11 +18,19 @@ Pure numpy (the report stage runs without torch).
 
 from __future__ import annotations
 
+import math
+from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from pipeline import claims
 from pipeline import statistics as st
+from pipeline.config import ReportConfig
+from pipeline.grid import Grid
+from pipeline.io import read_json
+from pipeline.tables import markdown_table
 
 KNN_GAIN_MIN = 0.02  # the kNN rise (fraction) over the last window still called level, at least
 
@@ -89,3 +97,87 @@ def beats_random_init(clean_method: np.ndarray, clean_random: np.ndarray) -> tup
     """Clean-accuracy difference method - random init ((S, n) correctness, paired); True when its interval is above 0."""
     iv = st.accuracy_difference(clean_method, clean_random)
     return iv, bool(iv.decidable() and iv.low > 0)
+
+
+# ---- the report's training section ---------------------------------------------------------
+def training_rows(results: Path, grid: Grid, cfg: ReportConfig) -> list[dict]:
+    """Per dataset, method and seed: the levelled-off check and, per method, clean accuracy against random init."""
+    rows = []
+    for dataset in grid.datasets:
+        outcomes = claims.Outcomes(results, grid, dataset, cfg.claims_protocol)
+        meta = results / "decode" / dataset / "meta.json"
+        test_samples = read_json(meta)["test"]["shape"][0] if meta.exists() else None
+        for method in grid.methods:
+            if method == cfg.random_init_method:
+                continue
+            vs_random = None
+            if cfg.random_init_method and (seeds := claims.common_seeds(outcomes, method, cfg.random_init_method)):
+                a, b = claims.pair(outcomes.matrix(method, seeds, None, None), outcomes.matrix(cfg.random_init_method, seeds, None, None))
+                vs_random = beats_random_init(a, b)
+            for seed in grid.method_seeds[method]:
+                path = results / "pretrain" / dataset / method / f"seed{seed}" / "metrics.json"
+                if not path.exists():
+                    continue
+                m = read_json(path)
+                p = plateau(m["history"], m.get("knn_acc"), cfg.plateau_fraction, cfg.plateau_tolerance, test_samples)
+                row = {"dataset": dataset, "method": method, "seed": seed, "epochs": p.epochs, "loss_first": p.loss_first,
+                       "loss_last": p.loss_last, "last_drop_share": p.last_drop_share, "knn_final": m.get("knn_acc"),
+                       "knn_gain_last": p.knn_gain, "levelled": p.levelled, "why_not": p.reason}
+                if vs_random is not None:
+                    iv, beats = vs_random
+                    row |= {"clean_minus_random": iv.estimate, "clean_minus_random_low": iv.low, "clean_minus_random_high": iv.high,
+                            "beats_random_init": beats}
+                rows.append(row)
+    return rows
+
+
+def untrained_methods(training: list[dict]) -> dict[tuple[str, str], str]:
+    """(dataset, method) -> why its encoders fail the training checks (seeds not levelled off, not above random init)."""
+    unlevelled: dict[tuple[str, str], list[int]] = defaultdict(list)
+    below: set[tuple[str, str]] = set()
+    for r in training:
+        key = (r["dataset"], r["method"])
+        if not r["levelled"]:
+            unlevelled[key].append(r["seed"])
+        if r.get("beats_random_init") is False:
+            below.add(key)
+    out = {}
+    for key in sorted(set(unlevelled) | below):
+        why = [f"not levelled off on seed{'s' if len(unlevelled[key]) > 1 else ''} {', '.join(map(str, unlevelled[key]))}"] \
+            if unlevelled.get(key) else []
+        out[key] = "; ".join(why + (["not above random init"] if key in below else []))
+    return out
+
+
+def flag_untrained_claims(claim_rows: dict[str, list], failing: dict[tuple[str, str], str], grid: Grid, supervised: str) -> None:
+    """Every claim that uses an encoder failing the training checks says so."""
+    for dataset, rows_ in claim_rows.items():
+        for row in rows_:
+            for method in row.comparison.split(" - "):
+                base = supervised if method == grid.matched_method else method
+                if (dataset, base) in failing:
+                    row.flags.append(f"{base} fails the training checks: {failing[(dataset, base)]}")
+
+
+def training_markdown(training: list[dict], dataset: str) -> str:
+    """The training checks of one dataset, one row per method (seeds pooled)."""
+    by_method: dict[str, list[dict]] = defaultdict(list)
+    for r in training:
+        if r["dataset"] == dataset:
+            by_method[r["method"]].append(r)
+    body = []
+    for method, rs in by_method.items():
+        levelled = sum(r["levelled"] for r in rs)
+        knn = [r["knn_final"] for r in rs if r["knn_final"] is not None]
+        drop = [r["last_drop_share"] for r in rs if math.isfinite(r["last_drop_share"])]
+        gain = [r["knn_gain_last"] for r in rs if math.isfinite(r["knn_gain_last"])]
+        vs = rs[0]
+        random = (f"{100 * vs['clean_minus_random']:+.1f} [{100 * vs['clean_minus_random_low']:+.1f}, "
+                  f"{100 * vs['clean_minus_random_high']:+.1f}] {'yes' if vs['beats_random_init'] else '**no**'}"
+                  if "clean_minus_random" in vs else "—")
+        body.append([method, f"{rs[0]['epochs']}", f"{levelled}/{len(rs)}" + ("" if levelled == len(rs) else " **flagged**"),
+                     f"{np.mean(drop) * 100:.1f}%" if drop else "—", f"{np.mean(gain) * 100:+.1f}" if gain else "—",
+                     f"{np.mean(knn) * 100:.1f}" if knn else "—", random])
+    return markdown_table(["method", "epochs", "levelled off (seeds)", "loss fall in the last window (share of total)",
+                           "kNN change in the last window (points)", "kNN accuracy (%)",
+                           "clean accuracy minus random init (points) [95% CI], above?"], body)

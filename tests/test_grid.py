@@ -86,7 +86,8 @@ def test_slices_leave_out_the_grid_only_lists(config):
     config["finetune"]["protocols"]["alf"]["seeds"] = [1]
     after = G.pretrain_slice(config, "digits", "clae"), G.finetune_slice(config, "alf")
     assert before == after
-    assert before[0]["model"] == config["pretrain"]["image"] and G.pretrain_slice(config, "moving_digits", "clae")["model"] == config["pretrain"]["video"]
+    assert before[0]["model"] == config["pretrain"]["image"]
+    assert G.pretrain_slice(config, "moving_digits", "clae")["model"] == config["pretrain"]["video"]
     assert set(before[1]["protocols"]) == {"alf"}
 
 

@@ -77,6 +77,19 @@ def test_every_method_trains_on_images(tmp_path, digits_dir, name):
     assert state["model_args"]["backbone"] == "resnet_small" and not (tmp_path / "checkpoint.pt").exists()
 
 
+def test_zero_epochs_save_the_random_init_encoder(tmp_path, digits_dir):
+    """The random-init baseline (a method's `epochs: 0`): the encoder saved is the seeded initialisation, untouched."""
+    metrics, out = train(tmp_path, digits_dir, {"loss": "ce", "epochs": 0}, {"epochs": 0})
+    assert metrics["history"] == [] and metrics["train_seconds"] == 0
+    runtime.seed_everything(0)
+    cfg = from_dict(PretrainConfig, pretrain_cfg({"loss": "ce", "epochs": 0}, {"epochs": 0}))
+    fresh = build_nets(cfg, read_json(digits_dir / "meta.json"), False)["encoder"].state_dict()
+    saved = load_torch(out)["encoder"]
+    assert saved.keys() == fresh.keys() and all(torch.equal(saved[k], fresh[k]) for k in fresh)
+    trained_metrics, trained_out = train(tmp_path / "t", digits_dir, {"loss": "ce"}, {"epochs": 1})
+    assert any(not torch.equal(load_torch(trained_out)["encoder"][k], saved[k]) for k in saved)  # training does move it
+
+
 @pytest.mark.parametrize("name", ["supervised", "simclr", "mined_attract", "online", "clae", "rocl", "acl"])
 def test_methods_train_on_clips(tmp_path, clips_dir, name):
     model = {"backbone": "r3d_small", "width": 4, "batch_size": 10, "epochs": 2, "augment": {"temporal_crop": 3}}

@@ -29,7 +29,8 @@ def toy_grid(protocol_methods: dict | None = None, protocol_seeds: dict | None =
 
 GRID = toy_grid()
 CFG = ReportConfig(supervised_method="supervised", csl_method="simclr", claims_protocol="slf", oracle_methods=["simclr_oracle_elim"],
-                   mined_methods=[], adversarial_pairs={}, primary_eps={}, random_init_method=None, plateau_fraction=0.2, plateau_tolerance=0.05)
+                   mined_methods=[], adversarial_pairs={}, primary_eps={}, random_init_method=None, plateau_fraction=0.2,
+                   plateau_tolerance=0.1)
 
 
 def write(path: Path, data: dict) -> None:

@@ -52,8 +52,20 @@ def test_bad_config_fails_with_a_short_error_naming_the_key(case):
     assert len(message.splitlines()) <= 4 and len(message) < 800
 
 
+def test_a_study_without_a_video_section_gets_a_video_backbone_by_default():
+    """The schema's one model default (resnet_small) is an image backbone: it must not reject a study that
+    never wrote `pretrain.video`, and a video section without a backbone gets a video one."""
+    for drop in (lambda c: c["pretrain"].pop("video"), lambda c: c["pretrain"]["video"].pop("backbone")):
+        cfg = edited(drop)
+        validate_config(cfg, SCHEMA)
+        assert cfg["pretrain"]["video"]["backbone"] in VIDEO_BACKBONES
+    image_only = yaml.safe_load((REPO / "config" / "extended.yaml").read_text())
+    assert "video" not in image_only["pretrain"]
+    validate_config(image_only, SCHEMA)
+
+
 def test_good_configs_validate_and_get_defaults():
-    for path in (REPO / "config" / "config.yaml", REPO / ".test" / "config.yaml"):
+    for path in (REPO / "config" / "config.yaml", REPO / "config" / "extended.yaml", REPO / ".test" / "config.yaml"):
         cfg = yaml.safe_load(path.read_text())
         validate_config(cfg, SCHEMA)
         assert cfg["pretrain"]["image"]["optimizer"] in ("sgd", "lars")  # a default filled in
