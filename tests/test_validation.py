@@ -95,8 +95,9 @@ def test_every_schema_description_is_whole():
     """An unquoted comma inside a flow mapping `{... description: a, b}` cuts it and leaves a null key."""
     def nulls(node, path=""):
         if isinstance(node, dict):
+            nullable = isinstance(node.get("type"), list) and "null" in node["type"]
             for k, v in node.items():
-                if v is None:
+                if v is None and not (k == "default" and nullable):  # a declared null default is meant
                     yield f"{path}.{k}"
                 yield from nulls(v, f"{path}.{k}")
         elif isinstance(node, list):
