@@ -291,16 +291,28 @@ def sanity(results: dict, epsilons: dict[str, list[float]]) -> list[str]:
     return found
 
 
-def black_box_warnings(results: dict, cascade: bool) -> list[str]:
-    """Square (no gradients) breaking samples the white-box attacks before it could not: gradient masking."""
+def black_box_warnings(results: dict, cascade: bool, outcomes: dict | None = None) -> list[str]:
+    """Square (no gradients) breaking samples the white-box attacks could not: gradient masking.
+
+    Cascade: the samples it broke after the white-box attacks. Otherwise, on the samples it
+    attacked (it may run on a subset), those it broke while every white-box attack at that eps
+    left them correct, from the per-sample `outcomes` (attack -> eps key -> 0/1 string).
+    """
     found = []
     for name in [a for a in ATTACKS if a in results and ATTACKS[a].black_box]:
         for e, r in results[name].items():
             white = [a for a in results if a in ATTACKS and not ATTACKS[a].black_box and ATTACKS[a].norm == ATTACKS[name].norm
                      and e in results[a] and list(ATTACKS).index(a) < list(ATTACKS).index(name)]
-            gain = r["broken"] if cascade else min((results[a][e]["accuracy"] for a in white), default=0.0) - r["accuracy"]
-            if white and gain > (0 if cascade else 1 / max(1, r["samples"])):
-                found.append(f"{name} eps {e}: black-box attack beat the white-box attacks {white} ({gain:g}): gradient masking?")
+            if not white:
+                continue
+            if cascade:
+                gain = r["broken"]
+            else:
+                own = outcomes[name][e]
+                gain = sum(b == "0" and all(outcomes[a][e][i] == "1" for a in white) for i, b in enumerate(own)) / max(1, len(own))
+            if gain > (0 if cascade else 1 / max(1, r["samples"])):
+                found.append(f"{name} eps {e}: black-box attack broke {gain:.1%} of its {r['samples']} samples that every "
+                             f"white-box attack {white} left correct: gradient masking?")
     return found
 
 
@@ -413,7 +425,7 @@ def run_attacks(ctx: Context, clean: torch.Tensor, outcomes: dict) -> tuple[dict
             results[any_key] = worst
             labels = lambda es: [per_255(e) for e in es]  # noqa: E731  # `sanity` reads results by label
             eps_of.update({a: labels(attack_epsilons(ctx, a, epsilons)) for a in names} | {any_key: labels(epsilons)})
-    warnings = sanity(results, eps_of) + black_box_warnings(results, ctx.cfg.cascade)
+    warnings = sanity(results, eps_of) + black_box_warnings(results, ctx.cfg.cascade, outcomes)
     return results, warnings, eps_of
 
 

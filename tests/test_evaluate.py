@@ -191,8 +191,14 @@ def test_square_beating_white_box_attacks_is_flagged():
     cascade = {"pgd": {"8.0": rec}, "square": {"8.0": {**rec, "broken": 3}}}
     assert any("gradient masking" in w for w in evaluate.black_box_warnings(cascade, cascade=True))
     assert evaluate.black_box_warnings({"pgd": {"8.0": rec}, "square": {"8.0": rec}}, cascade=True) == []
-    alone = {"pgd": {"8.0": rec}, "square": {"8.0": {**rec, "accuracy": 0.2}}}
-    assert any("gradient masking" in w for w in evaluate.black_box_warnings(alone, cascade=False))
+    alone = {"pgd": {"8.0": {**rec, "samples": 8}}, "square": {"8.0": {**rec, "samples": 4}}}
+    # Square ran on the first 4 samples: it broke samples 0, 1 and 3, which PGD left correct -> flagged
+    masked = {"pgd": {"8.0": "11110000"}, "square": {"8.0": "0010"}}
+    assert any("broke 75.0% of its 4 samples" in w for w in evaluate.black_box_warnings(alone, False, masked))
+    # the same accuracies, but Square broke only samples PGD broke too: nothing to flag (accuracies on
+    # different sample sets, 4 vs 8 samples, are not compared)
+    same = {"pgd": {"8.0": "00110000"}, "square": {"8.0": "0011"}}
+    assert evaluate.black_box_warnings(alone, False, same) == []
 
 
 def test_an_attack_can_run_at_a_subset_of_the_epsilons(tmp_path, digits_dir, classifier):
