@@ -23,7 +23,7 @@ from pathlib import Path
 START = "<!-- results:start -->"
 END = "<!-- results:end -->"
 DASH = "—"
-HEAD = ["claim", "comparison", "eps", "estimate [95% CI]", "verdict", "seeds x samples", "seed sd", "notes"]
+HEAD = ["claim", "comparison", "eps", "estimate [95% CI]", "verdict", "Holm p", "seeds x samples", "seed sd", "notes"]
 
 
 def _number(text: str | None) -> float | None:
@@ -67,6 +67,12 @@ def _seed_sd(row: dict) -> str:
     return DASH if sd is None else f"{scale * sd:.{digits}f}"
 
 
+def _holm_p(row: dict) -> str:
+    """The Holm-adjusted p the verdict reads (a 95 % interval that excludes 0 may still be inconclusive)."""
+    p = _number(row.get("p_holm"))
+    return DASH if p is None else f"{p:.3f}"
+
+
 def _rests_on(row: dict) -> str:
     seeds, samples = _number(row.get("n_seeds")), _number(row.get("samples"))
     return f"{DASH if seeds is None else int(seeds)} x {DASH if samples is None else f'{int(samples):,}'}"
@@ -84,7 +90,7 @@ def _table(rows: list[dict]) -> str:
     for row in rows:
         verdict = (row.get("verdict") or "").strip()
         cells = [row.get("claim") or DASH, f"`{row.get('comparison') or ''}`", _eps(row), _estimate(row),
-                 f"**{verdict}**" if verdict else DASH, _rests_on(row), _seed_sd(row), _notes(row)]
+                 f"**{verdict}**" if verdict else DASH, _holm_p(row), _rests_on(row), _seed_sd(row), _notes(row)]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 

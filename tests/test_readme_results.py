@@ -42,15 +42,15 @@ def test_rendering_of_a_small_claims_table(tmp_path):
     block = results_block(tmp_path)
     assert block == results_block(tmp_path)  # deterministic
     # per-dataset headings, in file order, each followed by its table
-    assert block.startswith("**digits**\n\n| claim | comparison | eps | estimate [95% CI] | verdict | seeds x samples | seed sd | notes |")
+    assert block.startswith("**digits**\n\n| claim | comparison | eps | estimate [95% CI] | verdict | Holm p | seeds x samples | seed sd | notes |")
     assert block.index("**digits**") < block.index("**moving_digits**")
     rows = table_rows(block)
     assert rows == [
-        ["C1a", "`supervised - simclr`", "16/255", "+12.9 [+9.4, +16.4]", "**supported**", "5 x 540", "3.5", ""],
-        ["C2a", "`simclr - supervised`", "—", "+0.744 [+0.548, +0.951]", "**contradicted**", "5 x 540", "—", ""],
-        ["C3", "`oracle - simclr`", "16/255", "-3.3 [-8.6, +2.1]", "**inconclusive**", "5 x 540", "—",
+        ["C1a", "`supervised - simclr`", "16/255", "+12.9 [+9.4, +16.4]", "**supported**", "0.001", "5 x 540", "3.5", ""],
+        ["C2a", "`simclr - supervised`", "—", "+0.744 [+0.548, +0.951]", "**contradicted**", "0.000", "5 x 540", "—", ""],
+        ["C3", "`oracle - simclr`", "16/255", "-3.3 [-8.6, +2.1]", "**inconclusive**", "0.800", "5 x 540", "—",
          "share: 26%; share outside [0, 1]; flat"],
-        ["C5", "`acl_mined_elim - acl`", "8/255", "+6.4 [-0.7, +13.6]", "**estimate only, 1 seed**", "1 x 140", "—", ""],
+        ["C5", "`acl_mined_elim - acl`", "8/255", "+6.4 [-0.7, +13.6]", "**estimate only, 1 seed**", "—", "1 x 140", "—", ""],
     ]
     assert "uncorrected" not in block  # only the primary rows
 
@@ -60,7 +60,7 @@ def test_old_format_without_optional_columns(tmp_path):
         "dataset,claim,comparison,eps,primary,estimate,low,high,verdict,n_seeds,samples\n"
         "digits,C2b,simclr - supervised,,True,-0.1294,-0.1621,-0.0968,supported,2,540\n", encoding="utf-8")
     assert table_rows(results_block(tmp_path)) == [
-        ["C2b", "`simclr - supervised`", "—", "-0.129 [-0.162, -0.097]", "**supported**", "2 x 540", "—", ""]]
+        ["C2b", "`simclr - supervised`", "—", "-0.129 [-0.162, -0.097]", "**supported**", "—", "2 x 540", "—", ""]]
 
 
 def test_write_replaces_only_the_block(tmp_path):
