@@ -121,7 +121,11 @@ def training_curves(results: Path, dataset: str, grid: Grid, colours: dict[str, 
     epoch, so a one-epoch run shows a point)."""
     from pipeline.io import read_json
 
-    methods = grid.methods
+    def trained(method: str) -> bool:  # an untrained baseline (epochs 0) has no curve to draw
+        paths = [results / "pretrain" / dataset / method / f"seed{s}" / "metrics.json" for s in grid.method_seeds[method]]
+        return any(p.exists() and read_json(p)["history"] for p in paths)
+
+    methods = [m for m in grid.methods if trained(m)] or grid.methods[:1]
     cols = min(4, len(methods))
     rows = math.ceil(len(methods) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
