@@ -58,8 +58,9 @@ IGNORED_DIRS = ("benchmarks", "logs")
 #   hostname                                     the machine's name
 #   environment, provenance                      pipeline.environment's dict: machine, versions, git commit
 #   runtime                                      the device record, which names the GPU model
+#   resumed                                      bookkeeping of a resumed job (`resumed_units`), not a result
 IGNORED_WORDS = frozenset({"seconds", "time", "timestamp", "elapsed", "started", "date", "datetime", "memory", "rss",
-                           "hostname", "environment", "provenance", "runtime"})
+                           "hostname", "environment", "provenance", "runtime", "resumed"})
 MAX_DETAILS = 5  # differences listed per file; the count of the rest is given
 
 
@@ -252,7 +253,10 @@ COMPARERS = {".json": compare_json, ".npy": compare_npy, ".npz": compare_npz, ".
 def compare_file(rel: str, a: Path, b: Path) -> FileDiff:
     """The differences of one file present in both trees (empty `details` when equal)."""
     diff = FileDiff(rel)
-    COMPARERS.get(a.suffix, compare_bytes)(a, b, diff)
+    try:
+        COMPARERS.get(a.suffix, compare_bytes)(a, b, diff)
+    except Exception as error:  # a truncated .npy/.pt or broken JSON: a difference to report, not a crash
+        diff.details.append(f"unreadable: {type(error).__name__}: {error}"[:300])
     return diff
 
 

@@ -36,6 +36,36 @@ def config_error(key: str, value: Any, allowed: str, todo: str) -> ConfigError:
     return ConfigError(f"config error at '{key}': {shown} is not allowed\n  allowed: {allowed}\n  to fix: {todo}")
 
 
+# ---- duplicate keys ------------------------------------------------------------------------
+def _strict_loader(path: str) -> type:
+    """A SafeLoader that refuses a mapping key written twice (PyYAML silently keeps the last one)."""
+    import yaml  # lazily, as validate_config: the module is imported by every Snakemake start
+
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):  # noqa: ANN001, ANN202 (PyYAML's signature)
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may repeat by design
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    raise ConfigError(f"config error at '{key}': written twice in {path} (lines {seen[key]} and {line})\n"
+                                      f"  to fix: keep one of them (YAML would silently use line {line} and drop line {seen[key]})")
+                seen[key] = line
+            return super().construct_mapping(node, deep)
+
+    return StrictLoader
+
+
+def check_duplicate_keys(paths: list[str | Path]) -> None:
+    """Every config file Snakemake loaded, read again with duplicate keys refused; the error names the key and both lines."""
+    import yaml
+
+    for path in paths:
+        yaml.load(Path(path).read_text(), Loader=_strict_loader(str(path)))  # noqa: S506 (a SafeLoader subclass)
+
+
 # ---- schema-guided coercion of --config strings -------------------------------------------
 def resolve(node: dict, schema: dict) -> dict:
     """Follow a local `$ref` ("#/$defs/name") to the schema it names."""

@@ -87,6 +87,21 @@ def test_one_changed_tensor_is_the_only_and_first_divergence(trees, capsys):
     assert f"first divergence (DAG order): stage finetune, {CLASSIFIER}" in out
 
 
+def test_resumed_counts_are_bookkeeping_and_a_truncated_file_is_a_difference(trees, capsys):
+    a, b = trees
+    write_json(b / ROBUSTNESS, {**json.loads((b / ROBUSTNESS).read_text()), "resumed_units": 5})
+    write_json(a / ROBUSTNESS, {**json.loads((a / ROBUSTNESS).read_text()), "resumed_units": 0})
+    assert compare_trees(a, b) == []  # a resumed evaluation gives the same results
+    data = (b / CLASSIFIER).read_bytes()
+    (b / CLASSIFIER).write_bytes(data[: len(data) // 2])  # a truncated checkpoint
+    np.save(b / "decode/digits/train_x.npy", np.zeros(3))
+    (b / "decode/digits/train_x.npy").write_bytes((b / "decode/digits/train_x.npy").read_bytes()[:40])
+    diffs = compare_trees(a, b)
+    assert [d.path for d in diffs] == ["decode/digits/train_x.npy", CLASSIFIER]
+    assert all(d.details[0].startswith("unreadable: ") for d in diffs)
+    assert main([str(a), str(b)]) == 1 and "unreadable" in capsys.readouterr().out
+
+
 def test_divergences_are_listed_in_dag_order_not_alphabetically(trees):
     a, b = trees
     write_json(b / ROBUSTNESS, {**json.loads((b / ROBUSTNESS).read_text()), "clean_accuracy": 0.5})

@@ -52,6 +52,20 @@ def test_bad_config_fails_with_a_short_error_naming_the_key(case):
     assert len(message.splitlines()) <= 4 and len(message) < 800
 
 
+def test_a_key_written_twice_is_an_error_naming_it_and_both_lines(tmp_path):
+    from pipeline.validation import check_duplicate_keys
+
+    path = tmp_path / "study.yaml"
+    path.write_text("seeds: [0]\nalias: &a {b: 1}\nother: {<<: *a, c: 2}\nreport:\n  x: 1\n  x: 2\n")  # merge keys are fine
+    with pytest.raises(ConfigError) as error:
+        check_duplicate_keys([path])
+    assert "config error at 'x'" in str(error.value) and "lines 5 and 6" in str(error.value)  # nested keys too
+    path.write_text("seeds: [0]\ndatasets: [digits]\nseeds: [0, 1]\n")
+    with pytest.raises(ConfigError, match=r"config error at 'seeds': written twice in .*study.yaml \(lines 1 and 3\)"):
+        check_duplicate_keys([path])
+    check_duplicate_keys([REPO / "config" / name for name in ("config.yaml", "extended.yaml", "cifar10_ucf101.yaml")])
+
+
 def test_a_study_without_a_video_section_gets_a_video_backbone_by_default():
     """The schema's one model default (resnet_small) is an image backbone: it must not reject a study that
     never wrote `pretrain.video`, and a video section without a backbone gets a video one."""

@@ -9,9 +9,10 @@ sys.path.insert(0, workflow.basedir)  # this checkout's `pipeline`, even if anot
 
 from pipeline import grid as study
 from pipeline.provenance import source_hash
-from pipeline.validation import validate_config
+from pipeline.validation import check_duplicate_keys, validate_config
 
 
+check_duplicate_keys(workflow.configfiles)  # YAML keeps the last of two equal keys silently
 validate_config(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))  # short errors naming the key
 study.check_references(config)
 
