@@ -97,6 +97,24 @@ def test_tiny_study_produces_the_report(study):
     assert meta["train"]["decoders"] == {"decord": meta["train"]["shape"][0]}
 
 
+def test_every_report_file_is_a_declared_output_and_a_missing_one_reruns_the_report(study):
+    """A file the report writes but does not declare would be neither rebuilt when deleted nor in the HTML report."""
+    proc = snakemake(study, "-n", "--forcerun", "report")
+    assert proc.returncode == 0, proc.stderr
+    block = (proc.stdout + proc.stderr).split("rule report:")[1].split("log:")[0]
+    declared = {Path(p).name for p in re.findall(r"results/report/[\w.]+", block)}
+    written = {p.name for p in (study / "results" / "report").iterdir()}
+    assert written <= declared and {"claims.csv", "training.csv", "report.md"} <= written
+    claims = study / "results" / "report" / "claims.csv"
+    kept = claims.read_bytes()
+    claims.unlink()
+    try:
+        assert set(planned(study)) == {"report", "all"}
+    finally:
+        claims.write_bytes(kept)
+    assert planned(study) == {}
+
+
 def test_second_dry_run_has_nothing_to_do(study):
     assert planned(study) == {}
 
