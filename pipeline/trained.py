@@ -126,7 +126,7 @@ def training_rows(results: Path, grid: Grid, cfg: ReportConfig) -> list[dict]:
                 if vs_random is not None:
                     iv, beats = vs_random
                     row |= {"clean_minus_random": iv.estimate, "clean_minus_random_low": iv.low, "clean_minus_random_high": iv.high,
-                            "beats_random_init": beats}
+                            "random_init_seeds": iv.n_seeds, "beats_random_init": beats}
                 rows.append(row)
     return rows
 
@@ -134,18 +134,19 @@ def training_rows(results: Path, grid: Grid, cfg: ReportConfig) -> list[dict]:
 def untrained_methods(training: list[dict]) -> dict[tuple[str, str], str]:
     """(dataset, method) -> why its encoders fail the training checks (seeds not levelled off, not above random init)."""
     unlevelled: dict[tuple[str, str], list[int]] = defaultdict(list)
-    below: set[tuple[str, str]] = set()
+    below: dict[tuple[str, str], str] = {}
     for r in training:
         key = (r["dataset"], r["method"])
         if not r["levelled"]:
             unlevelled[key].append(r["seed"])
         if r.get("beats_random_init") is False:
-            below.add(key)
+            seeds = r.get("random_init_seeds", st.MIN_SEEDS)
+            below[key] = "not above random init" if seeds >= st.MIN_SEEDS else f"not shown above random init ({seeds} seed(s))"
     out = {}
-    for key in sorted(set(unlevelled) | below):
+    for key in sorted(set(unlevelled) | set(below)):
         why = [f"not levelled off on seed{'s' if len(unlevelled[key]) > 1 else ''} {', '.join(map(str, unlevelled[key]))}"] \
             if unlevelled.get(key) else []
-        out[key] = "; ".join(why + (["not above random init"] if key in below else []))
+        out[key] = "; ".join(why + ([below[key]] if key in below else []))
     return out
 
 
@@ -157,6 +158,14 @@ def flag_untrained_claims(claim_rows: dict[str, list], failing: dict[tuple[str, 
                 base = supervised if method == grid.matched_method else method
                 if (dataset, base) in failing:
                     row.flags.append(f"{base} fails the training checks: {failing[(dataset, base)]}")
+
+
+def above_text(row: dict) -> str:
+    """yes / **no** / not decided on fewer than MIN_SEEDS seeds."""
+    if row["beats_random_init"]:
+        return "yes"
+    seeds = row.get("random_init_seeds", st.MIN_SEEDS)
+    return "**no**" if seeds >= st.MIN_SEEDS else f"**not decided** ({seeds} seed{'s' if seeds > 1 else ''})"
 
 
 def training_markdown(training: list[dict], dataset: str) -> str:
@@ -173,8 +182,7 @@ def training_markdown(training: list[dict], dataset: str) -> str:
         gain = [r["knn_gain_last"] for r in rs if math.isfinite(r["knn_gain_last"])]
         vs = rs[0]
         random = (f"{100 * vs['clean_minus_random']:+.1f} [{100 * vs['clean_minus_random_low']:+.1f}, "
-                  f"{100 * vs['clean_minus_random_high']:+.1f}] {'yes' if vs['beats_random_init'] else '**no**'}"
-                  if "clean_minus_random" in vs else "—")
+                  f"{100 * vs['clean_minus_random_high']:+.1f}] {above_text(vs)}" if "clean_minus_random" in vs else "—")
         body.append([method, f"{rs[0]['epochs']}", f"{levelled}/{len(rs)}" + ("" if levelled == len(rs) else " **flagged**"),
                      f"{np.mean(drop) * 100:.1f}%" if drop else "—", f"{np.mean(gain) * 100:+.1f}" if gain else "—",
                      f"{np.mean(knn) * 100:.1f}" if knn else "—", random])

@@ -8,8 +8,8 @@ which frames of which video it holds.
 
 from __future__ import annotations
 
-import json
 import io
+import json
 import os
 import pickle
 import shutil

@@ -13,6 +13,7 @@ from pipeline import runtime
 from pipeline.classifier import load_encoder
 from pipeline.config import PretrainConfig, from_dict
 from pipeline.data import load_split
+from pipeline.health import non_finite_entries
 from pipeline.io import load_torch, read_json
 from pipeline.losses import nt_xent, same_label_mask, similarity_threshold_mask
 from pipeline.models import Encoder
@@ -30,7 +31,6 @@ from pipeline.pretrain import (
     rocl_view,
     run,
 )
-from pipeline.health import non_finite_entries
 from tests.conftest import SCHEMA, pretrain_cfg
 
 TINY_PGD = {"eps": 8, "steps": 1, "step_size": 1.0}  # one random-start step keeps the CPU tests fast

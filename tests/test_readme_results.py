@@ -42,7 +42,8 @@ def test_rendering_of_a_small_claims_table(tmp_path):
     block = results_block(tmp_path)
     assert block == results_block(tmp_path)  # deterministic
     # per-dataset headings, in file order, each followed by its table
-    assert block.startswith("**digits**\n\n| claim | comparison | eps | estimate [95% CI] | verdict | Holm p | seeds x samples | seed sd | notes |")
+    head = "| claim | comparison | eps | estimate [95% CI] | verdict | Holm p | seeds x samples | seed sd | notes |"
+    assert block.startswith(f"**digits**\n\n{head}")
     assert block.index("**digits**") < block.index("**moving_digits**")
     rows = table_rows(block)
     assert rows == [

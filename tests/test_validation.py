@@ -98,7 +98,8 @@ def test_config_command_line_strings_are_coerced():
 
 
 def test_video_backbones_match_the_model_registry():
-    from pipeline.models.backbones import BACKBONES, VIDEO_BACKBONES as REGISTRY
+    from pipeline.models.backbones import BACKBONES
+    from pipeline.models.backbones import VIDEO_BACKBONES as REGISTRY
 
     assert set(VIDEO_BACKBONES) == set(REGISTRY)
     schema = yaml.safe_load(SCHEMA.read_text())
