@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.io import read_json, read_npy, verify
+from pipeline.io import IntegrityError, read_json, read_npy, verify
 
 
 @dataclass
@@ -109,12 +109,36 @@ def verify_split(data_dir: Path, split: str) -> None:
             verify(data_dir / name, sums.get(name), "decode", data_dir / "meta.json")
 
 
+def check_split(data_dir: Path, split: str, x: np.ndarray, y: np.ndarray) -> None:
+    """What decode writes, checked where it is read: uint8 pixels (N,H,W,C) or (N,T,H,W,C), one integer
+    label per sample within the class count. A checksum only says the file is the one recorded; a
+    buggy producer or a hand edit with the checksum recomputed still gets here. IntegrityError names
+    the file, the problem and the rebuild command."""
+    def fail(name: str, problem: str) -> None:
+        path = data_dir / name
+        raise IntegrityError(f"{path}: {problem}. decode writes uint8 pixels and integer labels; rebuild it with "
+                             f"`snakemake --cores all --forcerun {path}` (or delete it and rerun snakemake).")
+
+    if x.dtype != np.uint8:
+        fail(f"{split}_x.npy", f"dtype {x.dtype}, expected uint8 pixel values 0-255")
+    if x.ndim not in (4, 5) or x.shape[-1] not in (1, 3):
+        fail(f"{split}_x.npy", f"shape {x.shape}, expected (N, H, W, C) images or (N, T, H, W, C) clips with C = 1 or 3")
+    if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
+        fail(f"{split}_y.npy", f"{y.dtype} labels of shape {y.shape}, expected {len(x)} integer labels, one per sample")
+    classes = int(read_json(data_dir / "meta.json")["num_classes"])
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= classes):
+        fail(f"{split}_y.npy", f"labels span {int(y.min())}..{int(y.max())}, outside 0..{classes - 1} (num_classes {classes} "
+             "in meta.json)")
+
+
 def load_split(data_dir: str | Path, split: str, device: torch.device, budget_mb: float = 4096) -> Split:
     """Load `split` ("train"/"test") of a decode output; on the device if it fits in `budget_mb`."""
     data_dir = Path(data_dir)
     verify_split(data_dir, split)
     x = read_npy(data_dir / f"{split}_x.npy", mmap=True)
-    y = torch.from_numpy(read_npy(data_dir / f"{split}_y.npy")).to(device)
+    labels = read_npy(data_dir / f"{split}_y.npy")
+    check_split(data_dir, split, x, labels)
+    y = torch.from_numpy(labels).to(device)
     fits = x.nbytes / 2**20 <= budget_mb
     xt: torch.Tensor | np.ndarray = torch.from_numpy(np.array(x)).to(device) if fits else x
     return Split(x=xt, y=y, device=device)
