@@ -44,7 +44,12 @@ def write_json(path: str | os.PathLike[str], data: Any) -> None:
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
-    return json.loads(Path(path).read_text())
+    """The parsed file; a truncated or hand-broken one raises IntegrityError naming the file and the fix."""
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as error:
+        raise IntegrityError(f"{path}: not valid JSON ({error}); it was truncated or edited. Rebuild it with "
+                             f"`snakemake --cores all --forcerun {path}` (or delete it and rerun snakemake).") from None
 
 
 def write_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:

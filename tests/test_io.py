@@ -111,3 +111,13 @@ def test_flipped_mined_false_negatives_are_detected_with_the_file_named(tmp_path
     np.savez(path, labels=np.arange(10) % 2)  # swapped for other labels
     with pytest.raises(IntegrityError, match="false_negatives.npz.*'mine'"):
         MinedFalseNegatives(path, torch.device("cpu"))
+
+
+def test_a_truncated_json_names_the_file_and_the_fix(tmp_path):
+    path = tmp_path / "robustness.json"
+    io.write_json(path, {"clean_accuracy": 0.9, "attacks": {"pgd": {"8.0": {"accuracy": 0.5}}}})
+    assert io.read_json(path)["clean_accuracy"] == 0.9
+    path.write_text(path.read_text()[:20])
+    with pytest.raises(io.IntegrityError) as error:
+        io.read_json(path)
+    assert str(path) in str(error.value) and "not valid JSON" in str(error.value) and "--forcerun" in str(error.value)
