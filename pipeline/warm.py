@@ -34,6 +34,7 @@ What a fork shares with its server and a fresh process would not, and how it is 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -41,7 +42,7 @@ import socket
 import struct
 import sys
 
-PROTOCOL = 1
+PROTOCOL = 2  # 2: the worker greets first; the client sends its request (and stdio) only to a live worker
 ENV_SOCKET = "PIPELINE_WARM_SOCKET"  # "hostname:path" of the server this run started
 ENV_SWITCH = "PIPELINE_WARM"  # "0" turns the server off (the Snakefile starts none)
 PRELOAD = ("numpy", "torch", "torch._dynamo", "torch.optim")
@@ -54,6 +55,8 @@ THREAD_VARS = ("OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS", "M
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _HEADER = struct.Struct("!I")  # byte length of the JSON message that follows
 _REQUEST_TIMEOUT_S = 30.0  # a client that connects but sends nothing does not hold a worker
+ENV_TIMEOUT = "PIPELINE_WARM_TIMEOUT"  # seconds a client waits for the server's first answer before running fresh
+_FIRST_ANSWER_S = 10.0  # its default: a stopped or wedged server must not hang every job
 _POLL_S = 1.0  # how often the server checks its parent and the worker its client
 
 
@@ -110,12 +113,24 @@ def server_path(value: str | None) -> str | None:
     return path if host == socket.gethostname() and path else None
 
 
-def connect(path: str) -> socket.socket | None:
-    """A connection to the server at `path`, or None (no socket file, nobody listening)."""
+def peer_uid(sock: socket.socket) -> int:
+    """The uid of the process at the other end of a connected Unix socket (SO_PEERCRED: pid, uid, gid)."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1]
+
+
+def connect(path: str, uid: int | None = None) -> socket.socket | None:
+    """A connection to the server at `path`, or None (no socket file, nobody listening, or a listener that is
+    not ours: another user's process is never sent a job, its environment or its file descriptors)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(path)
+        owner = peer_uid(sock)
     except OSError:
+        sock.close()
+        return None
+    if owner != (os.getuid() if uid is None else uid):
+        print(f"warm: the socket {path} is served by uid {owner}, not this user: running fresh", file=sys.stderr, flush=True)
         sock.close()
         return None
     return sock
@@ -202,13 +217,16 @@ def _finish(result: dict | None, forwarder: _Forwarder) -> int:
         print(f"{USAGE_LINE}{result['cpu_s']:.2f} max_rss_mb={result['max_rss_mb']:.1f} "
               f"pid={forwarder.worker}", file=sys.stderr, flush=True)
         return int(result["code"])
+    if result is not None and "exit" in result:  # the job ended the process itself (os._exit): its status, as fresh
+        return int(result["exit"])
     if forwarder.forwarded is not None:
         # Killed by the signal we passed on: end the same way, as a fresh process would have.
         signal.signal(forwarder.forwarded, signal.SIG_DFL)
         os.kill(os.getpid(), forwarder.forwarded)
     if result is not None and "signal" in result:
         name = signal.Signals(result["signal"]).name
-        print(f"warm: worker {forwarder.worker} was killed by {name} (out of memory?)", file=sys.stderr, flush=True)
+        why = " (the out-of-memory killer sends it too)" if result["signal"] == signal.SIGKILL else ""
+        print(f"warm: worker {forwarder.worker} was killed by {name}{why}", file=sys.stderr, flush=True)
         return 128 + int(result["signal"])
     print(f"warm: worker {forwarder.worker} ended without an exit code", file=sys.stderr, flush=True)
     return 1
@@ -221,9 +239,21 @@ def run_client(module: str, args: list[str]) -> int:
     if sock is None:
         exec_fresh(module, args)
     forwarder = _Forwarder()
+    wait_s = float(os.environ.get(ENV_TIMEOUT) or _FIRST_ANSWER_S)
     try:
+        # A stopped or wedged server (SIGSTOP) still completes the connection in the kernel but never
+        # answers. The worker greets first, so the job's stdio descriptors are sent only to a live one
+        # (descriptors in flight to a stopped server would hold the job's pipes open).
+        sock.settimeout(wait_s)
+        hello, _ = recv_message(sock)
+        if hello is None or "hello" not in hello:
+            raise OSError("no greeting")
         send_message(sock, _request(module, args), _stdio_fds())
         first, _ = recv_message(sock)
+        sock.settimeout(None)
+    except TimeoutError:
+        print(f"warm: no answer from the server within {wait_s:g} s ({ENV_TIMEOUT}); running fresh", file=sys.stderr, flush=True)
+        first = None
     except OSError:
         first = None
     if first is None or "refuse" in first:
@@ -246,7 +276,7 @@ def run_client(module: str, args: list[str]) -> int:
         if message is None:
             break
         result = message
-        if "code" in message or "signal" in message:
+        if "code" in message or "signal" in message or "exit" in message:
             break
     sock.close()
     return _finish(result, forwarder)
@@ -419,6 +449,10 @@ def worker_main(conn: socket.socket, server_env: dict[str, str]) -> None:
     code = 1
     try:
         os.setsid()  # its own session and process group: the client signals the whole tree
+        try:
+            send_message(conn, {"hello": os.getpid()})  # the client sends its request only to a live worker
+        except OSError:
+            os._exit(0)  # a caller that connected and left at once (`start`'s readiness probe)
         conn.settimeout(_REQUEST_TIMEOUT_S)
         request, fds = recv_message(conn, maxfds=3)
         conn.settimeout(None)
@@ -504,12 +538,14 @@ def _reap(workers: dict[int, socket.socket]) -> None:
         conn = workers.pop(pid, None)
         if conn is None:
             continue
-        if os.WIFSIGNALED(status):
-            try:
-                conn.setblocking(False)
-                send_message(conn, {"signal": os.WTERMSIG(status)})
-            except OSError:
-                pass  # the client is gone too
+        # A worker that reported its code has exited with it; one that did not (killed by a signal, or
+        # the job called os._exit) gets its real status passed on, as a fresh process would give it.
+        status_message = {"signal": os.WTERMSIG(status)} if os.WIFSIGNALED(status) else {"exit": os.WEXITSTATUS(status)}
+        try:
+            conn.setblocking(False)
+            send_message(conn, status_message)
+        except OSError:
+            pass  # the client is gone too, or has its answer already
         conn.close()
 
 
@@ -533,11 +569,15 @@ def serve(path: str, parent: int) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the jobs; Snakemake stops us
     if os.path.exists(path):
-        os.unlink(path)
+        os.unlink(path)  # a stale socket of a killed server
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     workers: dict[int, socket.socket] = {}
     try:
-        listener.bind(path)
+        old_umask = os.umask(0o077)  # the socket is born 0600: no window between bind and chmod
+        try:
+            listener.bind(path)
+        finally:
+            os.umask(old_umask)
         os.chmod(path, 0o600)
         listener.listen(64)
         print(f"warm: serving on {path} (pid {os.getpid()}, parent {parent})", file=sys.stderr, flush=True)
@@ -547,6 +587,9 @@ def serve(path: str, parent: int) -> int:
                 os.read(wake_r, 4096)
             if listener in ready and not stopping:
                 conn, _ = listener.accept()
+                if peer_uid(conn) != os.getuid():  # only this user's jobs; the directory is 0700 as well
+                    conn.close()
+                    continue
                 pid = os.fork()
                 if pid == 0:
                     signal.set_wakeup_fd(-1)
@@ -564,6 +607,9 @@ def serve(path: str, parent: int) -> int:
         listener.close()  # (a worker never gets here: worker_main ends in os._exit)
         if os.path.exists(path):
             os.unlink(path)
+        with contextlib.suppress(OSError):  # the private directory `start` made for it
+            if os.path.basename(os.path.dirname(path)).startswith(SOCKET_DIR_PREFIX):
+                os.rmdir(os.path.dirname(path))
     return 0
 
 
@@ -571,12 +617,21 @@ def serve(path: str, parent: int) -> int:
 _server = None  # the subprocess.Popen of this Snakemake run's server
 
 
-def default_socket_path(workdir: str, pid: int) -> str:
-    """`.snakemake/warm/<pid>.sock` under `workdir`, or /tmp when that is too long for AF_UNIX."""
-    path = os.path.join(os.path.abspath(workdir), ".snakemake", "warm", f"{pid}.sock")
-    if len(path.encode()) > 100:  # sun_path holds 108 bytes with its NUL
-        path = f"/tmp/pipeline-warm-{os.getuid()}-{pid}.sock"
-    return path
+SOCKET_DIR_PREFIX = "pipeline-warm-"
+
+
+def private_socket_path() -> str:
+    """A socket path in a new private directory: mkdtemp makes it 0700, owned by us, with an unpredictable name.
+
+    Under $XDG_RUNTIME_DIR (per user, 0700 itself) when it exists, else the system temp directory: both
+    keep the path far below AF_UNIX's 108 bytes whatever the working directory, and no other local user
+    can create the path first or reach the socket.
+    """
+    import tempfile
+
+    runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
+    base = runtime_dir if runtime_dir and os.path.isdir(runtime_dir) and len(runtime_dir) < 60 else tempfile.gettempdir()
+    return os.path.join(tempfile.mkdtemp(prefix=SOCKET_DIR_PREFIX, dir=base), "s.sock")
 
 
 def start(python: str, workdir: str = ".", timeout_s: float = 60.0) -> str | None:
@@ -591,8 +646,8 @@ def start(python: str, workdir: str = ".", timeout_s: float = 60.0) -> str | Non
     global _server
     if os.environ.get(ENV_SWITCH) == "0":
         return None
-    path = default_socket_path(workdir, os.getpid())
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    path = private_socket_path()
+    os.makedirs(os.path.join(os.path.abspath(workdir), ".snakemake"), exist_ok=True)
     log = open(os.path.join(os.path.abspath(workdir), ".snakemake", "warm.log"), "ab")
     _server = subprocess.Popen([python, "-m", "pipeline.warm", "serve", "--socket", path, "--parent", str(os.getpid())],
                                cwd=workdir, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
@@ -608,9 +663,18 @@ def start(python: str, workdir: str = ".", timeout_s: float = 60.0) -> str | Non
         print(f"warm: the server exited ({_server.returncode}); jobs run fresh. See .snakemake/warm.log",
               file=sys.stderr)
         _server = None
+        _remove_socket_dir(path)
         return None
     os.environ[ENV_SOCKET] = socket_address(path)
     return path
+
+
+def _remove_socket_dir(path: str) -> None:
+    """The private directory of a server that is gone (it removes it itself unless killed)."""
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+    with contextlib.suppress(OSError):
+        os.rmdir(os.path.dirname(path))
 
 
 def stop() -> None:
@@ -618,7 +682,7 @@ def stop() -> None:
     import subprocess
 
     global _server
-    os.environ.pop(ENV_SOCKET, None)
+    path = server_path(os.environ.pop(ENV_SOCKET, None))
     if _server is None:
         return
     _server.terminate()
@@ -628,6 +692,8 @@ def stop() -> None:
         _server.kill()
         _server.wait()
     _server = None
+    if path and os.path.basename(os.path.dirname(path)).startswith(SOCKET_DIR_PREFIX):
+        _remove_socket_dir(path)
 
 
 def start_for_workflow(workflow: object, python: str) -> str | None:

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -24,6 +27,11 @@ from tests.conftest import REPO
 
 PROBES = {
     "__init__.py": "",
+    # a job that ends the process itself, skipping every handler
+    "hard_exit.py": """
+        import os
+        os._exit(5)
+    """,
     # stdin, argv, stdout, stderr and the exit code of a job
     "echo.py": """
         import json, os, sys
@@ -342,10 +350,91 @@ def test_refusal_ignores_the_per_job_thread_counts_only():
     assert "protocol" in warm.refusal({**request, "protocol": 0}, server_env)
 
 
-def test_long_socket_paths_move_to_tmp(tmp_path):
-    assert warm.default_socket_path(str(tmp_path), 7).endswith("/.snakemake/warm/7.sock")
-    long = warm.default_socket_path("/x" * 60, 7)
-    assert long.startswith("/tmp/") and len(long) < 100
+def test_socket_lives_in_a_private_unpredictable_directory(monkeypatch, tmp_path):
+    """mkdtemp: 0700, ours, a random name, short whatever the working directory; no predictable /tmp path."""
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    paths = [warm.private_socket_path() for _ in range(2)]
+    try:
+        dirs = [Path(p).parent for p in paths]
+        assert dirs[0] != dirs[1] and all(d.name.startswith(warm.SOCKET_DIR_PREFIX) for d in dirs)
+        assert all(stat.S_IMODE(d.stat().st_mode) == 0o700 and d.stat().st_uid == os.getuid() for d in dirs)
+        assert all(len(p.encode()) < 100 for p in paths)
+        runtime = Path(tempfile.mkdtemp())  # a short per-user runtime directory, as $XDG_RUNTIME_DIR is
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+        paths.append(warm.private_socket_path())
+        assert Path(paths[-1]).parent.parent == runtime
+    finally:
+        for p in paths:
+            Path(p).parent.rmdir()
+        runtime.rmdir()
+
+
+def test_a_listener_of_another_user_is_never_sent_a_job(server, capsys):
+    path, _ = server
+    assert warm.connect(str(path), uid=os.getuid() + 1) is None  # the socket's owner is not the expected user
+    assert "not this user: running fresh" in capsys.readouterr().err
+    sock = warm.connect(str(path))
+    assert sock is not None
+    sock.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv") or not Path("/usr/bin/python3").exists(),
+                    reason="needs root, setpriv and a system python to act as a second user")
+def test_a_second_user_cannot_reach_the_server(server, probes):
+    """`nobody` cannot open the private directory; with the directory opened up, the server still hangs up on it."""
+    path, _ = server
+    probe = ("import socket, sys\n"
+             "s = socket.socket(socket.AF_UNIX)\n"
+             "try:\n    s.connect(sys.argv[1])\nexcept OSError as e:\n    print('refused', type(e).__name__); sys.exit()\n"
+             "s.settimeout(5)\n"
+             "print('closed' if s.recv(1) == b'' else 'answered')\n")
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", probe, str(path)]
+    private = Path(warm.private_socket_path())
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(private))  # a socket in a directory `start` makes: nobody cannot even reach it
+    listener.listen(1)
+    try:
+        out = subprocess.run([*as_nobody[:-1], str(private)], capture_output=True, text=True, timeout=30).stdout
+        assert out.startswith("refused PermissionError"), out
+    finally:
+        listener.close()
+        private.unlink()
+        private.parent.rmdir()
+    modes = {p: p.stat().st_mode for p in path.parents if str(p).startswith(str(path.parents[2]))}
+    try:
+        for p in modes:
+            p.chmod(modes[p] | 0o055)
+        path.chmod(0o777)
+        out = subprocess.run(as_nobody, capture_output=True, text=True, timeout=30).stdout
+        assert out.strip() == "closed", out  # SO_PEERCRED: another uid is hung up on, no worker waits for it
+    finally:
+        for p, mode in modes.items():
+            p.chmod(mode)
+        path.chmod(0o600)
+
+
+def test_os_exit_in_a_job_gives_its_status(server, probes, base_env):
+    path, env = server
+    fresh = run(probes, base_env, "warmprobe.hard_exit", warm_client=False)
+    warm_proc = run(probes, env, "warmprobe.hard_exit")
+    assert fresh.returncode == warm_proc.returncode == 5, warm_proc.stderr
+
+
+def test_a_stopped_server_lets_the_job_run_fresh_within_the_timeout(probes, base_env, tmp_path):
+    path = Path(warm.private_socket_path())
+    proc = _server(path, os.getpid(), base_env)
+    env = {**base_env, warm.ENV_SOCKET: warm.socket_address(str(path)), warm.ENV_TIMEOUT: "2"}
+    try:
+        os.kill(proc.pid, signal.SIGSTOP)
+        start = time.monotonic()
+        out = run(probes, env, "warmprobe.echo", "x")
+        assert out.returncode == 0 and out.stdout == 'out ["x"] \n', out.stderr
+        assert "no answer from the server within 2 s" in out.stderr and time.monotonic() - start < 60
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+        proc.terminate()
+        proc.communicate(timeout=30)
+    assert not path.exists() and not path.parent.exists()  # the server removed its private directory
 
 
 # ---- Snakemake glue ------------------------------------------------------------------------------
@@ -375,9 +464,9 @@ def test_start_sets_the_variable_and_stop_removes_the_socket(monkeypatch, tmp_pa
     monkeypatch.delenv(warm.ENV_SOCKET, raising=False)
     path = warm.start(sys.executable, str(tmp_path), timeout_s=180)
     try:
-        assert path == warm.default_socket_path(str(tmp_path), os.getpid())
+        assert Path(path).parent.name.startswith(warm.SOCKET_DIR_PREFIX)
         assert warm.server_path(os.environ[warm.ENV_SOCKET]) == path
         assert warm.connect(path) is not None, "start returned before the server accepted"
     finally:
         warm.stop()
-    assert warm.ENV_SOCKET not in os.environ and not Path(path).exists()
+    assert warm.ENV_SOCKET not in os.environ and not Path(path).exists() and not Path(path).parent.exists()
