@@ -320,7 +320,7 @@ def _rebind_stdio(fds: list[int]) -> None:
             os.dup2(fd, target)
             os.close(fd)
     encoding, unbuffered = sys.stdout.encoding, sys.stdout.write_through  # -u / PYTHONUNBUFFERED
-    sys.stdin = sys.__stdin__ = open(0, "r", encoding=encoding, closefd=False)
+    sys.stdin = sys.__stdin__ = open(0, encoding=encoding, closefd=False)
     sys.stdout = sys.__stdout__ = open(1, "w", encoding=encoding, errors=sys.stdout.errors, closefd=False)
     sys.stdout.reconfigure(line_buffering=os.isatty(1), write_through=unbuffered)
     sys.stderr = sys.__stderr__ = open(2, "w", encoding=encoding, errors="backslashreplace", closefd=False)
