@@ -42,7 +42,9 @@ import socket
 import struct
 import sys
 
-PROTOCOL = 2  # 2: the worker greets first; the client sends its request (and stdio) only to a live worker
+# 2: the worker greets first, the client sends its request (and stdio) only to a live worker;
+# 3: the request carries the client's limits, niceness and CPU affinity
+PROTOCOL = 3
 ENV_SOCKET = "PIPELINE_WARM_SOCKET"  # "hostname:path" of the server this run started
 ENV_SWITCH = "PIPELINE_WARM"  # "0" turns the server off (the Snakefile starts none)
 PRELOAD = ("numpy", "torch", "torch._dynamo", "torch.optim")
@@ -155,12 +157,42 @@ def _stdio_fds() -> list[int]:
     return fds
 
 
+# Resource limits a job's shell may set (`ulimit -v`, `-t`, `-f`, `-n`, `-d`): the worker takes the client's.
+LIMITS = ("RLIMIT_AS", "RLIMIT_DATA", "RLIMIT_CPU", "RLIMIT_FSIZE", "RLIMIT_NOFILE")
+
+
+def process_state() -> dict:
+    """This process's resource limits, niceness and CPU affinity: what `nice`, `taskset` and `ulimit` set."""
+    import resource
+
+    return {"limits": {name: list(resource.getrlimit(getattr(resource, name))) for name in LIMITS},
+            "nice": os.getpriority(os.PRIO_PROCESS, 0), "affinity": sorted(os.sched_getaffinity(0))}
+
+
+def apply_process_state(state: dict) -> str | None:
+    """Take on a client's limits, niceness and affinity; why not (None: done). A worker cannot raise a hard
+    limit above the server's or lower its niceness without privileges: the job then runs fresh instead."""
+    import resource
+
+    memory = [name for name in ("RLIMIT_AS", "RLIMIT_DATA") if state["limits"][name][0] != resource.RLIM_INFINITY]
+    if memory:  # the fork carries the server's torch-sized address space: only a fresh process honours such a limit
+        return f"a memory limit is set ({', '.join(memory)}, e.g. `ulimit -v`)"
+    try:
+        for name, (soft, hard) in state["limits"].items():
+            resource.setrlimit(getattr(resource, name), (soft, hard))
+        os.setpriority(os.PRIO_PROCESS, 0, state["nice"])
+        os.sched_setaffinity(0, state["affinity"])
+    except (OSError, ValueError) as error:
+        return f"cannot take on the job's limits, niceness or CPU affinity ({error})"
+    return None
+
+
 def _request(module: str, args: list[str]) -> dict:
-    """What the worker needs to become this process: cwd, argv, environment, umask, pid."""
+    """What the worker needs to become this process: cwd, argv, environment, umask, limits, pid."""
     umask = os.umask(0)
     os.umask(umask)
     return {"protocol": PROTOCOL, "module": module, "args": args, "cwd": os.getcwd(), "env": dict(os.environ),
-            "umask": umask, "pid": os.getpid()}
+            "umask": umask, "pid": os.getpid(), "process": process_state()}
 
 
 class _Forwarder:
@@ -458,7 +490,7 @@ def worker_main(conn: socket.socket, server_env: dict[str, str]) -> None:
         conn.settimeout(None)
         if request is None or len(fds) != 3:
             os._exit(1)
-        reason = refusal(request, server_env)
+        reason = refusal(request, server_env) or apply_process_state(request["process"])
         if reason:
             send_message(conn, {"refuse": reason})
             os._exit(0)

@@ -27,6 +27,16 @@ from tests.conftest import REPO
 
 PROBES = {
     "__init__.py": "",
+    # limits, niceness and CPU affinity as the job sees them; a 3 GiB allocation
+    "limits.py": """
+        import json, os, resource
+        print(json.dumps({"nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0], "nice": os.getpriority(os.PRIO_PROCESS, 0),
+                          "cpus": sorted(os.sched_getaffinity(0))}))
+    """,
+    "alloc.py": """
+        block = bytearray(3 << 30)
+        print("allocated", len(block))
+    """,
     # a job that ends the process itself, skipping every handler
     "hard_exit.py": """
         import os
@@ -411,6 +421,26 @@ def test_a_second_user_cannot_reach_the_server(server, probes):
         for p, mode in modes.items():
             p.chmod(mode)
         path.chmod(0o600)
+
+
+def test_limits_niceness_and_affinity_of_the_jobs_shell_reach_the_worker(server, probes, base_env):
+    path, env = server
+    shell = "ulimit -n 512; exec nice -n 3 taskset -c 0 {python} -m pipeline.warm warmprobe.limits"
+    outs = []
+    for job_env in (env, {**env, warm.ENV_SWITCH: "0"}):  # warm, then fresh
+        proc = subprocess.run(["bash", "-c", shell.format(python=sys.executable)], cwd=probes, env=job_env,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        outs.append(json.loads(proc.stdout.splitlines()[-1]))
+    assert outs[0] == outs[1] == {"nofile": 512, "nice": os.getpriority(os.PRIO_PROCESS, 0) + 3, "cpus": [0]}
+
+
+def test_a_memory_limit_runs_the_job_fresh_so_it_bites_as_it_would(server, probes):
+    path, env = server
+    shell = f"ulimit -v 2000000; exec {sys.executable} -m pipeline.warm warmprobe.alloc"
+    proc = subprocess.run(["bash", "-c", shell], cwd=probes, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "MemoryError" in proc.stderr  # the 3 GiB allocation fails, as fresh
+    assert "running fresh (a memory limit is set" in proc.stderr
 
 
 def test_os_exit_in_a_job_gives_its_status(server, probes, base_env):
