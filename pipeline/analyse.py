@@ -31,7 +31,7 @@ from pipeline.classifier import BN_BRANCHES, encoder_bn_branch, load_encoder
 from pipeline.config import AnalyseConfig, ModelConfig, from_dict, from_json
 from pipeline.data import Split, embed, load_split
 from pipeline.environment import environment
-from pipeline.io import atomic_path, read_json, write_json
+from pipeline.io import atomic_path, read_json, sealed, write_json
 from pipeline.logs import log_header
 from pipeline.representation import (
     alignment,
@@ -130,7 +130,8 @@ def run(cfg: AnalyseConfig, data_dir: Path, encoders: list[tuple[str, int, Path]
     train, test = (subset(full[name], cfg.max_samples) for name in ("train", "test"))
     stats = {f"{method}:{seed}": encoder_stats(path, train, test, classes, cfg, rt, bn_branch) for method, seed, path in encoders}
     plot_heatmaps(stats, out_png)
-    write_json(out_json, {"encoders": stats, "config": cfg.__dict__, "sample_indices": indices, "environment": environment()})
+    write_json(out_json, sealed({"encoders": stats, "config": cfg.__dict__, "sample_indices": indices,
+                                 "environment": environment()}))  # the report verifies the seal
     return stats
 
 

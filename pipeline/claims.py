@@ -35,7 +35,7 @@ import numpy as np
 
 from pipeline import statistics as st
 from pipeline.grid import Grid, eval_path
-from pipeline.io import read_json
+from pipeline.io import read_json, read_sealed
 from pipeline.tables import markdown_table
 
 WORST_CASE = "any"  # robustness.json: per-sample worst case over the Linf attacks at one eps
@@ -91,7 +91,7 @@ class Outcomes:
         key = (method, seed)
         if key not in self._cache:
             path = Path(eval_path(self.dataset, method, seed, self.protocol, self.results))
-            self._cache[key] = read_json(path) if path.exists() else None
+            self._cache[key] = read_sealed(path, "evaluate") if path.exists() else None
         return self._cache[key]
 
     def seeds(self, method: str) -> list[int]:
@@ -206,7 +206,7 @@ def representation_claims(results: Path, dataset: str, roles: Roles) -> list[Cla
     path = results / "analyse" / dataset / "representation.json"
     if not path.exists():
         return []
-    encoders = read_json(path)["encoders"]
+    encoders = read_sealed(path, "analyse")["encoders"]
 
     def values(method: str, seeds: list[int], key: str) -> np.ndarray:
         return np.array([encoders[f"{method}:{s}"]["test"]["per_sample"][key] for s in seeds], dtype=np.float64)

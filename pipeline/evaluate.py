@@ -73,7 +73,7 @@ from pipeline.config import EvaluateConfig, from_json, per_255
 from pipeline.corruptions import CORRUPTIONS, applicable
 from pipeline.data import Split, batch_indices, load_split
 from pipeline.environment import environment
-from pipeline.io import read_json, write_json
+from pipeline.io import read_json, sealed, write_json
 from pipeline.logs import log_header
 from pipeline.provenance import source_hash
 
@@ -453,7 +453,7 @@ def run(cfg: EvaluateConfig, seed: int, data_dir: Path, model_path: Path, out: P
               "seed": seed, "model": str(model_path), "bn_branch": state.get("bn_branch"),
               # paired designs: which of the first `samples` test samples each number counts as correct
               "outcomes": {"clean": bits(clean), "attacks": outcomes}}
-    write_json(out, {**report, "environment": environment()})
+    write_json(out, sealed({**report, "environment": environment()}))  # the report verifies the seal
     ctx.partials.remove()
     return report
 

@@ -52,6 +52,33 @@ def read_json(path: str | os.PathLike[str]) -> Any:
                              f"`snakemake --cores all --forcerun {path}` (or delete it and rerun snakemake).") from None
 
 
+SEAL = "content_sha256"  # key of a JSON result's own checksum (`sealed`), checked by `read_sealed`
+
+
+def _content_digest(data: dict) -> str:
+    body = {k: v for k, v in data.items() if k != SEAL}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=_json_default).encode()).hexdigest()
+
+
+def sealed(data: dict) -> dict:
+    """`data` with the sha256 of its own canonical JSON under SEAL, so that a consumer sees an edit.
+
+    The digest is taken of the data as it will read back (numpy scalars as floats, integer keys as
+    strings), so the reader recomputes the same value."""
+    as_read = json.loads(json.dumps(data, default=_json_default))
+    return {**as_read, SEAL: _content_digest(as_read)}
+
+
+def read_sealed(path: str | os.PathLike[str], rule: str) -> Any:
+    """A JSON result written by `rule` through `sealed`, verified: an edited or half-written one raises IntegrityError
+    naming the file, the rule and the rebuild command (a file without a seal, from before seals, is read as it is)."""
+    data = read_json(path)
+    if isinstance(data, dict) and SEAL in data and data[SEAL] != _content_digest(data):
+        raise IntegrityError(f"{path}: its content differs from the checksum rule '{rule}' sealed it with: it was edited "
+                             f"since. Rebuild it with `snakemake --cores all --forcerun {path}` (or delete it and rerun snakemake).")
+    return data
+
+
 def write_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
     """Write a .npy atomically (memory-mappable by `np.load(..., mmap_mode="r")`)."""
     with atomic_path(path) as tmp:

@@ -38,7 +38,7 @@ from pipeline import claims, trained
 from pipeline import grid as grid_paths
 from pipeline.config import ReportConfig, from_json
 from pipeline.grid import Grid
-from pipeline.io import atomic_path, read_json
+from pipeline.io import atomic_path, read_json, read_sealed
 from pipeline.logs import log_header
 from pipeline.tables import markdown_table
 from pipeline.warm import worker_usage
@@ -84,7 +84,7 @@ def load_rows(results: Path, grid: Grid) -> tuple[list[dict], list[str]]:
                     if not path.exists():  # a run by hand on a partial grid: flagged, not fatal
                         warnings.append(f"{dataset}/{method}/seed{seed}/{protocol}: missing {path}")
                         continue
-                    r = read_json(path)
+                    r = read_sealed(path, "evaluate")
                     base = {"dataset": dataset, "method": method, "protocol": protocol, "seed": seed}
                     rows.append({**base, "attack": "clean", "eps": 0.0, "accuracy": r["clean_accuracy"], "samples": r["samples"],
                                  "clean_same_samples": r["clean_accuracy"]})
@@ -139,7 +139,7 @@ def gap_rows(rows: list[dict], grid: Grid, cfg: ReportConfig) -> list[dict]:
 def representation_rows(results: Path, grid: Grid) -> list[dict]:
     out = []
     for dataset in grid.datasets:
-        stats = read_json(results / "analyse" / dataset / "representation.json")["encoders"]
+        stats = read_sealed(results / "analyse" / dataset / "representation.json", "analyse")["encoders"]
         for key, s in stats.items():
             method, seed = key.split(":")
             t = s["test"]
@@ -276,7 +276,7 @@ def corruption_rows(results: Path, grid: Grid) -> list[dict]:
             for protocol in grid.protocols_of(method):
                 for seed in grid.seeds_of(method, protocol):
                     path = eval_path(results, dataset, method, seed, protocol)
-                    per = read_json(path).get("corruptions", {}) if path.exists() else {}
+                    per = read_sealed(path, "evaluate").get("corruptions", {}) if path.exists() else {}
                     rows += [{"dataset": dataset, "method": method, "protocol": protocol, "seed": seed, "corruption": name,
                               "severity": int(sev), "accuracy": r["accuracy"]} for name, by_sev in per.items() for sev, r in by_sev.items()]
     return rows
@@ -309,7 +309,7 @@ def cascade_of(results: Path, grid: Grid, dataset: str) -> tuple[bool, list[str]
             for seed in grid.seeds_of(method, protocol):
                 path = eval_path(results, dataset, method, seed, protocol)
                 if path.exists():
-                    r = read_json(path)
+                    r = read_sealed(path, "evaluate")
                     return bool(r.get("cascade")), list(r.get("cascade_order", []))
     return False, []
 
@@ -388,7 +388,7 @@ def attack_strength_markdown(results: Path, grid: Grid, dataset: str, cfg: Repor
             path = eval_path(results, dataset, method, seed, cfg.claims_protocol)
             if not path.exists():
                 continue
-            for label, rec in read_json(path).get("checks", {}).get("pgd_steps", {}).items():
+            for label, rec in read_sealed(path, "evaluate").get("checks", {}).get("pgd_steps", {}).items():
                 if isinstance(rec, dict) and "accuracy" in rec:
                     checks[float(label)].append(tuple(rec["accuracy"]))
                     attack, steps = rec.get("attack", "pgd"), tuple(rec["steps"])

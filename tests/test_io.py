@@ -121,3 +121,16 @@ def test_a_truncated_json_names_the_file_and_the_fix(tmp_path):
     with pytest.raises(io.IntegrityError) as error:
         io.read_json(path)
     assert str(path) in str(error.value) and "not valid JSON" in str(error.value) and "--forcerun" in str(error.value)
+
+
+def test_a_sealed_result_reads_back_and_an_edit_is_caught(tmp_path):
+    path = tmp_path / "robustness.json"
+    data = {"accuracy": np.float32(0.75), "per_eps": {8: 0.5, 16: 0.25}, "nan": float("nan")}  # numpy scalar, int keys
+    io.write_json(path, io.sealed(data))
+    back = io.read_sealed(path, "evaluate")
+    assert back["per_eps"] == {"8": 0.5, "16": 0.25} and back[io.SEAL]
+    path.write_text(path.read_text().replace("0.25", "0.99"))
+    with pytest.raises(io.IntegrityError, match="rule 'evaluate'.*--forcerun"):
+        io.read_sealed(path, "evaluate")
+    io.write_json(path, {"accuracy": 0.5})  # no seal (written before seals): read as it is
+    assert io.read_sealed(path, "evaluate") == {"accuracy": 0.5}

@@ -12,6 +12,7 @@ import pytest
 
 from pipeline.config import ReportConfig
 from pipeline.grid import Grid
+from pipeline.io import IntegrityError, sealed
 from pipeline.report import MIN_GAP, run
 
 # RA at PGD eps 8 per (method, seed); clean is 0.9 everywhere.
@@ -34,8 +35,9 @@ CFG = ReportConfig(supervised_method="supervised", csl_method="simclr", claims_p
 
 
 def write(path: Path, data: dict) -> None:
+    """Results as the stages write them: evaluate and analyse seal theirs."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data))
+    path.write_text(json.dumps(sealed(data) if path.name in ("robustness.json", "representation.json") else data))
 
 
 @pytest.fixture()
@@ -93,7 +95,7 @@ def test_tiny_gap_is_not_reported(tmp_path, results):
         p = results / f"evaluate/toy/supervised/seed{seed}/slf/robustness.json"
         d = json.loads(p.read_text())
         d["attacks"]["pgd"]["8.0"]["accuracy"] = RA[("simclr", seed)] + MIN_GAP / 10
-        p.write_text(json.dumps(d))
+        write(p, d)  # as evaluate would write it (sealed)
     run(CFG, GRID, results, tmp_path / "rep")
     gap = [g for g in read_csv(tmp_path / "rep" / "gap.csv") if float(g["eps"]) == 8.0][0]
     assert gap["share_closed"] == "nan"
@@ -136,7 +138,7 @@ def test_corruption_tables_and_l2_columns(tmp_path, results):
         d = json.loads(p.read_text())
         d["attacks"]["pgd_l2"] = {"0.5": {"accuracy": ra / 2, **ok}}
         d["corruptions"] = {"jpeg": {"1": {"accuracy": 0.8}, "5": {"accuracy": 0.4 + 0.1 * seed}}, "contrast": {"1": {"accuracy": 0.6}}}
-        p.write_text(json.dumps(d))
+        write(p, d)  # as evaluate would write it (sealed)
     run(CFG, GRID, results, tmp_path / "rep")
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "pgd_l2 L2 0.5" in md and "pgd 8/255" in md and "pgd_l2 8/255" not in md
@@ -151,7 +153,7 @@ def test_robust_above_clean_on_the_same_samples_is_flagged(tmp_path, results):
     p = results / "evaluate/toy/simclr/seed0/slf/robustness.json"
     d = json.loads(p.read_text())
     d["attacks"]["pgd"]["8.0"].update(accuracy=0.5, samples=8, clean_accuracy=0.25)  # impossible on those 8 samples
-    p.write_text(json.dumps(d))
+    write(p, d)  # as evaluate would write it (sealed)
     summary = run(CFG, GRID, results, tmp_path / "rep")
     assert any("above the clean accuracy 0.2500 of the same 8 samples" in c for c in summary["checks"])
 
@@ -176,7 +178,7 @@ def test_one_epoch_training_curve_shows_a_point(tmp_path, results):
         p = results / f"pretrain/toy/{method}/seed{seed}/metrics.json"
         d = json.loads(p.read_text())
         d["history"] = d["history"][:1]
-        p.write_text(json.dumps(d))
+        write(p, d)  # as evaluate would write it (sealed)
     captured = []
     real_save = report_plots._save
     report_plots._save = lambda fig, path: (captured.append(fig), real_save(fig, path))
@@ -227,3 +229,15 @@ def test_beating_random_init_needs_an_interval_above_zero_on_three_seeds():
     assert beats and iv.low > 0
     assert not trained.beats_random_init(random, good)[1]
     assert not trained.beats_random_init(good[:2], random[:2])[1]  # 2 seeds: no verdict, so not shown to beat it
+
+
+def test_an_edited_or_truncated_result_stops_the_report_naming_the_file(tmp_path, results):
+    path = results / "evaluate/toy/simclr/seed0/slf/robustness.json"
+    original = path.read_text()
+    path.write_text(original.replace('"clean_accuracy": 0.9', '"clean_accuracy": 0.99', 1))  # a hand edit
+    with pytest.raises(IntegrityError, match=r"robustness.json: its content differs from the checksum rule 'evaluate'"):
+        run(CFG, GRID, results, tmp_path / "report")
+    path.write_text(original[: len(original) // 2])
+    with pytest.raises(IntegrityError, match=r"robustness.json: not valid JSON"):
+        run(CFG, GRID, results, tmp_path / "report")
+    assert not (tmp_path / "report" / "report.md").exists()  # nothing downstream written
