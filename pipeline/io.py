@@ -87,7 +87,15 @@ def write_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
 
 
 def read_npy(path: str | os.PathLike[str], mmap: bool = False) -> np.ndarray:
-    return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    """A .npy array, never unpickled; a refused (object array), truncated or broken file names itself and the fix."""
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        if isinstance(error, FileNotFoundError):
+            raise
+        raise IntegrityError(f"{path}: not a plain numeric .npy array ({type(error).__name__}: {error}); it was truncated, "
+                             f"replaced or holds pickled objects, which are never loaded. Rebuild it with "
+                             f"`snakemake --cores all --forcerun {path}` (or delete it and rerun snakemake).") from None
 
 
 def save_torch(path: str | os.PathLike[str], obj: Any) -> None:
@@ -104,9 +112,16 @@ def save_torch(path: str | os.PathLike[str], obj: Any) -> None:
 
 def load_torch(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
     """torch.load without unpickling arbitrary objects."""
+    import pickle
+
     import torch
 
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
+        raise IntegrityError(f"{path}: refused or unreadable checkpoint ({type(error).__name__}: {str(error)[:200]}); a truncated "
+                             "file, or one holding objects other than tensors, which are never unpickled. Rebuild it with "
+                             f"`snakemake --cores all --forcerun {path}` (or delete it and rerun snakemake).") from None
 
 
 class IntegrityError(RuntimeError):

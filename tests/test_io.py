@@ -134,3 +134,35 @@ def test_a_sealed_result_reads_back_and_an_edit_is_caught(tmp_path):
         io.read_sealed(path, "evaluate")
     io.write_json(path, {"accuracy": 0.5})  # no seal (written before seals): read as it is
     assert io.read_sealed(path, "evaluate") == {"accuracy": 0.5}
+
+
+def test_hostile_or_truncated_arrays_and_checkpoints_are_refused_naming_the_file(tmp_path):
+    import pickle
+
+    import torch
+
+    objects = tmp_path / "train_x.npy"
+    np.save(objects, np.array([{"a": 1}], dtype=object), allow_pickle=True)  # would unpickle on load
+    with pytest.raises(io.IntegrityError, match=r"train_x.npy: not a plain numeric .npy array.*--forcerun"):
+        io.read_npy(objects)
+    cut = tmp_path / "test_x.npy"
+    np.save(cut, np.arange(100))
+    cut.write_bytes(cut.read_bytes()[:60])
+    with pytest.raises(io.IntegrityError, match="test_x.npy"):
+        io.read_npy(cut)
+    with pytest.raises(FileNotFoundError):
+        io.read_npy(tmp_path / "missing.npy")
+
+    class Payload:  # any object other than tensors and plain containers
+        def __reduce__(self):
+            return (print, ("ran",))
+
+    hostile = tmp_path / "encoder.pt"
+    with open(hostile, "wb") as f:
+        torch.save({"x": Payload()}, f, pickle_module=pickle)
+    with pytest.raises(io.IntegrityError, match=r"encoder.pt: refused or unreadable checkpoint"):
+        io.load_torch(hostile)
+    io.save_torch(hostile, {"w": torch.ones(2)})
+    hostile.write_bytes(hostile.read_bytes()[:50])
+    with pytest.raises(io.IntegrityError, match="encoder.pt"):
+        io.load_torch(hostile)
