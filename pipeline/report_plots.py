@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from pipeline.grid import Grid  # noqa: E402
 from pipeline.io import atomic_path  # noqa: E402
@@ -139,6 +140,7 @@ def training_curves(results: Path, dataset: str, grid: Grid, colours: dict[str, 
                         marker="o", ms=3)
         ax.set_title(method, fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(methods):]:
