@@ -36,6 +36,7 @@ import numpy as np
 
 from pipeline import claims, trained
 from pipeline import grid as grid_paths
+from pipeline import statistics as st
 from pipeline.config import ReportConfig, from_json
 from pipeline.grid import Grid
 from pipeline.io import atomic_path, read_json, read_sealed
@@ -119,8 +120,8 @@ def gap_rows(rows: list[dict], grid: Grid, cfg: ReportConfig) -> list[dict]:
         sup = summary[(dataset, cfg.supervised_method, protocol, attack, eps)][0]
         csl = summary[(dataset, cfg.csl_method, protocol, attack, eps)][0]
         for method in grid.methods_of(protocol):
-            if method in (cfg.supervised_method, cfg.csl_method):
-                continue
+            if method in (cfg.supervised_method, cfg.csl_method, cfg.random_init_method):
+                continue  # the two ends, and the untrained baseline, which closes no gap
             var = summary[(dataset, method, protocol, attack, eps)][0]
             share = (var - csl) / (sup - csl) if abs(sup - csl) >= MIN_GAP else math.nan
             seed_shares = []
@@ -134,6 +135,17 @@ def gap_rows(rows: list[dict], grid: Grid, cfg: ReportConfig) -> list[dict]:
                         "ra_supervised": sup, "ra_csl": csl, "ra_method": var, "gap": sup - csl,
                         "share_closed": share, "share_closed_std": mean_std(seed_shares)[1], "seeds": len(seed_shares)})
     return out
+
+
+def mask_unestablished_shares(gaps: list[dict], claim_rows: dict[str, list]) -> None:
+    """A share of a gap is shown only where the claims establish the gap (C1a at that eps: >= 3 seeds, interval
+    above 0); elsewhere it is undefined (a ratio over a gap indistinguishable from 0 is noise, e.g. -975 %)."""
+    established = {(ds, r.eps) for ds, rows_ in claim_rows.items() for r in rows_
+                   if r.claim == "C1a" and st.gap_established(r.interval)}
+    for g in gaps:
+        g["gap_established"] = (g["dataset"], g["eps"]) in established
+        if not g["gap_established"]:
+            g["share_closed"], g["share_closed_std"] = math.nan, math.nan
 
 
 def representation_rows(results: Path, grid: Grid) -> list[dict]:
@@ -329,6 +341,16 @@ def accuracy_markdown(summary: dict, dataset: str, grid: Grid, cascade: tuple[bo
     return markdown_table(header, body)
 
 
+def share_text(g: dict) -> str:
+    """The share closed, with its per-seed spread (n=1 says so), or why there is none."""
+    if not g.get("gap_established", True):
+        return "n/a (gap not established, C1a)"
+    if math.isnan(g["share_closed"]):
+        return "n/a (gap < 0.5%)"
+    spread = "(n=1)" if g["seeds"] < 2 else f"± {100 * g['share_closed_std']:.0f}"
+    return f"{100 * g['share_closed']:.0f}% {spread}"
+
+
 def gap_markdown(gaps: list[dict], dataset: str, rep: list[dict]) -> str:
     unif = defaultdict(list)
     for r in rep:
@@ -337,7 +359,7 @@ def gap_markdown(gaps: list[dict], dataset: str, rep: list[dict]) -> str:
     header = ["method", "protocol", "attack", "eps/255", "RA sup", "RA csl", "RA method", "gap closed", "uniformity (test)"]
     body = [[g["method"], g["protocol"], g["attack"], f"{g['eps']:g}", f"{100 * g['ra_supervised']:.1f}", f"{100 * g['ra_csl']:.1f}",
              f"{100 * g['ra_method']:.1f}",
-             "n/a (gap < 0.5%)" if math.isnan(g["share_closed"]) else f"{100 * g['share_closed']:.0f}% ± {100 * g['share_closed_std']:.0f}",
+             share_text(g),
              f"{mean_std(unif[g['method']])[0]:.3f}"]
             for g in gaps if g["dataset"] == dataset and g["attack"] in ("pgd", "any")]
     return markdown_table(header, body)
@@ -422,7 +444,6 @@ def run(cfg: ReportConfig, grid: Grid, results: Path, out: Path) -> dict:
     key_names = ("dataset", "method", "protocol", "attack", "eps")
     write_csv(out / "summary.csv", [dict(zip(key_names, k, strict=True)) | {"mean": v[0], "std": v[1], "seeds": v[2]}
                                     for k, v in sorted(summary.items())])
-    write_csv(out / "gap.csv", gaps)
     write_csv(out / "representation.csv", rep)
     costs = cost_rows(results, grid)
     write_csv(out / "cost.csv", costs)
@@ -431,6 +452,8 @@ def run(cfg: ReportConfig, grid: Grid, results: Path, out: Path) -> dict:
     training = trained.training_rows(results, grid, cfg)
     trained.flag_untrained_claims(claim_rows, trained.untrained_methods(training), grid, cfg.supervised_method)
     write_csv(out / "training.csv", training)
+    mask_unestablished_shares(gaps, claim_rows)
+    write_csv(out / "gap.csv", gaps)
     write_csv(out / "claims.csv", [claims.as_record(r) for rows_ in claim_rows.values() for r in rows_])
     md = [f"# Results\n\nSupervised baseline: `{cfg.supervised_method}`; CSL method: `{cfg.csl_method}`.\n",
           "\n## Claims\n\nEach claim of the paper with its estimate, 95 % interval and verdict (supported / contradicted / "

@@ -13,7 +13,7 @@ import pytest
 from pipeline.config import ReportConfig
 from pipeline.grid import Grid
 from pipeline.io import IntegrityError, sealed
-from pipeline.report import MIN_GAP, run
+from pipeline.report import MIN_GAP, gap_rows, load_rows, run, share_text
 
 # RA at PGD eps 8 per (method, seed); clean is 0.9 everywhere.
 RA = {("supervised", 0): 0.60, ("supervised", 1): 0.70, ("simclr", 0): 0.20, ("simclr", 1): 0.30,
@@ -77,12 +77,14 @@ def test_tables_and_gap_arithmetic(tmp_path, results):
     assert float(pgd8["supervised"]["mean"]) == pytest.approx(0.65)
     assert float(pgd8["supervised"]["std"]) == pytest.approx(math.sqrt(0.005))  # sample std of 0.6, 0.7
     assert pgd8["simclr"]["seeds"] == "2"
-    gap = [g for g in read_csv(out / "gap.csv") if float(g["eps"]) == 8.0][0]
+    gap = [g for g in gap_rows(load_rows(results, GRID)[0], GRID, CFG) if g["eps"] == 8.0 and g["attack"] == "pgd"][0]
     # (0.425 - 0.25) / (0.65 - 0.25) from means; per seed (0.2/0.4, 0.15/0.4)
-    assert float(gap["share_closed"]) == pytest.approx(0.175 / 0.4)
-    assert float(gap["share_closed_std"]) == pytest.approx(math.sqrt(((0.5 - 0.4375) ** 2 + (0.375 - 0.4375) ** 2) / 1))
+    assert gap["share_closed"] == pytest.approx(0.175 / 0.4)
+    assert gap["share_closed_std"] == pytest.approx(math.sqrt(((0.5 - 0.4375) ** 2 + (0.375 - 0.4375) ** 2) / 1))
+    # ... but these toy results have no per-sample outcomes, so no claim establishes the gap: the report shows no share
+    assert all(g["share_closed"] == "nan" and g["gap_established"] == "False" for g in read_csv(out / "gap.csv"))
     md = (out / "report.md").read_text()
-    assert "44% ± 9" in md and "65.0 ± 7.1" in md
+    assert "n/a (gap not established, C1a)" in md and "% ±" not in md and "65.0 ± 7.1" in md
     assert "made-up warning" in md and summary["checks"]
     # cost: 6 pretrain jobs of 2 s (seed 0) and 3 s (seed 1): total 15 s, max RSS 101 MB
     assert "| pretrain | 6 | 15.0 | 2.5 | 3.0 | 101 | 0.000 | 0 |" in md
@@ -96,10 +98,9 @@ def test_tiny_gap_is_not_reported(tmp_path, results):
         d = json.loads(p.read_text())
         d["attacks"]["pgd"]["8.0"]["accuracy"] = RA[("simclr", seed)] + MIN_GAP / 10
         write(p, d)  # as evaluate would write it (sealed)
-    run(CFG, GRID, results, tmp_path / "rep")
-    gap = [g for g in read_csv(tmp_path / "rep" / "gap.csv") if float(g["eps"]) == 8.0][0]
-    assert gap["share_closed"] == "nan"
-    assert "n/a (gap < 0.5%)" in (tmp_path / "rep" / "report.md").read_text()
+    gap = [g for g in gap_rows(load_rows(results, GRID)[0], GRID, CFG) if g["eps"] == 8.0 and g["attack"] == "pgd"][0]
+    assert math.isnan(gap["share_closed"])
+    assert share_text({**gap, "gap_established": True}) == "n/a (gap < 0.5%)"
 
 
 def test_fewer_seeds_than_configured_is_flagged(tmp_path, results):
@@ -241,3 +242,19 @@ def test_an_edited_or_truncated_result_stops_the_report_naming_the_file(tmp_path
     with pytest.raises(IntegrityError, match=r"robustness.json: not valid JSON"):
         run(CFG, GRID, results, tmp_path / "report")
     assert not (tmp_path / "report" / "report.md").exists()  # nothing downstream written
+
+
+def test_a_share_is_kept_only_where_c1a_establishes_the_gap():
+    from types import SimpleNamespace
+
+    from pipeline import statistics as st
+    from pipeline.report import mask_unestablished_shares
+
+    def c1a(eps, low, seeds=5):
+        return SimpleNamespace(claim="C1a", eps=eps, interval=st.Interval(0.1, low, 0.2, 0.95, 0.02, 4.0, seeds, 540, True))
+
+    claims_rows = {"toy": [c1a(8.0, 0.05), c1a(16.0, -0.01), c1a(32.0, 0.05, seeds=2)]}
+    gaps = [{"dataset": "toy", "eps": e, "share_closed": 0.4, "share_closed_std": 0.1} for e in (8.0, 16.0, 32.0)]
+    mask_unestablished_shares(gaps, claims_rows)
+    assert [g["gap_established"] for g in gaps] == [True, False, False]  # 16: interval touches 0; 32: two seeds
+    assert gaps[0]["share_closed"] == 0.4 and all(math.isnan(g["share_closed"]) for g in gaps[1:])
