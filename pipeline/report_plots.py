@@ -66,7 +66,7 @@ def gap_closed(gaps: list[dict], dataset: str, colours: dict[str, tuple], path: 
     rows = [g for g in gaps if g["dataset"] == dataset and g["attack"] == "any" and not math.isnan(g["share_closed"])]
     methods = list(dict.fromkeys(g["method"] for g in rows))
     eps_list = sorted({g["eps"] for g in rows})
-    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(eps_list) * max(1, len(methods)) / 2, 3.6))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 + 1.1 * len(eps_list) * max(1, len(methods)) / 2), 3.6))
     width = 0.8 / max(1, len(methods))
     for i, method in enumerate(methods):
         vals = {g["eps"]: g for g in rows if g["method"] == method}
@@ -83,6 +83,7 @@ def gap_closed(gaps: list[dict], dataset: str, colours: dict[str, tuple], path: 
     if not rows:  # no eps at which the claims establish the gap: no share to draw
         ax.text(0.5, 0.5, "the gap (claim C1a) is not established at any eps:\nno share of it is defined",
                 ha="center", va="center", transform=ax.transAxes)
+        ax.set_yticks([])
     if methods:
         ax.legend(**LEGEND)
     _save(fig, path)
