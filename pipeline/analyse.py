@@ -2,9 +2,21 @@
 
 For each encoder, on train and test features (L2-normalised, no augmentation):
 uniformity (Wang and Isola, t = 2), mean intra- and inter-class cosine distance, the
-nearest-other-class centroid margin distribution and the class-pair distance matrix; on
-the test split also alignment between two augmented views (the encoder's own pretraining
-augmentation). Writes `representation.json` and a heat-map PNG of class-pair distances.
+nearest-other-class centroid margin distribution (leave-one-out own centroid) and the
+class-pair distance matrix; on the test split also alignment between two augmented views
+(the encoder's own pretraining augmentation). Uniformity, within-class uniformity and
+margins are measured in three spaces (`spaces`):
+
+  backbone    the backbone output, normalised (after the final ReLU: a narrow cone);
+  centred     the backbone output minus the split's mean, normalised: the geometry a linear head
+              with a bias sees (it is blind to the common offset). The primary space of claim C2;
+  projection  the pretraining head's output, normalised: the space the contrastive loss shapes
+              (MLP heads only; none for CE).
+
+On the test split also the feature sensitivity (`pipeline.sensitivity`), per sample, in the
+centred space: the displacement under a feature-space PGD and under a random sign perturbation
+of Linf radius `sensitivity_eps`, divided by the mean distance between class means.
+Writes `representation.json` and a heat-map PNG of class-pair distances.
 
 Dual-BN encoders (CLAE, ACL) are analysed through the BN branch the classifiers are
 fine-tuned and evaluated with (`--bn-branch`, which the rule takes from
@@ -27,20 +39,27 @@ import torch
 
 from pipeline import runtime
 from pipeline.augment import augment
-from pipeline.classifier import BN_BRANCHES, encoder_bn_branch, load_encoder
-from pipeline.config import AnalyseConfig, ModelConfig, from_dict, from_json
+from pipeline.classifier import BN_BRANCHES, classifier_from_state, encoder_bn_branch, load_classifier_state, load_encoder
+from pipeline.config import AnalyseConfig, ModelConfig, from_dict, from_json, per_255
 from pipeline.data import Split, embed, load_split
 from pipeline.environment import environment
 from pipeline.io import atomic_path, read_json, sealed, write_json
 from pipeline.logs import log_header
+from pipeline.mining.embeddings import projection_from_state
 from pipeline.representation import (
     alignment,
+    between_class_distance,
+    centred,
     centroid_margins,
     class_distance_matrix,
     intra_inter,
     uniformity,
     uniformity_per_sample,
+    within_class_uniformity,
 )
+from pipeline.sensitivity import feature_displacement
+
+PRIMARY_SPACE = "centred"  # claim C2's space: the one the linear head (with bias) and the attacks act through
 
 
 def subset_indices(size: int, n: int) -> list[int]:
@@ -64,32 +83,99 @@ def subset(split: Split, n: int) -> Split:
     return Split(x=x, y=split.y[idx.to(split.y.device)], device=split.device)
 
 
-def split_stats(f: torch.Tensor, y: torch.Tensor, classes: int, t: float) -> dict:
-    intra, inter = intra_inter(f, y)
+def rounded(values: torch.Tensor) -> list[float | None]:
+    return [None if v != v else round(v, 6) for v in values.tolist()]  # NaN (no own centroid) -> null
+
+
+def space_stats(f: torch.Tensor, y: torch.Tensor, classes: int, t: float) -> dict:
+    """Uniformity, within-class uniformity and margins of unit features f (N, D), with their per-sample values."""
     margins = centroid_margins(f, y, classes)
-    q = torch.quantile(margins, torch.tensor([0.1, 0.5, 0.9], device=margins.device)).tolist()
-    return {"uniformity": uniformity(f, t), "intra_class_distance": intra, "inter_class_distance": inter,
-            "margin": {"mean": float(margins.mean()), "p10": q[0], "median": q[1], "p90": q[2],
-                       "negative_share": float((margins < 0).float().mean())},
-            "class_distances": class_distance_matrix(f, y, classes).tolist(),
+    finite = margins[torch.isfinite(margins)]  # a sample alone in its class has no leave-one-out centroid
+    if len(finite) == 0:
+        finite = torch.full((1,), float("nan"), device=f.device)
+    q = torch.nanquantile(finite, torch.tensor([0.1, 0.5, 0.9], device=f.device, dtype=finite.dtype)).tolist()
+    return {"uniformity": uniformity(f, t), "within_class_uniformity": within_class_uniformity(f, y, t),
+            "margin": {"mean": float(finite.mean()), "p10": q[0], "median": q[1], "p90": q[2],
+                       "negative_share": float((finite < 0).float().mean())},
             # per sample (the same samples for every encoder of a dataset), for paired comparisons
-            "per_sample": {"margin": [round(v, 6) for v in margins.tolist()],
-                           "uniformity": [round(v, 6) for v in uniformity_per_sample(f, t).tolist()]}}
+            "per_sample": {"margin": rounded(margins), "uniformity": rounded(uniformity_per_sample(f, t))}}
+
+
+def split_stats(raw: torch.Tensor, y: torch.Tensor, classes: int, t: float, projected: torch.Tensor | None) -> dict:
+    """Statistics of one split's raw backbone features (N, D) and, if any, projection outputs (N, P)."""
+    f = torch.nn.functional.normalize(raw, dim=1)
+    intra, inter = intra_inter(f, y)
+    spaces = {"backbone": space_stats(f, y, classes, t), "centred": space_stats(centred(raw), y, classes, t)}
+    if projected is not None:
+        spaces["projection"] = space_stats(torch.nn.functional.normalize(projected, dim=1), y, classes, t)
+    return {**spaces[PRIMARY_SPACE], "space": PRIMARY_SPACE, "spaces": spaces,
+            "intra_class_distance": intra, "inter_class_distance": inter,
+            "class_distances": class_distance_matrix(f, y, classes).tolist()}
+
+
+def head_of(state: dict, device: torch.device) -> torch.nn.Module | None:
+    """The pretraining MLP projection head, or None (CE's classifier, a dual-BN head)."""
+    try:
+        return projection_from_state(state, device)
+    except (ValueError, RuntimeError):
+        return None
+
+
+def sensitivity_stats(encoder, test: Split, raw: torch.Tensor, classes: int, cfg: AnalyseConfig, device: torch.device) -> dict:
+    """Per-sample feature displacement (worst case and random sign) in the centred space, relative to the class spread.
+
+    raw: the test subset's backbone features (N, D), already computed: their mean centres the space.
+    """
+    n = min(cfg.sensitivity_samples, len(test))
+    if n == 0:
+        return {}
+    mean = raw.mean(0, keepdim=True)
+    scale = between_class_distance(centred(raw, mean), test.y, classes)
+    feats = lambda v: centred(encoder(v), mean)  # noqa: E731
+    gen = torch.Generator(device=device).manual_seed(0)
+    worst, random = [], []
+    for idx in torch.arange(n, device=device).split(cfg.batch_size):
+        w, r = feature_displacement(feats, test.batch(idx), cfg.sensitivity_eps, cfg.sensitivity_steps, gen)
+        worst.append(w / scale)
+        random.append(r / scale)
+    return {"eps_255": per_255(cfg.sensitivity_eps), "steps": cfg.sensitivity_steps, "samples": n, "space": "centred",
+            "between_class_distance": scale,
+            "per_sample": {"displacement": rounded(torch.cat(worst)), "random_displacement": rounded(torch.cat(random))}}
+
+
+def load_any_encoder(path: Path, device: torch.device, bn_branch: str) -> tuple[torch.nn.Module, dict | None]:
+    """A pretrain encoder and its checkpoint, or the encoder of a match-stage classifier (the matched
+    supervised snapshot) and None: it has no pretraining head or augmentation of its own."""
+    if path.name == "classifier.pt":
+        return classifier_from_state(load_classifier_state(path), device).encoder, None
+    return load_encoder(path, device, bn_branch)
 
 
 def encoder_stats(path: Path, train: Split, test: Split, classes: int, cfg: AnalyseConfig, rt, bn_branch: str) -> dict:
-    encoder, state = load_encoder(path, rt.device, bn_branch)
-    norm = lambda s: torch.nn.functional.normalize(embed(encoder, s, cfg.batch_size), dim=1)  # noqa: E731
-    out = {"train": split_stats(norm(train), train.y, classes, cfg.uniformity_t),
-           "test": split_stats(norm(test), test.y, classes, cfg.uniformity_t)}
-    spec = from_dict(ModelConfig, json.loads(state["config"])["model"], "pretrain.model").augment
-    gen = torch.Generator(device=rt.device).manual_seed(0)
-    with torch.no_grad():
-        x = test.batch(torch.arange(len(test), device=rt.device))
-        f1 = torch.nn.functional.normalize(encoder(augment(x, spec, gen)), dim=1)
-        f2 = torch.nn.functional.normalize(encoder(augment(x, spec, gen)), dim=1)
-    out["test"]["alignment"] = alignment(f1, f2)
-    out["bn_branch"] = encoder_bn_branch(state, bn_branch)
+    encoder, state = load_any_encoder(path, rt.device, bn_branch)
+    head = head_of(state, rt.device) if state is not None else None
+
+    def features(s: Split) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Backbone features (N, D) and, with an MLP head, its outputs (N, P)."""
+        with torch.no_grad():
+            raw = embed(encoder, s, cfg.batch_size)
+            projected = None if head is None else torch.cat([head(raw[i : i + cfg.batch_size]) for i in range(0, len(raw), cfg.batch_size)])
+        return raw, projected
+
+    (train_raw, train_proj), (test_raw, test_proj) = features(train), features(test)
+    out = {"train": split_stats(train_raw, train.y, classes, cfg.uniformity_t, train_proj),
+           "test": split_stats(test_raw, test.y, classes, cfg.uniformity_t, test_proj)}
+    out["test"]["alignment"] = None
+    if state is not None:  # alignment under the encoder's own pretraining augmentation
+        spec = from_dict(ModelConfig, json.loads(state["config"])["model"], "pretrain.model").augment
+        gen = torch.Generator(device=rt.device).manual_seed(0)
+        with torch.no_grad():
+            x = test.batch(torch.arange(len(test), device=rt.device))
+            f1 = torch.nn.functional.normalize(encoder(augment(x, spec, gen)), dim=1)
+            f2 = torch.nn.functional.normalize(encoder(augment(x, spec, gen)), dim=1)
+        out["test"]["alignment"] = alignment(f1, f2)
+    out["test"]["sensitivity"] = sensitivity_stats(encoder, test, test_raw, classes, cfg, rt.device)
+    out["bn_branch"] = encoder_bn_branch(state, bn_branch) if state is not None else None
     return out
 
 

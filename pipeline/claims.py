@@ -11,11 +11,20 @@ over the Linf attacks, `any` in robustness.json):
     C1c  ... also at matched clean accuracy: RA(sup matched) - RA(csl) > 0, the supervised
          pretraining snapshot whose clean accuracy matches the CSL model's (stage `match`)
     C2a  CSL features are more uniform: U(csl) - U(sup) < 0 (per-sample Wang-Isola uniformity)
-    C2b  CSL features have smaller class margins: M(csl) - M(sup) < 0 (per-sample centroid margin)
+    C2b  CSL features have smaller class margins: M(csl) - M(sup) < 0 (per-sample leave-one-out centroid margin)
+         Both in analyse's primary space, the centred backbone features (pipeline.analyse.PRIMARY_SPACE):
+         the features the linear head and the attacks act through, without the common offset the
+         head's bias ignores; the report's Representation table adds the other spaces.
+    C2c, C2d  the same at matched clean accuracy: against the supervised snapshot of the match stage
     C3   oracle false-negative elimination closes part of the gap: RA(oracle) - RA(csl) > 0
     C4   mined elimination / attraction close part of it: RA(mined) - RA(csl) > 0, next to the
          mining's pair precision and recall
-    C5   false-negative removal improves adversarial CSL: RA(X + mined) - RA(X) > 0, X = RoCL, ACL
+    C5   false-negative removal improves adversarial CSL: RA(X + mined) - RA(X) > 0, X = RoCL, ACL, scored
+         under `report.adversarial_protocol` (default: the claims protocol; ACL reports AFF with TRADES)
+    C6   CSL is less robust to common corruptions: CA(sup) - CA(csl) > 0, CA the per-sample accuracy
+         averaged over every corruption and severity (the abstract's second robustness)
+    C7   SupCon (the same contrastive loss, true positives, no false negatives) is more robust than
+         CSL: RA(supcon) - RA(csl) > 0 (the paper's Fig. 1 contrast; `report.supcon_method`)
 
 Statistics (`pipeline.statistics`): each claim's statistic is taken seed by seed on the shared test
 samples (seeds paired by number), and its 95 % interval is a t interval over the seeds that also
@@ -54,6 +63,8 @@ class Roles:
     protocol: str
     primary_eps: dict[str, float] = field(default_factory=dict)  # dataset -> eps the verdicts are read at (absent: the largest)
     match_tolerance: float = 0.02  # largest matched clean-accuracy difference (fraction) before C1c is flagged
+    supcon: str | None = None  # SupCon (true positives, no false negatives), for C7 against the CSL method
+    adversarial_protocol: str | None = None  # the protocol C5 is scored under (None: `protocol`); ACL reports AFF with TRADES
 
 
 @dataclass
@@ -170,8 +181,10 @@ def primary_key(keys: list[str], primary_eps: float | None) -> str:
     return keys[-1]
 
 
-def attack_claims(outcomes: Outcomes, roles: Roles) -> list[ClaimRow]:
-    """C1a, C1b, C1c, C3, C4, C5 at every eps (primary: `roles.primary_eps`, else the largest)."""
+def attack_claims(outcomes: Outcomes, roles: Roles, adversarial: Outcomes | None = None) -> list[ClaimRow]:
+    """C1a, C1b, C1c, C3, C4, C5, C7 at every eps (primary: `roles.primary_eps`, else the largest).
+
+    C5 reads `adversarial` (the outcomes under `roles.adversarial_protocol`) when given."""
     rows: list[ClaimRow] = []
     sup, csl = roles.supervised, roles.csl
     specs: list[tuple[str, str, str, str, Callable]] = [
@@ -186,14 +199,18 @@ def attack_claims(outcomes: Outcomes, roles: Roles) -> list[ClaimRow]:
     specs += [("C4", f"mined false negatives ({m}) close part of the gap", m, csl, robust_values) for m in roles.mined]
     specs += [("C5", f"false-negative removal improves adversarial CSL ({base} -> {v})", v, base, robust_values)
               for v, base in roles.adversarial.items()]
+    if roles.supcon:
+        specs.append(("C7", "supervised contrastive learning (no false negatives) is more robust than CSL", roles.supcon, csl,
+                      robust_values))
     for claim, statement, a, b, fn in specs:
-        seeds = common_seeds(outcomes, a, b)
+        source = adversarial if claim == "C5" and adversarial is not None else outcomes
+        seeds = common_seeds(source, a, b)
         if not seeds:
             continue
-        keys = outcomes.eps_keys(a, seeds)
+        keys = source.eps_keys(a, seeds)
         primary = primary_key(keys, roles.primary_eps.get(outcomes.dataset)) if keys else None
         for key in keys:
-            iv = st.mean_interval(fn(outcomes, a, b, key, seeds))
+            iv = st.mean_interval(fn(source, a, b, key, seeds))
             row = ClaimRow(outcomes.dataset, claim, statement, f"{a} - {b}", float(key), +1, iv, seeds, key == primary)
             if not np.isfinite(iv.estimate):  # e.g. conditional robustness of a model with no clean-correct sample
                 row.extra = "undefined on these samples (a model has no clean-correct sample among them)"
@@ -202,7 +219,9 @@ def attack_claims(outcomes: Outcomes, roles: Roles) -> list[ClaimRow]:
 
 
 def representation_claims(results: Path, dataset: str, roles: Roles) -> list[ClaimRow]:
-    """C2a (uniformity) and C2b (class margins), per-sample on the test split, paired by seed and sample."""
+    """C2a (uniformity) and C2b (class margins) against the supervised model, and C2c / C2d against the
+    supervised snapshot at the CSL model's clean accuracy (accuracy shapes geometry: a better classifier
+    has tighter classes); per-sample on the test split in analyse's primary space, paired by seed and sample."""
     path = results / "analyse" / dataset / "representation.json"
     if not path.exists():
         return []
@@ -211,17 +230,56 @@ def representation_claims(results: Path, dataset: str, roles: Roles) -> list[Cla
     def values(method: str, seeds: list[int], key: str) -> np.ndarray:
         return np.array([encoders[f"{method}:{s}"]["test"]["per_sample"][key] for s in seeds], dtype=np.float64)
 
-    seeds = sorted({int(k.split(":")[1]) for k in encoders if k.split(":")[0] == roles.csl}
-                   & {int(k.split(":")[1]) for k in encoders if k.split(":")[0] == roles.supervised})
-    if not seeds or "per_sample" not in encoders[f"{roles.csl}:{seeds[0]}"]["test"]:
-        return []
+    def seeds_of(method: str | None) -> set[int]:
+        return {int(k.split(":")[1]) for k in encoders if k.split(":")[0] == method}
+
+    specs = [("C2a", "CSL features are more uniform (lower uniformity loss)", "uniformity", roles.supervised),
+             ("C2b", "CSL features have smaller class margins", "margin", roles.supervised)]
+    if roles.matched:
+        specs += [("C2c", "CSL features are more uniform at matched clean accuracy", "uniformity", roles.matched),
+                  ("C2d", "CSL features have smaller class margins at matched clean accuracy", "margin", roles.matched)]
     rows = []
-    for claim, statement, key in (("C2a", "CSL features are more uniform (lower uniformity loss)", "uniformity"),
-                                  ("C2b", "CSL features have smaller class margins", "margin")):
-        a, b = values(roles.csl, seeds, key), values(roles.supervised, seeds, key)
-        iv = st.mean_interval(st.paired_difference(a, b))
-        rows.append(ClaimRow(dataset, claim, statement, f"{roles.csl} - {roles.supervised}", None, -1, iv, seeds, True))
+    for claim, statement, key, other in specs:
+        seeds = sorted(seeds_of(roles.csl) & seeds_of(other))
+        if not seeds or "per_sample" not in encoders[f"{roles.csl}:{seeds[0]}"]["test"]:
+            continue
+        d = st.paired_difference(values(roles.csl, seeds, key), values(other, seeds, key))
+        d = d[:, np.isfinite(d).all(axis=0)]  # margins: a sample alone in its class has none (null)
+        if d.shape[1] < 2:
+            continue
+        iv = st.mean_interval(d)
+        rows.append(ClaimRow(dataset, claim, statement, f"{roles.csl} - {other}", None, -1, iv, seeds, True))
     return rows
+
+
+def corruption_values(outcomes: Outcomes, method: str, seeds: list[int]) -> np.ndarray | None:
+    """(S, n) per-sample accuracy averaged over every corruption and severity that ran; None without per-sample outcomes."""
+    rows = []
+    for seed in seeds:
+        per = outcomes.record(method, seed).get("corruptions", {})
+        cells = [bits_array(r["outcomes"]) for sev in per.values() for r in sev.values() if "outcomes" in r]
+        if not cells or len(cells) != sum(len(sev) for sev in per.values()):
+            return None
+        rows.append(np.mean(np.stack([c[: min(map(len, cells))] for c in cells]), axis=0))
+    n = min(map(len, rows))
+    return np.stack([r[:n] for r in rows])
+
+
+def corruption_claims(outcomes: Outcomes, roles: Roles) -> list[ClaimRow]:
+    """C6: the abstract's robustness to common corruptions, supervised minus CSL, per sample paired by seed."""
+    seeds = common_seeds(outcomes, roles.supervised, roles.csl)
+    if not seeds:
+        return []
+    sup, csl = corruption_values(outcomes, roles.supervised, seeds), corruption_values(outcomes, roles.csl, seeds)
+    if sup is None or csl is None:
+        return []
+    a, b = pair(sup, csl)
+    if a.shape[1] < 2:
+        return []
+    iv = st.mean_interval(st.paired_difference(a, b))
+    return [ClaimRow(outcomes.dataset, "C6", "CSL is less robust to common corruptions than supervised learning "
+                     "(accuracy averaged over the corruptions and severities)", f"{roles.supervised} - {roles.csl}", None, +1,
+                     iv, seeds, True)]
 
 
 def add_gap_shares(rows: list[ClaimRow], outcomes: Outcomes, roles: Roles) -> None:
@@ -301,31 +359,35 @@ def roles_from(cfg, matched: str | None, match_tolerance: float = 0.02) -> Roles
     """The claims' roles from the report config (`pipeline.config.ReportConfig`)."""
     return Roles(supervised=cfg.supervised_method, csl=cfg.csl_method, matched=matched, oracle=list(cfg.oracle_methods),
                  mined=list(cfg.mined_methods), adversarial=dict(cfg.adversarial_pairs), protocol=cfg.claims_protocol,
-                 primary_eps=dict(cfg.primary_eps), match_tolerance=match_tolerance)
+                 primary_eps=dict(cfg.primary_eps), match_tolerance=match_tolerance, supcon=cfg.supcon_method,
+                 adversarial_protocol=cfg.adversarial_protocol)
 
 
 def dataset_claims(results: Path, grid: Grid, dataset: str, roles: Roles) -> list[ClaimRow]:
     """Every claim of one dataset, verdicts decided (deterministic: no resampling)."""
     outcomes = Outcomes(results, grid, dataset, roles.protocol)
-    rows = attack_claims(outcomes, roles) + representation_claims(results, dataset, roles)
+    adversarial = Outcomes(results, grid, dataset, roles.adversarial_protocol) if roles.adversarial_protocol else None
+    rows = attack_claims(outcomes, roles, adversarial) + representation_claims(results, dataset, roles) + corruption_claims(outcomes, roles)
     add_gap_shares(rows, outcomes, roles)
     add_mining_quality(rows, results, grid, roles)
     add_matched_accuracy(rows, outcomes, roles)
     decide(rows)
-    add_needed_sizes(rows, outcomes, results, roles)
-    order = {c: i for i, c in enumerate(("C1a", "C1b", "C1c", "C2a", "C2b", "C3", "C4", "C5"))}
+    add_needed_sizes(rows, outcomes, results, roles, adversarial)
+    order = {c: i for i, c in enumerate(("C1a", "C1b", "C1c", "C2a", "C2b", "C2c", "C2d", "C3", "C4", "C5", "C6", "C7"))}
     return sorted(rows, key=lambda r: (not r.primary, order[r.claim], r.comparison, r.eps or 0.0))
 
 
-def add_needed_sizes(rows: list[ClaimRow], outcomes: Outcomes, results: Path, roles: Roles) -> None:
+def add_needed_sizes(rows: list[ClaimRow], outcomes: Outcomes, results: Path, roles: Roles,
+                     adversarial: Outcomes | None = None) -> None:
     """For undecided primary attack claims: the seeds x samples that would decide the observed effect."""
     for row in rows:
         if not row.primary or row.verdict in ("supported", "contradicted") or row.eps is None:
             continue
+        source = adversarial if row.claim == "C5" and adversarial is not None else outcomes
         a, b = row.comparison.split(" - ")
-        key = next(k for k in outcomes.eps_keys(a, row.seeds) if float(k) == row.eps)
+        key = next(k for k in source.eps_keys(a, row.seeds) if float(k) == row.eps)
         fn = conditional_values if row.claim == "C1b" else robust_values
-        values = fn(outcomes, a, b, key, row.seeds)
+        values = fn(source, a, b, key, row.seeds)
         row.needs = needed_size(values, row.interval.estimate, row.alpha, row.interval.n_samples)
 
 

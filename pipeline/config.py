@@ -138,6 +138,9 @@ class MethodConfig:
     snapshots: int  # encoder snapshots kept along training (the match stage reads the supervised one's)
     seeds: list[int]  # grid-only: which seeds the workflow runs (empty = all); unused by the stage
     epochs: int | None  # the method's own epochs; the job's `model.epochs` already holds it (see grid.pretrain_slice)
+    temperature: float | None  # the method's own tau; the job's `model.temperature` already holds it (grid.pretrain_slice)
+    fn_recall: float  # false_negatives: oracle: share of each anchor's false negatives flagged (the dose f)
+    fn_precision: float  # false_negatives: oracle: precision the flags are diluted to with true negatives
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,8 @@ class MineConfig:
     support_aggregate: str
     support_crop_scale_min: float
     compare: bool
+    select_k: list[int]  # label-free choice of knn_k among these (split-half agreement); empty: knn_k as written
+    stability_tolerance: float  # the smallest k within this of the best agreement is chosen
 
 
 @dataclass(frozen=True)
@@ -187,6 +192,7 @@ class FinetuneConfig:
     batch_size: int
     lr: float
     weight_decay: float
+    optimizer: str  # the SLF head's: adam or sgd (momentum 0.9)
     dual_bn_branch: str  # "adv" or "clean": the BN branch of dual-BN encoders (CLAE, ACL) fine-tuned and evaluated
 
 
@@ -255,6 +261,16 @@ class StepsCheckConfig:
 
 
 @dataclass(frozen=True)
+class RadiusConfig:
+    """Per-sample minimal adversarial radius (PGD bisection) and clean logit margin (pipeline.sensitivity)."""
+
+    max_samples: int  # the first test samples measured; 0 = off
+    max_eps: float = dataclasses.field(metadata=PER_255)  # the bisection's upper end; a sample not flipped there is censored
+    bisection_steps: int
+    pgd_steps: int
+
+
+@dataclass(frozen=True)
 class CorruptionsConfig:
     names: list[str]
     severities: list[int]
@@ -276,6 +292,7 @@ class EvaluateConfig:
     epsilons_l2: list[float]
     cascade: bool
     pgd_steps_check: StepsCheckConfig
+    radius: RadiusConfig
     attacks: dict[str, dict[str, Any]]
     corruptions: CorruptionsConfig
 
@@ -286,6 +303,9 @@ class AnalyseConfig:
     max_samples: int
     uniformity_t: float
     batch_size: int
+    sensitivity_eps: float = dataclasses.field(metadata=PER_255)  # Linf radius of the feature displacement
+    sensitivity_steps: int  # feature-space PGD steps
+    sensitivity_samples: int  # test samples (the first of the analysed subset); 0 = off
 
 
 @dataclass(frozen=True)
@@ -300,6 +320,8 @@ class ReportConfig:
     random_init_method: str | None  # the untrained baseline every pretrained encoder must beat
     plateau_fraction: float
     plateau_tolerance: float
+    supcon_method: str | None = None  # SupCon, for claim C7 against csl_method (None: no such claim)
+    adversarial_protocol: str | None = None  # the protocol claim C5 is scored under (None: claims_protocol)
 
 
 def from_dict(cls: type[T], data: Any, where: str = "config") -> T:

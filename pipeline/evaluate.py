@@ -76,6 +76,7 @@ from pipeline.environment import environment
 from pipeline.io import read_json, sealed, write_json
 from pipeline.logs import log_header
 from pipeline.provenance import source_hash
+from pipeline.sensitivity import logit_margin, minimal_radius
 
 BOUND_TOLERANCE = 1e-6  # float32 rounding of x + delta (relative for L2)
 STAGE_KEYS = {"max_samples", "epsilons"}  # attack settings the stage consumes; the rest go to the attack
@@ -367,15 +368,16 @@ def steps_check_at(ctx: Context, eps: float) -> dict:
 def corrupt_samples(ctx: Context, name: str, severity: int, m: int, seed: int) -> dict:
     """Accuracy on the first m samples under one corruption at one severity."""
     gen = torch.Generator(device=ctx.rt.device).manual_seed(seed)
-    correct, change, start = 0, 0.0, time.perf_counter()
+    flags, change, start = [], 0.0, time.perf_counter()
     for idx in batch_indices(m, ctx.cfg.batch_size, shuffle=False, drop_last=False):
         idx = idx.to(ctx.rt.device)
         x = ctx.data.batch(idx)
         x_c = CORRUPTIONS[name](x, severity, generator=gen)
-        correct += int((predict(ctx.model, x_c) == ctx.data.y[idx]).sum())
+        flags.append((predict(ctx.model, x_c) == ctx.data.y[idx]).cpu())
         change += float((x_c - x).abs().mean()) * len(idx)
-    return {"accuracy": correct / max(1, m), "samples": m, "mean_abs_change": change / max(1, m),
-            "seconds": round(time.perf_counter() - start, 4)}
+    correct = torch.cat(flags) if flags else torch.zeros(0, dtype=torch.bool)
+    return {"accuracy": int(correct.sum()) / max(1, m), "samples": m, "mean_abs_change": change / max(1, m),
+            "seconds": round(time.perf_counter() - start, 4), "outcomes": bits(correct)}  # per sample, for claim C6
 
 
 def run_corruptions(ctx: Context, clean: torch.Tensor) -> dict:
@@ -394,6 +396,28 @@ def run_corruptions(ctx: Context, clean: torch.Tensor) -> dict:
 
 
 # ---- the stage ------------------------------------------------------------------------------
+def sensitivity_record(ctx: Context) -> dict:
+    """Per-sample minimal PGD radius (1/255) and clean logit margin of the first `radius.max_samples` test samples."""
+    r = ctx.cfg.radius
+    m = min(r.max_samples, ctx.n)
+    if m == 0:
+        return {}
+
+    def measure() -> dict:
+        radii, margins = [], []
+        for idx in batch_indices(m, ctx.cfg.batch_size, shuffle=False, drop_last=False):
+            idx = idx.to(ctx.data.y.device)
+            x, y = ctx.data.batch(idx), ctx.data.y[idx]
+            with torch.no_grad():
+                margins.append(logit_margin(ctx.model(x).float(), y).cpu())
+            radii.append(minimal_radius(ctx.model, x, y, r.max_eps, r.bisection_steps, r.pgd_steps).cpu() * 255)
+        return {"samples": m, "max_eps_255": per_255(r.max_eps), "bisection_steps": r.bisection_steps, "pgd_steps": r.pgd_steps,
+                "per_sample": {"radius_255": [round(v, 4) for v in torch.cat(radii).tolist()],
+                               "logit_margin": [round(v, 5) for v in torch.cat(margins).tolist()]}}
+
+    return ctx.partials.get_or_run("sensitivity", measure)
+
+
 def clean_flags(model: torch.nn.Module, data: Split, n: int, batch_size: int) -> torch.Tensor:
     """(n,) bool on the CPU: is each of the first n test samples classified correctly."""
     dev = data.y.device
@@ -444,11 +468,13 @@ def run(cfg: EvaluateConfig, seed: int, data_dir: Path, model_path: Path, out: P
     outcomes: dict = {}
     results, warnings, _ = run_attacks(ctx, clean, outcomes)
     steps_record, steps_warnings = steps_check(ctx)
+    sensitivity = sensitivity_record(ctx)
     report = {"clean_accuracy": float(clean.float().mean()), "samples": n,
               "epsilons_255": [per_255(e) for e in cfg.epsilons], "epsilons_l2": cfg.epsilons_l2,
               "cascade": cfg.cascade, "cascade_order": [a for a in ATTACKS if a in cfg.attacks], "attacks": results,
               "attack_settings": cfg.attacks, "attack_parameters": attack_parameters(ctx, [a for a in ATTACKS if a in cfg.attacks]),
-              **run_corruptions(ctx, clean), "checks": {"pgd_steps": steps_record}, "warnings": warnings + steps_warnings,
+              **run_corruptions(ctx, clean), "checks": {"pgd_steps": steps_record}, "sensitivity": sensitivity,
+              "warnings": warnings + steps_warnings,
               "runtime": rt.describe(), "seconds": round(time.perf_counter() - start, 3), "resumed_units": ctx.partials.resumed,
               "seed": seed, "model": str(model_path), "bn_branch": state.get("bn_branch"),
               # paired designs: which of the first `samples` test samples each number counts as correct

@@ -72,7 +72,7 @@ DIVERGED_LOSS_FACTOR = 2.0  # final / untrained training loss above which the SL
 
 
 def train_linear_head(feats: torch.Tensor, labels: torch.Tensor, classes: int, cfg: FinetuneConfig, seed: int) -> torch.nn.Linear:
-    """Adam on precomputed features (N, D); returns the trained head.
+    """Adam (or SGD with momentum 0.9, `finetune.optimizer`) on precomputed features (N, D); returns the trained head.
 
     Raises Diverged if training ends with a non-finite full-pass training loss, or one more than
     DIVERGED_LOSS_FACTOR times the untrained head's (about ln(classes)): the optimiser blew up. A
@@ -82,7 +82,10 @@ def train_linear_head(feats: torch.Tensor, labels: torch.Tensor, classes: int, c
     gen = torch.Generator().manual_seed(seed)
     head = torch.nn.Linear(feats.shape[1], classes).to(feats.device)
     start_loss = full_pass_loss(head, feats, labels)
-    opt = torch.optim.Adam(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(head.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.Adam(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs)
     for _ in range(cfg.epochs):
         for idx in batch_indices(len(labels), cfg.batch_size, shuffle=True, drop_last=False, generator=gen):

@@ -12,14 +12,14 @@ import os
 import shlex
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TextIO
 
 
 def log_header(stage: str, argv: list[str] | None = None, stream: TextIO | None = None) -> str:
     """Print and return '# <UTC time> <python -m pipeline.stage args...>' (skipped in torchrun ranks > 0)."""
     args = sys.argv[1:] if argv is None else list(argv)
-    line = f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC  {shlex.join([sys.executable, '-m', f'pipeline.{stage}', *args])}"
+    line = f"# {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC  {shlex.join([sys.executable, '-m', f'pipeline.{stage}', *args])}"
     if os.environ.get("RANK", "0") == "0":
         print(line, file=stream or sys.stderr, flush=True)
     return line

@@ -33,13 +33,11 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from pipeline import runtime
 from pipeline.config import FinetuneConfig, MatchConfig, from_dict
 from pipeline.data import load_split
-from pipeline.finetune import checkpoint, fit_slf
 from pipeline.environment import environment
+from pipeline.finetune import checkpoint, fit_slf
 from pipeline.io import load_torch, read_json, save_torch, sha256_file, verify_sibling, write_json
 from pipeline.logs import log_header
 from pipeline.models import build_encoder

@@ -21,6 +21,7 @@ algorithms on the same embeddings (`candidates`), for the report's mining table.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -37,7 +38,7 @@ from pipeline.data import load_split
 from pipeline.environment import environment
 from pipeline.io import atomic_path, sha256_file, write_json
 from pipeline.logs import log_header
-from pipeline.mining.algorithms import fnc_table, kmeans_labels, knn_table, threshold_table
+from pipeline.mining.algorithms import fnc_table, kmeans_labels, knn_table, select_k, threshold_table
 from pipeline.mining.embeddings import base_embeddings, feature_fn, support_spec, support_views
 from pipeline.mining.quality import chance_precision, label_pair_quality, neighbour_pair_quality
 
@@ -105,15 +106,30 @@ def run(cfg: MineConfig, seed: int, data_dir: Path, encoder_path: Path, out: Pat
     z = base_embeddings(fn, train, cfg.batch_size, window)
     algorithms = ALGORITHMS if cfg.compare else (cfg.algorithm,)
     views = None
-    if "fnc" in algorithms:
+    selecting = bool(cfg.select_k) and cfg.algorithm in ("knn", "fnc")
+    if "fnc" in algorithms or selecting:
         gen = torch.Generator(device=rt.device).manual_seed(seed)
         extra = support_views(fn, train, cfg.batch_size, support_spec(spec, cfg.support_crop_scale_min), cfg.support_views, gen)
         views = torch.cat([z[None], extra])  # the base embedding is view 0
+    selection = None
+    if selecting:  # before any label is read: the choice cannot depend on them
+        assert views is not None
+        chosen, agreement = select_k(views, cfg.select_k, cfg.support_aggregate, cfg.stability_tolerance)
+        selection = {"criterion": "chance-corrected split-half agreement of support-view neighbours (labels not read)",
+                     "chosen_k": chosen, "agreement": {str(k): round(a, 4) for k, a in agreement.items()},
+                     "tolerance": cfg.stability_tolerance}
+        cfg = dataclasses.replace(cfg, knn_k=chosen)
     truth = train.y.cpu().numpy()
     outputs = {name: mine_candidates(name, z, views, cfg, seed) for name in algorithms}
     quality = quality_of(outputs[cfg.algorithm], truth)
     if cfg.compare:
         quality["candidates"] = {name: summary(quality_of(arrays, truth), name, cfg) for name, arrays in outputs.items()}
+    if selection is not None:  # labels score each candidate k afterwards, for the report only
+        for k in selection["agreement"]:
+            q = quality_of({"neighbours": (fnc_table(views, int(k), cfg.support_aggregate) if cfg.algorithm == "fnc"
+                                           else knn_table(z, int(k)))}, truth)
+            selection.setdefault("quality", {})[k] = {"pair_precision": q["pair_precision"], "pair_recall": q["pair_recall"]}
+        quality["selection"] = selection
     quality.update(algorithm=cfg.algorithm, chance=chance_precision(truth), windows=window, features=cfg.features,
                    seconds=round(time.perf_counter() - start, 3), samples=len(truth), encoder=str(encoder_path),
                    bn_branch=encoder_bn_branch(state, "clean"), config=cfg.__dict__)
@@ -137,10 +153,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     q = run(from_json(MineConfig, args.cfg, "mine"), args.seed, args.data, args.encoder, args.out, args.threads)
+    times = lambda x: "n/a" if x is None else format(x, ".2f")  # noqa: E731
     print(f"mine: {q['algorithm']} pair precision {q['pair_precision']:.3f} recall {q['pair_recall']:.3f} "
-          f"({'n/a' if q['x_chance'] is None else format(q['x_chance'], '.2f')} x chance {q['chance']:.3f}) in {q['seconds']:.1f} s", file=sys.stderr)
+          f"({times(q['x_chance'])} x chance {q['chance']:.3f}) in {q['seconds']:.1f} s", file=sys.stderr)
+    if "selection" in q:
+        print(f"  k = {q['selection']['chosen_k']} chosen without labels; agreement {q['selection']['agreement']}", file=sys.stderr)
     for name, c in q.get("candidates", {}).items():
-        print(f"  {name:9s} precision {c['pair_precision']:.3f} recall {c['pair_recall']:.3f} x chance {'n/a' if c['x_chance'] is None else format(c['x_chance'], '.2f')} "
+        print(f"  {name:9s} precision {c['pair_precision']:.3f} recall {c['pair_recall']:.3f} x chance {times(c['x_chance'])} "
               f"{c['settings']}", file=sys.stderr)
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import copy
 import heapq
-import math
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.grid import Grid
+from pipeline.grid import Grid, expand_mechanism
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -198,7 +197,8 @@ def pretrain_job_passes(model: dict, method: dict, n_train: int, n_test: int) ->
 
 def mine_views(mine: dict) -> int:
     """Augmented support views the mine stage embeds (FNC, or every algorithm when `compare`)."""
-    return mine["support_views"] if mine["algorithm"] == "fnc" or mine["compare"] else 0
+    selecting = bool(mine.get("select_k")) and mine["algorithm"] in ("knn", "fnc")  # the label-free choice of k needs views
+    return mine["support_views"] if mine["algorithm"] == "fnc" or mine["compare"] or selecting else 0
 
 
 def mine_job_passes(n_train: int, views: int = 0, windows: int = 1) -> Passes:
@@ -211,10 +211,13 @@ def match_job_passes(snapshots: int, n_train: int, n_test: int) -> Passes:
     return forward_passes(n_train + n_test) * snapshots
 
 
-def analyse_job_passes(max_samples: int, n_train: int, n_test: int, encoders: int) -> Passes:
-    """Per encoder: the train and test subsets, plus two augmented views of the test subset."""
+def analyse_job_passes(max_samples: int, n_train: int, n_test: int, encoders: int, sensitivity_samples: int = 0,
+                       sensitivity_steps: int = 0) -> Passes:
+    """Per encoder: the train and test subsets, two augmented views of the test subset, and the feature
+    displacement of the first `sensitivity_samples` of it (clean, random corner, PGD steps, result)."""
     train, test = min(max_samples, n_train), min(max_samples, n_test)
-    return forward_passes(train + 3 * test) * encoders
+    s = min(sensitivity_samples, test)
+    return (forward_passes(train + 3 * test + 3 * s) + grad_passes(s * sensitivity_steps)) * encoders
 
 
 def holdout_split(n_train: int, holdout: int) -> tuple[int, int]:
@@ -318,6 +321,10 @@ def evaluate_job_passes(section: dict, n_test: int, is_video: bool, clean: float
         base = section["attacks"][name].get("steps", 10)
         for steps in (base, base * check["factor"]):  # at each check eps (empty list: the largest only)
             total += attack_passes(name, {**section["attacks"][name], "steps": steps}, m) * max(1, len(check.get("epsilons") or []))
+    radius = section["radius"]
+    m = min(n, radius["max_samples"])
+    if m:  # logit margin and clean check, then 1 + bisection_steps PGD probes, each with its prediction
+        total += forward_passes(2 * m) + (grad_passes(m * radius["pgd_steps"]) + forward_passes(m)) * (1 + radius["bisection_steps"])
     spec = section["corruptions"]
     names = [c for c in spec["names"] if is_video or c not in VIDEO_ONLY_CORRUPTIONS]
     total += forward_passes(min(n, spec["max_samples"]) * len(names) * len(spec["severities"]))
@@ -336,6 +343,7 @@ def load_study(path: str | Path) -> dict:
         fill_defaults(config)
     else:
         validate(config, str(SCHEMA), set_default=True)
+    expand_mechanism(config)  # the mechanism's levers are methods of their own, as the Snakefile sees them
     return config
 
 
@@ -487,7 +495,10 @@ def cost_job(job: dict, config: dict, gpu: str, sizes: dict, aa_video_samples: i
             p = mine_job_passes(info["train"], mine_views(mine), windows)
         else:
             encoders = sum(len(method_seeds(config, m)) for m in config["pretrain"]["methods"])
-            p = analyse_job_passes(config["analyse"]["max_samples"], info["train"], info["test"], encoders)
+            if config["match"]["enabled"]:  # the matched supervised snapshots are described too
+                encoders += len(method_seeds(config, config["report"]["supervised_method"]))
+            a = config["analyse"]
+            p = analyse_job_passes(a["max_samples"], info["train"], info["test"], encoders, a["sensitivity_samples"], a["sensitivity_steps"])
         s, mem = seconds(p, info, "fp32", gpu), memory_gb(info, 0, "fp32", False, 0) + FEATURES_GB  # both run in fp32
         detail = "forward only"
     elif stage == "match":

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import claims, trained
+from pipeline import claims, mechanism, trained
 from pipeline import grid as grid_paths
 from pipeline import statistics as st
 from pipeline.config import ReportConfig, from_json
@@ -148,17 +148,28 @@ def mask_unestablished_shares(gaps: list[dict], claim_rows: dict[str, list]) -> 
             g["share_closed"], g["share_closed_std"] = math.nan, math.nan
 
 
+SPACES = ("backbone", "centred", "projection")
+
+
 def representation_rows(results: Path, grid: Grid) -> list[dict]:
+    """Per dataset and encoder: alignment, class distances and, per feature space, uniformity, within-class uniformity and margins."""
     out = []
     for dataset in grid.datasets:
         stats = read_sealed(results / "analyse" / dataset / "representation.json", "analyse")["encoders"]
         for key, s in stats.items():
             method, seed = key.split(":")
             t = s["test"]
-            out.append({"dataset": dataset, "method": method, "seed": int(seed), "alignment": t["alignment"],
-                        "uniformity": t["uniformity"], "uniformity_train": s["train"]["uniformity"],
-                        "intra_class_distance": t["intra_class_distance"], "inter_class_distance": t["inter_class_distance"],
-                        "margin_mean": t["margin"]["mean"], "margin_negative_share": t["margin"]["negative_share"]})
+            row = {"dataset": dataset, "method": method, "seed": int(seed), "space": t.get("space", "backbone"),
+                   "alignment": math.nan if t["alignment"] is None else t["alignment"],
+                   "uniformity": t["uniformity"], "uniformity_train": s["train"]["uniformity"],
+                   "intra_class_distance": t["intra_class_distance"], "inter_class_distance": t["inter_class_distance"],
+                   "margin_mean": t["margin"]["mean"], "margin_negative_share": t["margin"]["negative_share"]}
+            for space in SPACES:
+                sp = t.get("spaces", {}).get(space)
+                row |= {f"uniformity_{space}": sp["uniformity"] if sp else math.nan,
+                        f"within_class_uniformity_{space}": sp["within_class_uniformity"] if sp else math.nan,
+                        f"margin_{space}": sp["margin"]["mean"] if sp else math.nan}
+            out.append(row)
     return out
 
 
@@ -366,14 +377,26 @@ def gap_markdown(gaps: list[dict], dataset: str, rep: list[dict]) -> str:
 
 
 def representation_markdown(rep: list[dict], dataset: str, grid: Grid) -> str:
-    header = ["method", "alignment", "uniformity", "intra-class dist", "inter-class dist", "margin mean", "negative-margin share"]
-    keys = ("alignment", "uniformity", "intra_class_distance", "inter_class_distance", "margin_mean", "margin_negative_share")
+    """Mean ± std over seeds per method; uniformity and margins in every feature space (the claims read the centred one)."""
+    columns = [("alignment", "alignment"), ("uniformity_backbone", "unif. backbone"), ("uniformity_centred", "unif. centred"),
+               ("uniformity_projection", "unif. projection"), ("within_class_uniformity_centred", "within-class unif. centred"),
+               ("margin_backbone", "margin backbone"), ("margin_centred", "margin centred"), ("margin_projection", "margin projection"),
+               ("intra_class_distance", "intra-class dist"), ("inter_class_distance", "inter-class dist")]
     body = []
-    for method in grid.methods:
+    for method in grid.evaluated_methods():
         rs = [r for r in rep if r["dataset"] == dataset and r["method"] == method]
-        stats = [mean_std([r[k] for r in rs]) for k in keys]
-        body.append([method] + [f"{mean:.3f} ± {std:.3f}" for mean, std, *_ in stats])
-    return markdown_table(header, body)
+        if not rs:
+            continue
+        cells = []
+        for key, _ in columns:
+            mean, std, n = mean_std([r[key] for r in rs if not math.isnan(r[key])])
+            cells.append("—" if n == 0 else f"{mean:.3f} (n=1)" if n == 1 else f"{mean:.3f} ± {std:.3f}")
+        body.append([method] + cells)
+    note = ("Test split; uniformity is Wang and Isola's (t = 2, lower = more uniform), margins the leave-one-out centroid "
+            "margin (cosine). Spaces: backbone (normalised, after the final ReLU), centred (backbone minus its mean, "
+            "normalised: what a linear head with a bias sees; the claims' space), projection (the pretraining head's "
+            "output; none for CE). Mean ± std over seeds.\n\n")
+    return note + markdown_table(["method"] + [label for _, label in columns], body)
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
@@ -455,6 +478,9 @@ def run(cfg: ReportConfig, grid: Grid, results: Path, out: Path) -> dict:
     mask_unestablished_shares(gaps, claim_rows)
     write_csv(out / "gap.csv", gaps)
     write_csv(out / "claims.csv", [claims.as_record(r) for rows_ in claim_rows.values() for r in rows_])
+    mech = {ds: mechanism.section(results, grid, ds, cfg.claims_protocol, cfg.primary_eps.get(ds), cfg.csl_method) for ds in grid.datasets}
+    for name, key in (("sensitivity", "sensitivity"), ("dose_response", "curves"), ("chain_slopes", "slopes"), ("miner_grid", "miners")):
+        write_csv(out / f"{name}.csv", [r for sec in mech.values() for r in sec[key]])
     md = [f"# Results\n\nSupervised baseline: `{cfg.supervised_method}`; CSL method: `{cfg.csl_method}`.\n",
           "\n## Claims\n\nEach claim of the paper with its estimate, 95 % interval and verdict (supported / contradicted / "
           "inconclusive), per dataset; `claims.csv` has every row.\n"]
@@ -469,6 +495,16 @@ def run(cfg: ReportConfig, grid: Grid, results: Path, out: Path) -> dict:
               "in every claim that uses it; `training.csv` has every seed.\n")
     for dataset in grid.datasets:
         md.append(f"\n### {dataset}\n\n{trained.training_markdown(training, dataset)}")
+    md.append("\n## Mechanism\n\nThe paper's chain, link by link: false negatives -> uniform features with small class margins -> "
+              "a representation that moves more under a perturbation -> lower robust accuracy.\n")
+    for dataset in grid.datasets:
+        eps = cfg.primary_eps.get(dataset)
+        md.append(f"\n### {dataset}\n\n{mechanism.markdown(mech[dataset], dataset, eps)}")
+        if grid.mechanism:
+            eps_text = f"{eps:g}/255" if eps is not None else "the largest eps"
+            report_plots.dose_response(mech[dataset]["curves"], mech[dataset]["slopes"], dataset, mechanism.METRICS, eps_text,
+                                       out / f"{dataset}_mechanism.png")
+            report_plots.miner_grid(mech[dataset]["miners"], dataset, mech[dataset]["base"], eps_text, out / f"{dataset}_miner_grid.png")
     md.append("\n## Results by dataset\n\nAccuracies in %, mean ± std over seeds (n=1: one seed, no spread).\n")
     for dataset, modality in grid.datasets.items():
         cascade = cascade_of(results, grid, dataset)
@@ -483,7 +519,8 @@ def run(cfg: ReportConfig, grid: Grid, results: Path, out: Path) -> dict:
             md.append(f"\n### Common corruptions (accuracy; mean over corruptions and severities, per corruption over "
                       f"severities, per severity over corruptions)\n\n{corruption_markdown(corrupted, dataset, grid)}")
         report_plots.gap_closed(gaps, dataset, study_colours(grid), out / f"{dataset}_gap_closed.png")
-        report_plots.uniformity_vs_robust(rep, rows, dataset, plot_grid(grid), out / f"{dataset}_uniformity.png")
+        report_plots.uniformity_vs_robust(rep, rows, dataset, plot_grid(grid), out / f"{dataset}_uniformity.png",
+                                          cfg.primary_eps.get(dataset))
         report_plots.training_curves(results, dataset, grid, study_colours(grid), out / f"{dataset}_training.png")
     if mining:
         md.append("\n## False-negative mining quality (pair precision and recall against the true labels; "

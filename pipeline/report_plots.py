@@ -89,8 +89,9 @@ def gap_closed(gaps: list[dict], dataset: str, colours: dict[str, tuple], path: 
     _save(fig, path)
 
 
-def uniformity_vs_robust(rep: list[dict], rows: list[dict], dataset: str, grid: dict, path: Path) -> None:
-    """Scatter: test uniformity vs worst-case robust accuracy at the middle eps, one point per encoder."""
+def uniformity_vs_robust(rep: list[dict], rows: list[dict], dataset: str, grid: dict, path: Path, primary_eps: float | None = None) -> None:
+    """Scatter: test uniformity (the claims' centred space) vs worst-case robust accuracy at the primary eps
+    (else the middle one), one point per encoder."""
     attacks = {r["attack"] for r in rows if r["dataset"] == dataset}
     attack = "any" if "any" in attacks else "pgd"  # the worst case; a hand-made grid may have PGD only
     pgd = [r for r in rows if r["dataset"] == dataset and r["attack"] == attack and r["protocol"] == grid["protocols"][0]]
@@ -101,7 +102,7 @@ def uniformity_vs_robust(rep: list[dict], rows: list[dict], dataset: str, grid: 
         ax.axis("off")
         _save(fig, path)
         return
-    eps = eps_list[len(eps_list) // 2]
+    eps = primary_eps if primary_eps in eps_list else eps_list[len(eps_list) // 2]
     acc = {(r["method"], r["seed"]): r["accuracy"] for r in pgd if r["eps"] == eps}
     colours = grid["colours"]
     fig, ax = plt.subplots(figsize=(5, 3.8))
@@ -112,7 +113,7 @@ def uniformity_vs_robust(rep: list[dict], rows: list[dict], dataset: str, grid: 
         ax.scatter(r["uniformity"], 100 * acc[(r["method"], r["seed"])], color=colours[r["method"]],
                    label=None if seen[r["method"]] else r["method"], s=25)
         seen[r["method"]] = True
-    ax.set_xlabel("uniformity of test features (lower = more uniform)")
+    ax.set_xlabel(f"uniformity of test features, {rep[0].get('space', 'backbone') if rep else 'backbone'} space (lower = more uniform)")
     ax.set_ylabel(f"{'worst-case' if attack == 'any' else attack.upper()} accuracy at {eps:g}/255 (%)")
     ax.set_title(f"{dataset}: uniformity vs robustness", fontsize=10)
     ax.grid(alpha=0.3)
@@ -177,4 +178,95 @@ def corruption_severity(rows: list[dict], dataset: str, grid: dict, path: Path) 
     ax.grid(alpha=0.3)
     if rows:
         ax.legend(**LEGEND)
+    _save(fig, path)
+
+
+CURVE_METRICS = ("uniformity", "margin", "displacement", "radius", "robust")  # the chain, left to right
+
+
+def _curve(curves: list[dict], dataset: str, manipulation: str, metric: str) -> list[dict]:
+    """The rows of one panel, by level."""
+    rows = [r for r in curves if (r["dataset"], r["manipulation"], r["metric"]) == (dataset, manipulation, metric)]
+    return sorted(rows, key=lambda r: r["level"])
+
+
+def _chain_slope(slopes: list[dict], dataset: str, manipulation: str) -> dict | None:
+    """The slope of robust accuracy on uniformity along one manipulation, if it has an interval."""
+    for r in slopes:
+        if (r["dataset"], r["manipulation"], r["y"], r["x"]) == (dataset, manipulation, "robust", "uniformity"):
+            return r if math.isfinite(r["low"]) else None
+    return None
+
+
+def _error_bars(rows: list[dict]) -> list[list[float]]:
+    """Asymmetric error bars from each row's interval (0 where it has none, e.g. one seed)."""
+    below = [r["estimate"] - r["low"] if math.isfinite(r["low"]) else 0.0 for r in rows]
+    above = [r["high"] - r["estimate"] if math.isfinite(r["high"]) else 0.0 for r in rows]
+    return [below, above]
+
+
+def dose_response(curves: list[dict], slopes: list[dict], dataset: str, labels: dict[str, tuple[str, str]], eps_text: str,
+                  path: Path) -> None:
+    """Rows: the manipulations; columns: the links of the chain. Mean with its 95 % interval at each level."""
+    manipulations = [m for m in ("temperature", "dose") if _curve(curves, dataset, m, "robust") or _curve(curves, dataset, m, "uniformity")]
+    n_rows = max(1, len(manipulations))
+    fig, axes = plt.subplots(n_rows, len(CURVE_METRICS), figsize=(3.0 * len(CURVE_METRICS), 2.8 * n_rows), squeeze=False)
+    for i, manipulation in enumerate(manipulations):
+        for j, metric in enumerate(CURVE_METRICS):
+            ax, rows = axes[i][j], _curve(curves, dataset, manipulation, metric)
+            if not rows:
+                ax.set_axis_off()
+                continue
+            x = [r["level"] for r in rows]
+            ax.errorbar(x, [r["estimate"] for r in rows], yerr=_error_bars(rows), marker="o", ms=4, capsize=3, color="tab:blue")
+            seeds = sorted({r["seeds"] for r in rows})
+            title = labels[metric][0] + (f"\n(n={seeds[0]} seed{'s' if seeds[0] > 1 else ''})" if len(seeds) == 1 else "")
+            chain = _chain_slope(slopes, dataset, manipulation) if metric == "robust" else None
+            if chain:
+                title = f"{labels[metric][0]}\nslope on uniformity {chain['estimate']:+.0f} [{chain['low']:+.0f}, {chain['high']:+.0f}]"
+            ax.set_title(title, fontsize=8)
+            if manipulation == "temperature":
+                ax.set_xscale("log")
+                ax.set_xticks(x)
+                ax.set_xticklabels([f"{v:g}" for v in x])
+                ax.minorticks_off()
+            ax.set_xlabel("NT-Xent temperature" if manipulation == "temperature" else "false-negative dose f (share removed)", fontsize=8)
+            ax.set_ylabel(labels[metric][1], fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+    fig.suptitle(f"{dataset}: the chain along each manipulation (mean, 95 % interval over seeds and samples; robust accuracy: "
+                 f"worst case at {eps_text})", fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def miner_grid(rows: list[dict], dataset: str, base: str, eps_text: str, path: Path) -> None:
+    """Simulated miners on the (recall, precision) plane, coloured by their robust-accuracy effect; real miners as stars."""
+    rows = [r for r in rows if r["dataset"] == dataset]
+    fig, ax = plt.subplots(figsize=(7.6, 5.4))
+    if not rows:
+        ax.text(0.5, 0.5, "no miner ran", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        _save(fig, path)
+        return
+    limit = max(1.0, max(abs(r["effect"]) for r in rows if math.isfinite(r["effect"])))
+    norm = matplotlib.colors.TwoSlopeNorm(vmin=-limit, vcenter=0.0, vmax=limit)
+    for r in rows:
+        x = r["recall_set"] if r["kind"] == "simulated" else r["recall_measured"]
+        y = r["precision_set"] if r["kind"] == "simulated" else r["precision_measured"]
+        if x is None or y is None:
+            continue
+        marker, size = ("o", 180) if r["kind"] == "simulated" else ("*", 320)
+        sc = ax.scatter([x], [y], c=[r["effect"]], cmap="coolwarm_r", norm=norm, marker=marker, s=size, edgecolors="black", linewidths=0.6)
+        interval = f"[{r['low']:+.1f}, {r['high']:+.1f}]" if math.isfinite(r["low"]) else "(n=1)"
+        label = f"{r['effect']:+.1f}\n{interval}" + (f"\n{r['method']}" if r["kind"] == "real" else "")
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(0, -12), fontsize=6.5, ha="center", va="top")
+    fig.colorbar(sc, ax=ax, label=f"robust accuracy minus {base} (points)")
+    ax.set_xlim(-0.05, 1.15)
+    ax.set_ylim(-0.05, 1.1)
+    ax.set_xlabel("recall of the flags (share of each anchor's false negatives)")
+    ax.set_ylabel("precision of the flags")
+    ax.grid(alpha=0.3)
+    ax.set_title(f"{dataset}: simulated miners (circles) and real miners (stars)\n"
+                 f"worst case at {eps_text}, 95 % interval over seeds and samples", fontsize=9)
     _save(fig, path)

@@ -46,14 +46,44 @@ def intra_inter(f: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
 
 
 def centroid_margins(f: torch.Tensor, y: torch.Tensor, classes: int) -> torch.Tensor:
-    """Per sample: cosine distance to the nearest other-class centroid minus to its own. (N,)
+    """Per sample: cosine distance to the nearest other-class centroid minus to its own class's centroid. (N,)
 
-    Positive means the sample sits closer to its own class; small margins mean classes
-    crowd each other on the hypersphere.
+    The own centroid leaves the sample out (the mean of the other members of its class), so a
+    class of few samples is not pulled towards each of its members. Positive means the sample
+    sits closer to its own class; small margins mean classes crowd each other on the hypersphere.
+    A sample alone in its class has no own centroid: its margin is NaN.
     """
-    centroids = torch.zeros(classes, f.shape[1], dtype=f.dtype, device=f.device).index_add_(0, y, f)
-    centroids = torch.nn.functional.normalize(centroids, dim=1)
+    sums = torch.zeros(classes, f.shape[1], dtype=f.dtype, device=f.device).index_add_(0, y, f)  # (C, D)
+    counts = torch.bincount(y, minlength=classes)
+    centroids = torch.nn.functional.normalize(sums, dim=1)
     dist = 1 - f @ centroids.T  # (N, C)
-    own = dist.gather(1, y[:, None]).squeeze(1)
+    own_centroid = torch.nn.functional.normalize(sums[y] - f, dim=1)  # (N, D) leave-one-out
+    own = 1 - (f * own_centroid).sum(1)
+    own = torch.where(counts[y] > 1, own, torch.full_like(own, float("nan")))
     other = dist.scatter(1, y[:, None], float("inf")).min(1).values
     return other - own
+
+
+def within_class_uniformity(f: torch.Tensor, y: torch.Tensor, t: float = 2) -> float:
+    """Mean over classes (with >= 2 members) of L_unif among that class's samples: how spread each class is."""
+    values = [uniformity(f[y == c], t) for c in torch.unique(y).tolist() if int((y == c).sum()) > 1]
+    return float(sum(values) / len(values)) if values else float("nan")
+
+
+def centred(f: torch.Tensor, mean: torch.Tensor | None = None) -> torch.Tensor:
+    """Features (N, D) minus their mean (or the given one), L2-normalised.
+
+    A linear head with a bias is blind to the features' common offset; after the final ReLU
+    backbone features share a large mean direction that dominates cosine statistics.
+    """
+    mean = f.mean(0, keepdim=True) if mean is None else mean
+    return torch.nn.functional.normalize(f - mean, dim=1)
+
+
+def between_class_distance(f: torch.Tensor, y: torch.Tensor, classes: int) -> float:
+    """Mean Euclidean distance between the class means of features f (N, D), over class pairs: the yardstick of displacements."""
+    sums = torch.zeros(classes, f.shape[1], dtype=torch.float64, device=f.device).index_add_(0, y, f.double())
+    counts = torch.bincount(y, minlength=classes).double()
+    present = counts > 0
+    means = sums[present] / counts[present, None]
+    return float(torch.pdist(means).mean()) if len(means) > 1 else float("nan")

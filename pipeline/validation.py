@@ -19,7 +19,7 @@ from typing import Any
 
 # The image backbones; the schema's backbone enum holds both kinds. `test_validation` checks
 # the video set against pipeline.models.backbones.VIDEO_BACKBONES (which needs torch).
-IMAGE_BACKBONES = ("resnet_small", "resnet18")
+IMAGE_BACKBONES = ("resnet_small", "resnet18", "resnet50")
 VIDEO_BACKBONES = ("r3d_small", "r3d_18", "r2plus1d_18", "mc3_18", "x3d_xs", "x3d_s")
 DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 DEVICE_SECTIONS = ("pretrain", "mine", "finetune", "evaluate", "analyse")
@@ -224,5 +224,8 @@ def validate_config(config: dict, schema_path: str | Path) -> None:
     if error is not None:
         raise short_schema_error(error)
     validate(config, schema=str(Path(schema_path).resolve()))
+    from pipeline.grid import expand_mechanism
+
+    expand_mechanism(config)  # the manipulations become ordinary methods before any check reads the methods
     for check in CROSS_KEY_CHECKS:
         check(config)

@@ -60,6 +60,30 @@ def test_analyse_stage_writes_stats_and_heatmap(tmp_path, digits_dir):
     indices = written["sample_indices"]["test"]
     assert len(test["per_sample"]["margin"]) == len(test["per_sample"]["uniformity"]) == len(indices) == 200
     assert sum(test["per_sample"]["margin"]) / 200 == pytest.approx(test["margin"]["mean"], abs=1e-4)
+    assert test["space"] == "centred" and set(test["spaces"]) == {"backbone", "centred", "projection"}
+    assert test["per_sample"] == test["spaces"]["centred"]["per_sample"]  # the claims read the primary space
+    assert test["spaces"]["backbone"]["uniformity"] > test["spaces"]["centred"]["uniformity"]  # post-ReLU features share a direction
+    sens = test["sensitivity"]
+    assert len(sens["per_sample"]["displacement"]) == 200 and sens["space"] == "centred"
+    assert all(w >= r >= 0 for w, r in zip(sens["per_sample"]["displacement"], sens["per_sample"]["random_displacement"], strict=True))
+
+
+def test_analyse_describes_a_match_classifier_encoder_without_alignment(tmp_path, digits_dir):
+    from pipeline import analyse
+    from pipeline.io import save_torch, sha256_file
+    from pipeline.models import Classifier, Encoder
+
+    meta = json.loads((digits_dir / "meta.json").read_text())
+    args = {"backbone": "resnet_small", "width": 4, "small_input": True, "mean": meta["mean"], "std": meta["std"]}
+    torch.manual_seed(0)
+    model = Classifier(Encoder(**args), 10)
+    path = tmp_path / "classifier.pt"
+    save_torch(path, {"model": model.state_dict(), "model_args": args, "num_classes": 10})
+    (tmp_path / "metrics.json").write_text(json.dumps({"model_sha256": sha256_file(path)}))
+    acfg = from_dict(AnalyseConfig, schema_defaults("analyse", {"device": "cpu", "max_samples": 100, "sensitivity_samples": 20}))
+    stats = analyse.run(acfg, digits_dir, [("supervised_matched", 0, path)], tmp_path / "rep.json", tmp_path / "heat.png")
+    test = stats["supervised_matched:0"]["test"]
+    assert test["alignment"] is None and "projection" not in test["spaces"] and len(test["per_sample"]["margin"]) == 100
 
 
 def test_subset_covers_every_class_of_a_class_sorted_split():

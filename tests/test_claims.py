@@ -159,3 +159,53 @@ def test_rerun_gives_the_same_numbers(tmp_path):
     a = [claims.as_record(r) for r in claims.dataset_claims(results, grid(), "toy", ROLES)]
     b = [claims.as_record(r) for r in claims.dataset_claims(results, grid(), "toy", ROLES)]
     assert a == b
+
+
+def add_corruptions(results: Path, method: str, seed: int, per_cell: list[np.ndarray]) -> None:
+    """Per-sample corruption outcomes (two corruptions x severities) into an existing robustness.json."""
+    path = results / "evaluate" / "toy" / method / f"seed{seed}" / "slf" / "robustness.json"
+    record = json.loads(path.read_text())
+    cells = iter(per_cell)
+    record["corruptions"] = {name: {sev: {"accuracy": 0.0, "outcomes": bits(next(cells))} for sev in ("1", "5")}
+                             for name in ("gaussian_noise", "contrast")}
+    path.write_text(json.dumps(record))
+
+
+def test_corruption_claim_c6_is_the_paired_mean_over_corruptions_against_a_naive_reference(tmp_path):
+    study(tmp_path, {"supervised": 0.5, "simclr": 0.5, "simclr_oracle_elim": 0.5})
+    rng = np.random.default_rng(1)
+    naive = []
+    for seed in (0, 1, 2):
+        sup = [rng.random(N) < 0.8 for _ in range(4)]
+        csl = [rng.random(N) < 0.6 for _ in range(4)]
+        add_corruptions(tmp_path, "supervised", seed, sup)
+        add_corruptions(tmp_path, "simclr", seed, csl)
+        naive.append(np.mean(sup) - np.mean(csl))
+    (row,) = by_claim(claims.dataset_claims(tmp_path, grid(), "toy", ROLES), "C6")
+    assert row.interval.estimate == pytest.approx(np.mean(naive))
+    assert row.verdict == "supported" and row.eps is None and row.comparison == "supervised - simclr"
+
+
+def test_supcon_claim_c7_and_c5_under_its_own_protocol(tmp_path):
+    methods = METHODS + ["supcon"]
+    g = Grid(datasets={"toy": "image"}, embeds=[], methods=methods, seeds=[0, 1, 2], method_seeds={m: [0, 1, 2] for m in methods},
+             protocols=["slf", "aff"], protocol_methods={"slf": methods, "aff": ["simclr", "simclr_oracle_elim"]},
+             protocol_seeds={"slf": [], "aff": []}, mined_methods=[], warmup_method="simclr")
+    rng = np.random.default_rng(2)
+    for seed in (0, 1, 2):
+        for method, rate in (("supervised", 0.5), ("simclr", 0.3), ("simclr_oracle_elim", 0.3), ("supcon", 0.6)):
+            clean = np.ones(N, dtype=bool)
+            write_outcomes(tmp_path, method, seed, clean, {"8.0": rng.random(N) < rate})
+        for method, rate in (("simclr", 0.2), ("simclr_oracle_elim", 0.5)):  # under AFF the variant is far more robust
+            path = tmp_path / "evaluate" / "toy" / method / f"seed{seed}" / "aff" / "robustness.json"
+            path.parent.mkdir(parents=True)
+            flags = rng.random(N) < rate
+            path.write_text(json.dumps({"clean_accuracy": 1.0, "samples": N, "attacks": {}, "outcomes": {
+                "clean": bits(np.ones(N, dtype=bool)), "attacks": {"any": {"8.0": bits(flags)}}}}))
+    roles = claims.Roles(supervised="supervised", csl="simclr", matched=None, oracle=[], mined=[],
+                         adversarial={"simclr_oracle_elim": "simclr"}, protocol="slf", supcon="supcon", adversarial_protocol="aff")
+    rows = claims.dataset_claims(tmp_path, g, "toy", roles)
+    (c7,) = by_claim(rows, "C7")
+    assert c7.comparison == "supcon - simclr" and c7.interval.estimate == pytest.approx(0.3, abs=0.05)
+    (c5,) = by_claim(rows, "C5")
+    assert c5.interval.estimate == pytest.approx(0.3, abs=0.05)  # the AFF outcomes; under SLF the two are equal

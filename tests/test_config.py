@@ -54,7 +54,8 @@ def test_default_and_test_configs_validate_and_build():
 
 def test_typed_mirror_rejects_unknown_missing_and_mistyped_keys():
     good = {"supervised_method": "a", "csl_method": "b", "claims_protocol": "slf", "oracle_methods": [], "mined_methods": [],
-            "adversarial_pairs": {}, "primary_eps": {}, "random_init_method": None, "plateau_fraction": 0.2, "plateau_tolerance": 0.05}
+            "adversarial_pairs": {}, "primary_eps": {}, "random_init_method": None, "plateau_fraction": 0.2, "plateau_tolerance": 0.05,
+            "supcon_method": None, "adversarial_protocol": None}
     with pytest.raises(C.ConfigError, match=r"report: unknown key\(s\) \['csl_methd'\]"):
         C.from_dict(C.ReportConfig, {**good, "csl_methd": "b"}, "report")
     with pytest.raises(C.ConfigError, match="missing key"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -284,3 +285,27 @@ def test_steps_check_runs_at_the_chosen_eps_and_flags_an_unconverged_attack(tmp_
                                                                         "epsilons": []})
     r = evaluate.run(cfg, 0, digits_dir, classifier, tmp_path / "r2.json")
     assert list(r["checks"]["pgd_steps"]) == ["32.0"] and not any("pgd eps" in w for w in r["warnings"])
+
+
+def test_sensitivity_radius_and_margin_agree_with_the_attack_outcomes(tmp_path, digits_dir, classifier):
+    """Per sample: a clean-wrong sample has radius 0 and a negative logit margin; a sample PGD flips at
+    8/255 has a radius at most 8/255 (plus the bisection's resolution); radii stay within [0, max_eps]."""
+    pgd = {**PGD, "random_start": False, "steps": 10, "step_size": 0.25}
+    cfg = eval_cfg({"pgd": pgd}, cascade=False, epsilons=[8], max_samples=60,
+                   radius={"max_samples": 60, "max_eps": 32, "bisection_steps": 6, "pgd_steps": 10})
+    r = evaluate.run(cfg, 0, digits_dir, classifier, tmp_path / "s.json")
+    per = r["sensitivity"]["per_sample"]
+    radius, margin = np.array(per["radius_255"]), np.array(per["logit_margin"])
+    clean = np.array([c == "1" for c in r["outcomes"]["clean"]])
+    robust8 = np.array([c == "1" for c in r["outcomes"]["attacks"]["pgd"]["8.0"]])
+    assert ((radius == 0) == ~clean).all() and (margin[~clean] <= 0).all() and (margin[clean] > 0).all()
+    assert (radius >= 0).all() and (radius <= 32 + 1e-4).all()
+    flipped = clean & ~robust8
+    assert flipped.any() and (radius[flipped] <= 8 + 32 / 2**6 + 1e-4).all()
+
+
+def test_corruption_outcomes_reproduce_their_accuracy(tmp_path, digits_dir, classifier):
+    cfg = eval_cfg({"fgsm": {}}, epsilons=[2], max_samples=50, corruptions={"names": ["contrast"], "severities": [1, 5], "max_samples": 50})
+    r = evaluate.run(cfg, 0, digits_dir, classifier, tmp_path / "c.json")
+    for rec in r["corruptions"]["contrast"].values():
+        assert len(rec["outcomes"]) == 50 and rec["outcomes"].count("1") / 50 == pytest.approx(rec["accuracy"])

@@ -221,3 +221,48 @@ def test_projection_features_need_an_mlp_head():
 
     with pytest.raises(ValueError, match="mine.features"):
         projection_from_state({"head": {"weight": torch.zeros(10, 4), "bias": torch.zeros(10)}}, torch.device("cpu"))
+
+
+def test_select_k_finds_the_neighbourhood_that_augmentations_do_not_change():
+    from pipeline.mining.algorithms import select_k, split_half_agreement
+
+    g = torch.Generator().manual_seed(0)
+    centres = torch.eye(16)[:4]  # equidistant blobs: which other blob's members come next is the draw's noise
+    z = torch.nn.functional.normalize(centres.repeat_interleave(10, 0) + 0.01 * torch.randn(40, 16, generator=g), dim=1)
+    views = noisy_views(z, views=4, noise=0.05)
+    assert split_half_agreement(views, 9, "max") > 0.95  # a sample's 9 blob mates, whatever the augmentation draw
+    chosen, agreement = select_k(views, [3, 9, 20], "max", tolerance=0.01)
+    assert agreement[20] < agreement[9] - 0.1  # beyond the blob (9 others) the neighbours are the draw's noise
+    assert chosen == 9  # the blob: its agreement is the best
+
+
+def test_stage_choice_of_k_is_the_same_with_shuffled_labels(tmp_path, digits_dir, warmup_encoder):
+    """The label-free criterion: permuting the training labels changes the reported precision, never the choice."""
+    import hashlib
+    import shutil
+
+    shuffled = tmp_path / "shuffled"
+    shutil.copytree(digits_dir, shuffled)
+    y = np.load(shuffled / "train_y.npy")
+    np.save(shuffled / "train_y.npy", np.random.default_rng(0).permutation(y))
+    meta = json.loads((shuffled / "meta.json").read_text())
+    meta["sha256"]["train_y.npy"] = hashlib.sha256((shuffled / "train_y.npy").read_bytes()).hexdigest()
+    (shuffled / "meta.json").write_text(json.dumps(meta))
+    cfg = mine_cfg(algorithm="fnc", support_views=4, select_k=[2, 5, 10, 40], compare=False)
+    real = run(cfg, 0, digits_dir, warmup_encoder, tmp_path / "real")
+    fake = run(cfg, 0, shuffled, warmup_encoder, tmp_path / "fake")
+    assert real["selection"]["chosen_k"] == fake["selection"]["chosen_k"]
+    assert real["selection"]["agreement"] == fake["selection"]["agreement"]
+    with np.load(tmp_path / "real" / "false_negatives.npz") as a, np.load(tmp_path / "fake" / "false_negatives.npz") as b:
+        assert np.array_equal(a["neighbours"], b["neighbours"])
+    assert real["pair_precision"] != fake["pair_precision"]  # the labels only score the result
+
+
+def test_split_half_agreement_is_one_for_fixed_neighbourhoods_and_near_zero_for_noise():
+    from pipeline.mining.algorithms import split_half_agreement
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.nn.functional.normalize(torch.randn(60, 8, generator=g), dim=1)
+    assert split_half_agreement(torch.stack([z] * 5), 7, "max") == pytest.approx(1.0)  # every view the same
+    noise = torch.nn.functional.normalize(torch.randn(5, 60, 8, generator=g), dim=2)  # views unrelated to each other
+    assert abs(split_half_agreement(noise, 7, "max")) < 0.1  # only chance overlap, which the kappa removes

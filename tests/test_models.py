@@ -36,7 +36,7 @@ SMALL_INPUT = {"x3d_xs": (1, 3, 4, 32, 32), "x3d_s": (1, 3, 4, 32, 32)}
 
 @pytest.mark.parametrize("name", sorted(BACKBONES))
 def test_backbone_forward_backward(name):
-    width = 64 if name in {"resnet18", "r3d_18", "r2plus1d_18", "mc3_18"} else 4
+    width = 64 if name in {"resnet18", "resnet50", "r3d_18", "r2plus1d_18", "mc3_18"} else 4
     shape = SMALL_INPUT.get(name, (2, 3, 4, 16, 16) if name in VIDEO_BACKBONES else (2, 3, 16, 16))
     encoder = Encoder(name, width, True, [0.5] * 3, [0.25] * 3)
     model = Classifier(encoder, 5)
@@ -103,3 +103,14 @@ def copy_of(module: torch.nn.Module) -> torch.nn.Module:
     import copy
 
     return copy.deepcopy(module)
+
+
+def test_resnet50_is_torchvision_resnet50_with_the_cifar_stem():
+    from torchvision.models import resnet50
+
+    net, dim = BACKBONES["resnet50"](64, True)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    tv = resnet50(weights=None)
+    # the CIFAR stem swaps the 7x7 conv (9,408 weights) for a 3x3 one (1,728); fc (2048 x 1000 + 1000) is dropped
+    assert dim == 2048 and count(net) == count(tv) - count(tv.fc) - 64 * 3 * 7 * 7 + 64 * 3 * 3 * 3
+    assert isinstance(net.maxpool, torch.nn.Identity)

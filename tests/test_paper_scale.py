@@ -81,7 +81,7 @@ def shrink(config: dict, image_batch: int = 8, video_batch: int = 2, samples: in
             entry.update(epochs=1, steps=1, monitor_steps=1, batch_size=image_batch, holdout=2)
     ev = c["evaluate"]
     ev.update(max_samples=samples, batch_size=max(2, samples))
-    for name, settings in ev["attacks"].items():
+    for settings in ev["attacks"].values():
         for key, small in (("steps", 1), ("square_queries", 1), ("max_samples", samples)):
             if key in settings:
                 settings[key] = small

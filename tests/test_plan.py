@@ -172,7 +172,8 @@ def test_mine_and_analyse_passes_equal_the_counted_calls(tmp_path, digits_dir, e
     assert counting() == plan.mine_job_passes(n_train, plan.mine_views(mine_cfg))
     cfg = schema_defaults("analyse", {"device": "cpu", "max_samples": 200})
     analyse.run(from_dict(AnalyseConfig, cfg), digits_dir, [("a", 0, encoder), ("b", 0, encoder)], tmp_path / "a.json", tmp_path / "a.png")
-    assert counting() == plan.analyse_job_passes(200, n_train, n_test, encoders=2)
+    assert counting() == plan.analyse_job_passes(200, n_train, n_test, encoders=2, sensitivity_samples=cfg["sensitivity_samples"],
+                                                 sensitivity_steps=cfg["sensitivity_steps"])
 
 
 def test_plan_mirrors_the_registries():
@@ -239,8 +240,8 @@ def test_aa_calibration_reproduces_its_anchor():
 
 @pytest.mark.parametrize("study", STUDIES)
 def test_cli_prints_totals_wall_times_and_assumptions_without_torch(study):
-    code = ("import sys, runpy; sys.argv = ['plan', '--configfile', %r, '--gpu', 'h100'];"
-            "sys.modules['torch'] = None; runpy.run_module('pipeline.plan', run_name='__main__')") % study
+    code = (f"import sys, runpy; sys.argv = ['plan', '--configfile', {study!r}, '--gpu', 'h100'];"
+            "sys.modules['torch'] = None; runpy.run_module('pipeline.plan', run_name='__main__')")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     text = out.stdout

@@ -181,6 +181,9 @@ def tiny_study_config() -> str:
     report = cfg.setdefault("report", {})
     for role in ("oracle_methods", "mined_methods"):  # the claims name only methods that still run
         report[role] = [m for m in report.get(role, []) if m in keep]
+    if report.get("random_init_method") not in keep:
+        report["random_init_method"] = None
+    cfg.pop("mechanism", None)  # its levers would add methods
     protocols = cfg.get("finetune", {}).get("protocols")
     if protocols:
         cfg["finetune"]["protocols"] = {"slf": protocols.get("slf", {})}

@@ -88,13 +88,22 @@ def test_tiny_study_produces_the_report(study):
     # the training checks: every pretrained method, seed by seed, against the untrained encoder
     with open(study / "results" / "report" / "training.csv") as f:
         training = list(csv.DictReader(f))
-    assert {(r["dataset"], r["method"]) for r in training} == {
-        (d, m) for d in ("digits", "moving_digits") for m in ("supervised", "simclr", "simclr_oracle_elim", "simclr_mined_elim")}
+    trained = ("supervised", "simclr", "simclr_oracle_elim", "simclr_mined_elim", "simclr_sim_r0p5_p0p5", "simclr_dose0p5")
+    assert {(r["dataset"], r["method"]) for r in training} == {(d, m) for d in ("digits", "moving_digits") for m in trained}
     assert all(r["levelled"] == "False" and "too few" in r["why_not"] for r in training)  # one epoch shows no plateau
     assert "## Training checks" in md and "fails the training checks" in md
     assert (study / "results" / "report" / "moving_digits_accuracy_vs_eps.png").stat().st_size > 2000
     meta = yaml.safe_load((study / "results" / "decode" / "moving_digits" / "meta.json").read_text())
     assert meta["train"]["decoders"] == {"decord": meta["train"]["shape"][0]}
+    # the mechanism section: both levers' methods, each link measured, the plots drawn
+    assert "## Mechanism" in md and (study / "results" / "report" / "digits_mechanism.png").stat().st_size > 5000
+    with open(study / "results" / "report" / "sensitivity.csv") as f:
+        sensitivity = list(csv.DictReader(f))
+    assert {"displacement", "radius", "logit_margin", "robust"} <= {r["metric"] for r in sensitivity}
+    with open(study / "results" / "report" / "miner_grid.csv") as f:
+        cells = {r["method"]: r for r in csv.DictReader(f) if r["dataset"] == "digits"}
+    assert float(cells["simclr_sim_r0p5_p0p5"]["precision_measured"]) == pytest.approx(0.5, abs=0.1)  # the dilution worked
+    assert float(cells["simclr_dose0p5"]["recall_measured"]) == pytest.approx(0.5, abs=0.05)  # the thinning worked
 
 
 def test_every_report_file_is_a_declared_output_and_a_missing_one_reruns_the_report(study):
@@ -128,7 +137,8 @@ def test_pretrain_setting_reruns_downstream_but_not_decode(study):
     cfg = changed_config(study, lambda c: c["pretrain"]["image"].update(epochs=2))
     jobs = planned(study, cfg)
     assert set(jobs) == {"pretrain", "mine", "finetune", "match", "evaluate", "analyse", "report", "all"}
-    assert jobs["pretrain"] == 4 and jobs["mine"] == 1 and jobs["analyse"] == 1  # images only: videos untouched
+    # images only (videos untouched): every trained image method, the mechanism's two levers included
+    assert jobs["pretrain"] == 6 and jobs["mine"] == 1 and jobs["analyse"] == 1
 
 
 def test_editing_evaluate_only_source_reruns_only_evaluate(study):
@@ -148,7 +158,8 @@ def test_snakemake_html_report(study):
     html = (study / "report.html").read_text(errors="replace")
     assert len(html) > 50_000 and "accuracy_vs_eps" in html
     # the description is generated from what ran, not a fixed "FGSM and PGD"
-    assert "attacked with fgsm, pgd, apgd_ce, apgd_t, fab_t, square, autoattack, pgd_l2, cw_l2" in " ".join(html.replace("\\n", " ").split())  # the page embeds it as a JS string
+    page = " ".join(html.replace("\\n", " ").split())  # the page embeds the description as a JS string
+    assert "attacked with fgsm, pgd, apgd_ce, apgd_t, fab_t, square, autoattack, pgd_l2, cw_l2" in page
 
 
 def test_misspelt_key_stops_before_any_job(tmp_path):

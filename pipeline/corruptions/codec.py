@@ -40,7 +40,12 @@ def encode_decode(frames: np.ndarray, crf: int) -> np.ndarray:
         container.mux(stream.encode())
     buffer.seek(0)
     with av.open(buffer, mode="r") as container:
-        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+        video = container.streams.video[0]
+        # one decoding thread too: FFmpeg's threaded decoder made the same clip differ between runs
+        # (tests/test_reproducible.py), and its thread pool must not be alive in a process that forks
+        video.codec_context.thread_count = 1
+        video.thread_type = "NONE"
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video)]
     if len(decoded) != t:
         raise RuntimeError(f"H.264 round trip returned {len(decoded)} frames for {t}")
     return np.stack(decoded)

@@ -20,6 +20,7 @@ from pipeline.losses.false_negatives import (
     neighbour_mask,
     same_label_mask,
     similarity_threshold_mask,
+    simulated_miner_mask,
 )
 from pipeline.losses.focal_infonce import focal_infonce
 from pipeline.losses.inner_attack import linf_pgd
@@ -62,5 +63,6 @@ __all__ = [
     "rocl",
     "same_label_mask",
     "similarity_threshold_mask",
+    "simulated_miner_mask",
     "supcon",
 ]

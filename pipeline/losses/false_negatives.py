@@ -76,3 +76,49 @@ def expand_views(fn_mask: torch.Tensor, views: int) -> torch.Tensor:
     per_sample = blocks.any(dim=2).any(dim=0)  # (N, N)
     per_sample = per_sample & ~torch.eye(n, dtype=torch.bool, device=fn_mask.device)
     return per_sample.repeat(views, views)
+
+
+def _keep_per_row(candidates: torch.Tensor, counts: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """`counts[i]` entries of row i of the bool matrix `candidates` (R, C), drawn uniformly without replacement.
+
+    Ranks a uniform score among each row's candidates (non-candidates rank last), so the choice is
+    exact per row and costs one sort; the scores come from `generator` alone.
+    """
+    scores = torch.rand(candidates.shape, generator=generator, device=candidates.device)
+    scores = scores.masked_fill(~candidates, 2.0)
+    ranks = torch.empty_like(scores, dtype=torch.long).scatter_(
+        1, scores.argsort(dim=1), torch.arange(candidates.shape[1], device=candidates.device).expand_as(scores).contiguous())
+    return candidates & (ranks < counts[:, None])
+
+
+def simulated_miner_mask(oracle: torch.Tensor, recall: float, precision: float, generator: torch.Generator,
+                         eligible: torch.Tensor | None = None) -> torch.Tensor:
+    """A miner of known quality, simulated from the oracle mask: the dose-response experiment's lever.
+
+    Per anchor (row) i with F_i true false negatives, keeps round(recall * F_i) of them drawn at random
+    (recall = the dose f: the share of each anchor's false negatives removed), then adds
+    round(kept_i * (1 - precision) / precision) true negatives drawn at random, so that the row's
+    precision is `precision`. recall = precision = 1 returns `oracle` itself (no draw).
+
+    Args:
+        oracle: bool (2N, 2N) true false-negative mask (`same_label_mask`).
+        recall: in [0, 1]; precision: in (0, 1].
+        generator: the draws' own generator, so the training's augmentations stay those of the baseline.
+        eligible: bool (2N, 2N) pairs that may be flagged at all (default: off-diagonal, not the partner view).
+
+    Returns:
+        Bool (2N, 2N), a subset of `eligible`.
+    """
+    if not (0.0 <= recall <= 1.0 and 0.0 < precision <= 1.0):
+        raise ValueError(f"simulated miner: need 0 <= recall <= 1 and 0 < precision <= 1, got {recall}, {precision}")
+    if recall == 1.0 and precision == 1.0:
+        return oracle
+    n2 = oracle.shape[0]
+    if eligible is None:
+        eligible = off_diagonal(n2, oracle.device) & ~partner_mask(n2 // 2, oracle.device)
+    kept_counts = torch.round(oracle.sum(1) * recall).long()  # (2N,)
+    kept = _keep_per_row(oracle, kept_counts, generator) if recall < 1.0 else oracle
+    if precision == 1.0:
+        return kept
+    false_counts = torch.round(kept_counts * (1.0 - precision) / precision).long()
+    return kept | _keep_per_row(eligible & ~oracle, false_counts, generator)

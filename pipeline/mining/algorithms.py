@@ -106,3 +106,37 @@ def fnc_table(views: torch.Tensor, k: int, aggregate: str) -> np.ndarray:
     v, n, _ = views.shape
     chunk = max(1, min(1024, 2**25 // (v * n)))  # the max path holds (chunk, V*N) similarities: <= 128 MB
     return top_table(support_similarity(views, aggregate), n, k, chunk=chunk)
+
+
+def split_half_agreement(views: torch.Tensor, k: int, aggregate: str) -> float:
+    """Label-free stability of top-k support-view neighbours, corrected for chance (a kappa).
+
+    N_a and N_b are the `fnc_table` neighbours from two disjoint halves of the augmented views
+    (views 1, 3, 5, ... and 2, 4, 6, ...; view 0, the un-augmented one, in neither). The raw
+    agreement a = mean over anchors of |N_a(i) & N_b(i)| / k tends to 1 as k grows towards N, so it
+    is corrected for what two random k-sets of the N - 1 others share, c = k / (N - 1):
+    kappa = (a - c) / (1 - c). 1: the neighbourhoods belong to the samples, 0: to one draw of
+    augmentations. views: (V, N, D) unit norm with V >= 3.
+    """
+    if views.shape[0] < 3:
+        raise ValueError("mine.select_k needs support_views >= 2 (two disjoint halves of augmented views)")
+    a, b = fnc_table(views[1::2], k, aggregate), fnc_table(views[2::2], k, aggregate)
+    k_eff, n = a.shape[1], views.shape[1]
+    hits = (a[:, :, None] == b[:, None, :]).any(axis=2).sum(axis=1)  # (N,)
+    raw, chance = float(hits.mean() / k_eff), k_eff / (n - 1)
+    return (raw - chance) / (1 - chance) if chance < 1 else 0.0
+
+
+def select_k(views: torch.Tensor, candidates: list[int], aggregate: str, tolerance: float) -> tuple[int, dict[int, float]]:
+    """The smallest candidate k whose chance-corrected split-half agreement is within `tolerance` of the best, and every agreement.
+
+    Never reads a label: the miner's neighbourhood size is chosen by how reproducible its flags are
+    across independent augmentations (a stability criterion, as in stability-based model selection,
+    Lange et al. 2004). On the digits the agreement rises while k grows within a class and flattens
+    once k passes the class size (measured: 0.64 at k = 20, 0.85 at 120, 0.84 at 250-600, with ~126
+    samples per class); the smallest k on the plateau is the largest dose the data supports without
+    reaching into other classes.
+    """
+    agreement = {k: split_half_agreement(views, k, aggregate) for k in sorted(set(candidates))}
+    best = max(agreement.values())
+    return min(k for k, a in agreement.items() if a >= best - tolerance), agreement

@@ -27,17 +27,24 @@ def r3d_small(width: int, small_input: bool) -> tuple[nn.Module, int]:
     return net, net.out_dim
 
 
-def resnet18(width: int, small_input: bool) -> tuple[nn.Module, int]:
-    """torchvision's ResNet-18; CIFAR stem (3x3 conv, no maxpool) for small inputs. `width` must be 64."""
-    from torchvision.models import resnet18 as tv_resnet18
+def _torchvision_resnet(name: str, dim: int) -> Builder:
+    def build(width: int, small_input: bool) -> tuple[nn.Module, int]:
+        from torchvision import models
 
-    _require_width(width, 64, "resnet18")
-    net = tv_resnet18(weights=None)
-    if small_input:
-        net.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
-        net.maxpool = nn.Identity()
-    net.fc = nn.Identity()
-    return net, 512
+        _require_width(width, 64, name)
+        net = getattr(models, name)(weights=None)
+        if small_input:  # the CIFAR stem of SimCLR, SupContrast and the robust-CSL code: 3x3 conv, no max-pool
+            net.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+            net.maxpool = nn.Identity()
+        net.fc = nn.Identity()
+        return net, dim
+
+    build.__doc__ = f"torchvision's {name} ({dim}-d features); CIFAR stem for small inputs. `width` must be 64."
+    return build
+
+
+resnet18 = _torchvision_resnet("resnet18", 512)
+resnet50 = _torchvision_resnet("resnet50", 2048)  # the backbone of the authors' 2021 code and of SupContrast's CIFAR runs
 
 
 def _torchvision_video(name: str) -> Builder:
@@ -77,6 +84,7 @@ def _require_width(width: int, expected: int, name: str) -> None:
 BACKBONES: dict[str, Builder] = {
     "resnet_small": resnet_small,
     "resnet18": resnet18,
+    "resnet50": resnet50,
     "r3d_small": r3d_small,
     "r3d_18": _torchvision_video("r3d_18"),
     "r2plus1d_18": _torchvision_video("r2plus1d_18"),

@@ -20,7 +20,7 @@ from pipeline import distributed, runtime
 from pipeline.augment import augment
 from pipeline.config import PretrainConfig
 from pipeline.io import verify_sibling
-from pipeline.losses import LOSSES, neighbour_mask, same_label_mask, similarity_threshold_mask
+from pipeline.losses import LOSSES, neighbour_mask, same_label_mask, similarity_threshold_mask, simulated_miner_mask
 from pipeline.models import Encoder, projection_head
 from pipeline.models.dual_bn import adversarial_bn, convert_dual_bn
 
@@ -70,6 +70,7 @@ class StepContext:
     mined: MinedFalseNegatives | None
     gen: torch.Generator  # on the device: augmentations and attack random starts
     epoch: int = 0
+    fn_gen: torch.Generator | None = None  # the simulated miner's draws (same on every rank: the mask is global)
     fn_counts: torch.Tensor | None = None  # (flagged, flagged and same class, same class, rows)
 
     def views(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,6 +93,21 @@ class StepContext:
         return {"temperature": self.cfg.model.temperature, "fn_mode": self.cfg.method.fn_mode}
 
 
+def oracle_mask(ctx: StepContext, y: torch.Tensor) -> torch.Tensor | None:
+    """The true false negatives, or a simulated miner cut to `fn_recall` and diluted to `fn_precision`.
+
+    recall 0 at precision 1 removes nothing: the baseline's loss, bit for bit (the dose f = 0).
+    """
+    m = ctx.cfg.method
+    if m.fn_recall == 0.0 and m.fn_precision == 1.0:
+        return None
+    truth = same_label_mask(y)
+    if m.fn_recall == 1.0 and m.fn_precision == 1.0:
+        return truth
+    assert ctx.fn_gen is not None, "a simulated miner needs StepContext.fn_gen"
+    return simulated_miner_mask(truth, m.fn_recall, m.fn_precision, ctx.fn_gen)
+
+
 def online_mask(ctx: StepContext, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor | None:
     """Issue 6's online variant: after the warm-up, in-batch pairs above the similarity threshold."""
     if ctx.epoch < ctx.cfg.method.online_warmup_epochs:
@@ -106,7 +122,7 @@ def _mined_mask(ctx: StepContext, idx: torch.Tensor) -> torch.Tensor:
 
 FN_SOURCES: dict[str, Callable[..., torch.Tensor | None]] = {
     "none": lambda ctx, y, idx, z1, z2: None,
-    "oracle": lambda ctx, y, idx, z1, z2: same_label_mask(y),
+    "oracle": lambda ctx, y, idx, z1, z2: oracle_mask(ctx, y),
     "mined": lambda ctx, y, idx, z1, z2: _mined_mask(ctx, idx),
     "online": lambda ctx, y, idx, z1, z2: online_mask(ctx, z1, z2),
 }

@@ -173,9 +173,11 @@ def train_and_save(cfg: PretrainConfig, cfg_json: str, seed: int, data_dir: Path
             snapshots.append(encoder_snapshot(nets, step, steps_per_epoch))
 
     maybe_compile(nets, cfg.model.compile)
-    ctx = StepContext(cfg, nets, distributed.wrap(Projector(nets)), rt, mined, aug_gen)
+    fn_gen = torch.Generator(device=rt.device)  # the simulated miner's own draws: the augmentations stay the baseline's
+    ctx = StepContext(cfg, nets, distributed.wrap(Projector(nets)), rt, mined, aug_gen, fn_gen=fn_gen)
     for epoch in range(done, cfg.model.epochs):
         ctx.epoch = epoch
+        fn_gen.manual_seed(1_000_003 * (seed + 1) + epoch)  # alike on every rank: the mask is the global batch's
         # Reseeded per epoch and per rank: ranks draw different augmentations, and a resumed
         # run continues with the draws the uninterrupted run would have made.
         aug_gen.manual_seed(distributed.rank_seed(seed + 1) + 7919 * epoch)

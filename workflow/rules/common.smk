@@ -101,13 +101,22 @@ def section_cfg(stage):
     return as_json(config[stage])
 
 
+def analysed_encoders(dataset):
+    """(method, seed, checkpoint) of every encoder analyse describes: the pretrained ones, then the matched
+    supervised snapshots (their match classifier's encoder: claim C2 at matched clean accuracy)."""
+    runs = [(m, s, encoder_path(dataset, m, s)) for m, s in sorted(GRID.runs())]
+    if GRID.matched_method:
+        runs += [(GRID.matched_method, s, f"{RESULTS}/match/{dataset}/seed{s}/classifier.pt") for s in GRID.matched_seeds]
+    return runs
+
+
 def dataset_encoders(wildcards):
-    return [encoder_path(wildcards.dataset, m, s) for m, s in sorted(GRID.runs())]
+    return [path for _, _, path in analysed_encoders(wildcards.dataset)]
 
 
 def encoder_args(wildcards):
     """Sorted, so that reordering methods in the config does not look like a change."""
-    return " ".join(f"--encoder {m}:{s}:{encoder_path(wildcards.dataset, m, s)}" for m, s in sorted(GRID.runs()))
+    return " ".join(f"--encoder {m}:{s}:{path}" for m, s, path in analysed_encoders(wildcards.dataset))
 
 
 def finetune_cfg(wildcards):

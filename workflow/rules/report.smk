@@ -15,6 +15,10 @@ rule report:
         cost=report(f"{RESULTS}/report/cost.csv", caption="../report/tables.rst", category="Tables", labels={"file": "cost.csv"}),
         claims=report(f"{RESULTS}/report/claims.csv", caption="../report/tables.rst", category="Tables", labels={"file": "claims.csv"}),
         training_checks=report(f"{RESULTS}/report/training.csv", caption="../report/tables.rst", category="Tables", labels={"file": "training.csv"}),
+        sensitivity=report(f"{RESULTS}/report/sensitivity.csv", caption="../report/mechanism.rst", category="Tables", labels={"file": "sensitivity.csv"}),
+        dose_response=report(f"{RESULTS}/report/dose_response.csv", caption="../report/mechanism.rst", category="Tables", labels={"file": "dose_response.csv"}),
+        chain_slopes=report(f"{RESULTS}/report/chain_slopes.csv", caption="../report/mechanism.rst", category="Tables", labels={"file": "chain_slopes.csv"}),
+        miner_grid=report(f"{RESULTS}/report/miner_grid.csv", caption="../report/mechanism.rst", category="Tables", labels={"file": "miner_grid.csv"}),
         accuracy=report(
             expand(f"{RESULTS}/report/{{dataset}}_accuracy_vs_eps.png", dataset=DATASETS),
             caption="../report/accuracy.rst",
@@ -40,6 +44,16 @@ rule report:
             expand(f"{RESULTS}/report/{{dataset}}_uniformity.png", dataset=DATASETS),
             caption="../report/uniformity.rst",
             category="Representation",
+        ),
+        mechanism_plot=report(
+            expand(f"{RESULTS}/report/{{dataset}}_mechanism.png", dataset=DATASETS if GRID.mechanism else []),
+            caption="../report/mechanism.rst",
+            category="Mechanism",
+        ),
+        miner_grid_plot=report(
+            expand(f"{RESULTS}/report/{{dataset}}_miner_grid.png", dataset=DATASETS if GRID.mechanism else []),
+            caption="../report/mechanism.rst",
+            category="Mechanism",
         ),
     params:
         cfg=section_cfg("report"),
