@@ -44,7 +44,7 @@ import numpy as np
 
 from pipeline import statistics as st
 from pipeline.grid import Grid, eval_path
-from pipeline.io import read_json, read_sealed
+from pipeline.io import read_sealed
 from pipeline.tables import markdown_table
 
 WORST_CASE = "any"  # robustness.json: per-sample worst case over the Linf attacks at one eps
@@ -313,7 +313,7 @@ def add_gap_shares(rows: list[ClaimRow], outcomes: Outcomes, roles: Roles) -> No
 def add_mining_quality(rows: list[ClaimRow], results: Path, grid: Grid, roles: Roles) -> None:
     """C4 rows name the mining's pair precision and recall (mean over the seeds mined)."""
     paths = [results / "mine" / rows[0].dataset / f"seed{s}" / "quality.json" for s in grid.mined_seeds()] if rows else []
-    quality = [read_json(p) for p in paths if p.exists()]
+    quality = [read_sealed(p, "mine") for p in paths if p.exists()]
     if not quality:
         return
     precision = np.mean([q["pair_precision"] for q in quality])

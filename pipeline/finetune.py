@@ -45,7 +45,7 @@ from pipeline.config import AdversarialConfig, FinetuneConfig, from_dict, from_j
 from pipeline.data import Split, batch_indices, embed, load_split
 from pipeline.environment import environment
 from pipeline.health import Diverged, at_chance_despite_features, require_finite
-from pipeline.io import read_json, save_torch, sha256_file, write_json
+from pipeline.io import read_json, save_torch, sealed, sha256_file, write_json
 from pipeline.logs import log_header
 from pipeline.models import Classifier, Encoder
 
@@ -242,7 +242,7 @@ def run(cfg: FinetuneConfig, protocol: str, seed: int, data_dir: Path, encoder_p
                    config={**cfg.__dict__, "protocols": {k: v for k, v in cfg.protocols.items() if k == protocol}})
     save_torch(out_model, checkpoint(model, metrics, protocol))
     metrics["model_sha256"] = sha256_file(out_model)  # evaluate verifies it
-    write_json(out_metrics, {**metrics, "environment": environment()})
+    write_json(out_metrics, sealed({**metrics, "environment": environment()}))  # evaluate and the report verify the seal
     return metrics
 
 

@@ -156,7 +156,7 @@ def verify_sibling(path: str | os.PathLike[str], record_name: str, key: str, rul
     """verify `path` against `key` of the JSON `record_name` next to it, if that record exists."""
     record = Path(path).with_name(record_name)
     if record.exists():
-        verify(path, read_json(record).get(key), rule, record)
+        verify(path, read_sealed(record, rule).get(key), rule, record)  # the record itself unedited first
 
 
 def _json_default(obj: Any) -> Any:

@@ -38,7 +38,7 @@ from pipeline.config import FinetuneConfig, MatchConfig, from_dict
 from pipeline.data import load_split
 from pipeline.environment import environment
 from pipeline.finetune import checkpoint, fit_slf
-from pipeline.io import load_torch, read_json, save_torch, sha256_file, verify_sibling, write_json
+from pipeline.io import load_torch, read_json, save_torch, sealed, sha256_file, verify_sibling, write_json
 from pipeline.logs import log_header
 from pipeline.models import build_encoder
 
@@ -81,7 +81,7 @@ def run(finetune: FinetuneConfig, cfg: MatchConfig, seed: int, data_dir: Path, s
               f"{100 * cfg.tolerance:.1f}); more snapshots (pretrain.methods.<supervised>.snapshots) match closer", file=sys.stderr)
     save_torch(out_model, checkpoint(models[chosen], metrics, "slf"))
     metrics["model_sha256"] = sha256_file(out_model)  # evaluate verifies it
-    write_json(out_metrics, {**metrics, "environment": environment()})
+    write_json(out_metrics, sealed({**metrics, "environment": environment()}))  # evaluate and the report verify the seal
     return metrics
 
 

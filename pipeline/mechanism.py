@@ -29,7 +29,7 @@ import numpy as np
 from pipeline import claims
 from pipeline import statistics as st
 from pipeline.grid import Grid
-from pipeline.io import read_json, read_sealed
+from pipeline.io import read_sealed
 from pipeline.tables import markdown_table
 
 # metric -> (label, unit, where it is read, better direction for robustness: +1 larger is more robust)
@@ -256,7 +256,8 @@ def measured_quality(results: Path, dataset: str, method: str, seeds: list[int])
     for seed in seeds:
         path = results / "pretrain" / dataset / method / f"seed{seed}" / "metrics.json"
         if path.exists():
-            last = read_json(path)["history"][-1] if read_json(path)["history"] else {}
+            history = read_sealed(path, "pretrain")["history"]
+            last = history[-1] if history else {}
             if last.get("fn_recall") is not None and last.get("fn_precision") is not None:
                 pairs.append((last["fn_recall"], last["fn_precision"]))
     return tuple(np.mean(pairs, axis=0).tolist()) if pairs else None  # type: ignore[return-value]

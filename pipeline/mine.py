@@ -36,7 +36,7 @@ from pipeline.classifier import encoder_bn_branch, load_encoder
 from pipeline.config import MineConfig, from_dict, from_json
 from pipeline.data import load_split
 from pipeline.environment import environment
-from pipeline.io import atomic_path, sha256_file, write_json
+from pipeline.io import atomic_path, sealed, sha256_file, write_json
 from pipeline.logs import log_header
 from pipeline.mining.algorithms import fnc_table, kmeans_labels, knn_table, select_k, threshold_table
 from pipeline.mining.embeddings import base_embeddings, feature_fn, support_spec, support_views
@@ -137,7 +137,7 @@ def run(cfg: MineConfig, seed: int, data_dir: Path, encoder_path: Path, out: Pat
         with open(tmp, "wb") as f:
             np.savez(f, **outputs[cfg.algorithm])
     quality["false_negatives_sha256"] = sha256_file(out / "false_negatives.npz")  # pretrain verifies it
-    write_json(out / "quality.json", {**quality, "environment": environment()})
+    write_json(out / "quality.json", sealed({**quality, "environment": environment()}))  # pretrain and the report verify it
     return quality
 
 

@@ -498,7 +498,8 @@ def cost_job(job: dict, config: dict, gpu: str, sizes: dict, aa_video_samples: i
             if config["match"]["enabled"]:  # the matched supervised snapshots are described too
                 encoders += len(method_seeds(config, config["report"]["supervised_method"]))
             a = config["analyse"]
-            p = analyse_job_passes(a["max_samples"], info["train"], info["test"], encoders, a["sensitivity_samples"], a["sensitivity_steps"])
+            p = analyse_job_passes(a["max_samples"], info["train"], info["test"], encoders, a["sensitivity_samples"],
+                                   a["sensitivity_steps"])
         s, mem = seconds(p, info, "fp32", gpu), memory_gb(info, 0, "fp32", False, 0) + FEATURES_GB  # both run in fp32
         detail = "forward only"
     elif stage == "match":

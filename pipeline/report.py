@@ -39,7 +39,7 @@ from pipeline import grid as grid_paths
 from pipeline import statistics as st
 from pipeline.config import ReportConfig, from_json
 from pipeline.grid import Grid
-from pipeline.io import atomic_path, read_json, read_sealed
+from pipeline.io import atomic_path, read_sealed
 from pipeline.logs import log_header
 from pipeline.tables import markdown_table
 from pipeline.warm import worker_usage
@@ -184,7 +184,7 @@ def job_device(results: Path, stage: str, job: str) -> str:
     for name in ("metrics.json", "robustness.json", "quality.json"):
         path = results / stage / job / name
         if path.exists():
-            return read_json(path).get("runtime", {}).get("device", "cpu")
+            return read_sealed(path, stage).get("runtime", {}).get("device", "cpu")
     return "cpu"
 
 
@@ -217,7 +217,7 @@ def peak_gpu_memory(results: Path, grid: Grid) -> dict[str, float]:
     for stage, job in grid.jobs():
         path = results / stage / job / "metrics.json"
         if stage in ("pretrain", "finetune") and path.exists():
-            peaks[stage] = max(peaks[stage], float(read_json(path).get("peak_memory_mb", 0.0)))
+            peaks[stage] = max(peaks[stage], float(read_sealed(path, stage).get("peak_memory_mb", 0.0)))
     return peaks
 
 
@@ -233,13 +233,33 @@ def cost_markdown(rows: list[dict], peaks: dict[str, float]) -> str:
     return markdown_table(["stage", "jobs", "total s", "mean s", "max s", "max RSS MB", "GPU-hours", "peak GPU MB"], body)
 
 
+def method_cost_markdown(rows: list[dict], grid: Grid) -> str:
+    """Pretraining CPU/GPU seconds per seed and method; a mined method also pays its warm-up run and the mining."""
+    def mean_of(prefix: str, stage: str) -> float:
+        secs = [r["seconds"] for r in rows if r["stage"] == stage and r["job"].startswith(prefix)]
+        return sum(secs) / len(secs) if secs else math.nan
+
+    body = []
+    for dataset in grid.datasets:
+        for method in grid.methods:
+            own = mean_of(f"{dataset}/{method}/", "pretrain")
+            if math.isnan(own):
+                continue
+            if grid.uses_mined(method):
+                warm, mine = mean_of(f"{dataset}/{grid.warmup_method}/", "pretrain"), mean_of(f"{dataset}/", "mine")
+                body.append([dataset, method, f"{own:.1f}", f"{warm:.1f} + {mine:.1f}", f"{own + warm + mine:.1f}"])
+            else:
+                body.append([dataset, method, f"{own:.1f}", "—", f"{own:.1f}"])
+    return markdown_table(["dataset", "method", "pretrain s per seed", "+ warm-up + mining s", "total s per seed"], body)
+
+
 def mining_rows(results: Path, grid: Grid) -> list[dict]:
     out = []
     for dataset in grid.datasets:
         for seed in grid.mined_seeds():
             path = results / "mine" / dataset / f"seed{seed}" / "quality.json"
             if path.exists():
-                q = read_json(path)
+                q = read_sealed(path, "mine")
                 candidates = q.get("candidates") or {q["algorithm"]: q}
                 for algorithm, c in candidates.items():  # every algorithm measured on the same embeddings
                     out.append({"dataset": dataset, "seed": seed, "algorithm": algorithm, "used": algorithm == q["algorithm"],
@@ -402,7 +422,8 @@ def representation_markdown(rep: list[dict], dataset: str, grid: Grid) -> str:
 def write_csv(path: Path, rows: list[dict]) -> None:
     buf = io.StringIO()
     if rows:
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        fields = list(dict.fromkeys(key for row in rows for key in row))  # every row's keys, first seen first
+        writer = csv.DictWriter(buf, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
     with atomic_path(path) as tmp:
@@ -420,7 +441,7 @@ def match_tolerance(results: Path, grid: Grid) -> float:
         for seed in grid.matched_seeds:
             path = results / "match" / dataset / f"seed{seed}" / "metrics.json"
             if path.exists():
-                return float(read_json(path)["tolerance"])
+                return float(read_sealed(path, "match")["tolerance"])
     return 0.02
 
 
@@ -527,6 +548,8 @@ def run(cfg: ReportConfig, grid: Grid, results: Path, out: Path) -> dict:
                   "* = used for pretraining)\n\n" + mining_markdown(mining))
     if costs:
         md.append("\n## Cost (Snakemake benchmark files; wall seconds per job)\n\n" + cost_markdown(costs, peak_gpu_memory(results, grid)))
+        md.append("\nPer method, the pretraining a seed costs; a mined method pays for its warm-up encoder and the mining too "
+                  "(compare it with a base trained as long: `mechanism.compute_matched_method`).\n\n" + method_cost_markdown(costs, grid))
     md.append("\n## Checks\n\n" + ("\n".join(f"- {c}" for c in found) if found else "No suspicious results.") + "\n")
     write_text(out / "report.md", "".join(md))
     return {"rows": len(rows), "checks": found}

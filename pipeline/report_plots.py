@@ -124,11 +124,11 @@ def uniformity_vs_robust(rep: list[dict], rows: list[dict], dataset: str, grid: 
 def training_curves(results: Path, dataset: str, grid: Grid, colours: dict[str, tuple], path: Path) -> None:
     """Small multiples: pretraining loss per epoch for each method, one thin line per seed (a marker per
     epoch, so a one-epoch run shows a point)."""
-    from pipeline.io import read_json
+    from pipeline.io import read_sealed
 
     def trained(method: str) -> bool:  # an untrained baseline (epochs 0) has no curve to draw
         paths = [results / "pretrain" / dataset / method / f"seed{s}" / "metrics.json" for s in grid.method_seeds[method]]
-        return any(p.exists() and read_json(p)["history"] for p in paths)
+        return any(p.exists() and read_sealed(p, "pretrain")["history"] for p in paths)
 
     methods = [m for m in grid.methods if trained(m)] or grid.methods[:1]
     cols = min(4, len(methods))
@@ -139,7 +139,7 @@ def training_curves(results: Path, dataset: str, grid: Grid, colours: dict[str, 
         for seed in seeds:
             metrics = results / "pretrain" / dataset / method / f"seed{seed}" / "metrics.json"
             if metrics.exists():
-                history = read_json(metrics)["history"]
+                history = read_sealed(metrics, "pretrain")["history"]
                 ax.plot([h["epoch"] for h in history], [h["loss"] for h in history], color=colours[method], lw=1, alpha=0.8,
                         marker="o", ms=3)
         ax.set_title(method, fontsize=9)

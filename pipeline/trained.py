@@ -29,7 +29,7 @@ from pipeline import claims
 from pipeline import statistics as st
 from pipeline.config import ReportConfig
 from pipeline.grid import Grid
-from pipeline.io import read_json
+from pipeline.io import read_json, read_sealed
 from pipeline.tables import markdown_table
 
 KNN_GAIN_MIN = 0.02  # the kNN rise (fraction) over the last window still called level, at least
@@ -118,7 +118,7 @@ def training_rows(results: Path, grid: Grid, cfg: ReportConfig) -> list[dict]:
                 path = results / "pretrain" / dataset / method / f"seed{seed}" / "metrics.json"
                 if not path.exists():
                     continue
-                m = read_json(path)
+                m = read_sealed(path, "pretrain")
                 p = plateau(m["history"], m.get("knn_acc"), cfg.plateau_fraction, cfg.plateau_tolerance, test_samples)
                 row = {"dataset": dataset, "method": method, "seed": seed, "epochs": p.epochs, "loss_first": p.loss_first,
                        "loss_last": p.loss_last, "last_drop_share": p.last_drop_share, "knn_final": m.get("knn_acc"),

@@ -196,7 +196,12 @@ def _request(module: str, args: list[str]) -> dict:
 
 
 class _Forwarder:
-    """Signal handlers that pass SIGTERM/SIGINT/SIGHUP on to the worker's process group."""
+    """Signal handlers that pass SIGTERM/SIGINT/SIGHUP on to the worker's process group, and job control.
+
+    The worker leads a session of its own, so the terminal's Ctrl-Z (SIGTSTP) and the shell's
+    `fg` / `bg` (SIGCONT) reach only the client: it stops the worker's group and then itself, and
+    on SIGCONT it resumes the worker, so the job stops and resumes as a fresh process would.
+    """
 
     def __init__(self) -> None:
         self.worker: int | None = None
@@ -204,6 +209,17 @@ class _Forwarder:
         self.forwarded: int | None = None
         for signum in FORWARDED:
             signal.signal(signum, self.handle)
+        signal.signal(signal.SIGTSTP, self.stop)
+        signal.signal(signal.SIGCONT, self.resume)
+
+    def stop(self, signum: int, frame: object) -> None:
+        if self.worker is not None:
+            self._signal_worker(signal.SIGSTOP)  # SIGSTOP: the job cannot ignore it, as a fresh process would not the tty's
+        os.kill(os.getpid(), signal.SIGSTOP)  # then the client, so the shell sees the job stopped
+
+    def resume(self, signum: int, frame: object) -> None:
+        if self.worker is not None:
+            self._signal_worker(signal.SIGCONT)
 
     def handle(self, signum: int, frame: object) -> None:
         if self.worker is None:
@@ -218,6 +234,9 @@ class _Forwarder:
 
     def send(self, signum: int) -> None:
         self.forwarded = signum
+        self._signal_worker(signum)
+
+    def _signal_worker(self, signum: int) -> None:
         try:
             os.killpg(self.worker, signum)  # the worker leads its own session, like a job's group
         except OSError:
@@ -293,7 +312,7 @@ def run_client(module: str, args: list[str]) -> int:
         if first is not None:
             print(f"warm: running fresh ({first['refuse']})", file=sys.stderr, flush=True)
         sock.close()
-        for signum in FORWARDED:
+        for signum in (*FORWARDED, signal.SIGTSTP, signal.SIGCONT):
             signal.signal(signum, signal.SIG_DFL)
         if forwarder.pending:
             os.kill(os.getpid(), forwarder.pending[0])

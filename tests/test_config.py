@@ -43,7 +43,8 @@ def test_augment_spec_mirrors_the_schema():
 
 
 def test_default_and_test_configs_validate_and_build():
-    for path in (REPO / "config" / "config.yaml", REPO / "config" / "extended.yaml", REPO / ".test" / "config.yaml"):
+    for path in (REPO / "config" / "config.yaml", REPO / "config" / "extended.yaml", REPO / "config" / "mechanism.yaml",
+                 REPO / ".test" / "config.yaml"):
         cfg = validated(yaml.safe_load(path.read_text()))
         C.from_dict(C.MineConfig, cfg["mine"])
         C.from_dict(C.EvaluateConfig, cfg["evaluate"])

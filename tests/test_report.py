@@ -35,9 +35,9 @@ CFG = ReportConfig(supervised_method="supervised", csl_method="simclr", claims_p
 
 
 def write(path: Path, data: dict) -> None:
-    """Results as the stages write them: evaluate and analyse seal theirs."""
+    """Results as the stages write them, sealed (evaluate, analyse, pretrain, finetune, match and mine seal theirs)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(sealed(data) if path.name in ("robustness.json", "representation.json") else data))
+    path.write_text(json.dumps(sealed(data) if path.suffix == ".json" else data))
 
 
 @pytest.fixture()
@@ -230,6 +230,16 @@ def test_beating_random_init_needs_an_interval_above_zero_on_three_seeds():
     assert beats and iv.low > 0
     assert not trained.beats_random_init(random, good)[1]
     assert not trained.beats_random_init(good[:2], random[:2])[1]  # 2 seeds: no verdict, so not shown to beat it
+
+
+@pytest.mark.parametrize("name", ["pretrain/toy/simclr/seed0/metrics.json", "finetune/toy/simclr/seed0/slf/metrics.json"])
+def test_an_edited_metrics_file_stops_the_report_naming_it(tmp_path, results, name):
+    path = results / name
+    record = json.loads(path.read_text())
+    record["edited"] = True  # a hand edit, or a producer bug, after the stage sealed it
+    path.write_text(json.dumps(record))
+    with pytest.raises(IntegrityError, match=rf"{name}: its content differs from the checksum rule '{name.split('/')[0]}'"):
+        run(CFG, GRID, results, tmp_path / "report")
 
 
 def test_an_edited_or_truncated_result_stops_the_report_naming_the_file(tmp_path, results):

@@ -63,7 +63,7 @@ def test_a_key_written_twice_is_an_error_naming_it_and_both_lines(tmp_path):
     path.write_text("seeds: [0]\ndatasets: [digits]\nseeds: [0, 1]\n")
     with pytest.raises(ConfigError, match=r"config error at 'seeds': written twice in .*study.yaml \(lines 1 and 3\)"):
         check_duplicate_keys([path])
-    check_duplicate_keys([REPO / "config" / name for name in ("config.yaml", "extended.yaml", "cifar10_ucf101.yaml")])
+    check_duplicate_keys([REPO / "config" / name for name in ("config.yaml", "extended.yaml", "mechanism.yaml", "cifar10_ucf101.yaml")])
 
 
 def test_a_study_without_a_video_section_gets_a_video_backbone_by_default():
@@ -79,7 +79,8 @@ def test_a_study_without_a_video_section_gets_a_video_backbone_by_default():
 
 
 def test_good_configs_validate_and_get_defaults():
-    for path in (REPO / "config" / "config.yaml", REPO / "config" / "extended.yaml", REPO / ".test" / "config.yaml"):
+    for path in (REPO / "config" / "config.yaml", REPO / "config" / "extended.yaml", REPO / "config" / "mechanism.yaml",
+                 REPO / ".test" / "config.yaml"):
         cfg = yaml.safe_load(path.read_text())
         validate_config(cfg, SCHEMA)
         assert cfg["pretrain"]["image"]["optimizer"] in ("sgd", "lars")  # a default filled in

@@ -500,3 +500,21 @@ def test_start_sets_the_variable_and_stop_removes_the_socket(monkeypatch, tmp_pa
     finally:
         warm.stop()
     assert warm.ENV_SOCKET not in os.environ and not Path(path).exists() and not Path(path).parent.exists()
+
+
+def _process_state(pid: int) -> str:
+    """The one-letter state of /proc/<pid>/stat (R, S, T = stopped, ...)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def test_ctrl_z_stops_the_worker_and_the_client_and_fg_resumes_both(server, probes):
+    path, env = server
+    client, worker = _sleeping_job(probes, env, "pid_tstp")
+    try:
+        client.send_signal(signal.SIGTSTP)  # what the terminal sends on Ctrl-Z
+        assert wait_for(lambda: _process_state(worker) == "T" and _process_state(client.pid) == "T", 10), "not stopped"
+        client.send_signal(signal.SIGCONT)  # what the shell sends on fg / bg
+        assert wait_for(lambda: _process_state(worker) != "T" and _process_state(client.pid) != "T", 10), "not resumed"
+    finally:
+        client.terminate()
+        client.wait(timeout=10)

@@ -17,7 +17,7 @@ from pipeline import distributed, runtime
 from pipeline.config import PretrainConfig
 from pipeline.data import Split, batch_indices, embed, load_split, prefetched
 from pipeline.environment import environment
-from pipeline.io import read_json, sha256_file, write_json
+from pipeline.io import read_json, sealed, sha256_file, write_json
 from pipeline.knn import knn_accuracy
 from pipeline.logs import Progress
 from pipeline.losses import LOSSES
@@ -201,6 +201,6 @@ def train_and_save(cfg: PretrainConfig, cfg_json: str, seed: int, data_dir: Path
     save_snapshots(out_encoder.with_name("snapshots.pt"), snapshots, cfg, meta)
     metrics["snapshots_sha256"] = sha256_file(out_encoder.with_name("snapshots.pt"))  # match verifies it
     metrics["encoder_sha256"] = sha256_file(out_encoder)  # finetune, mine, analyse verify it
-    write_json(out_metrics, {**metrics, "environment": environment()})
+    write_json(out_metrics, sealed({**metrics, "environment": environment()}))  # the report and match verify the seal
     ckpt.unlink(missing_ok=True)  # the encoder is the finished output; the checkpoint only served resumption
     return nets, metrics

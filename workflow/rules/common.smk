@@ -9,12 +9,15 @@ sys.path.insert(0, workflow.basedir)  # this checkout's `pipeline`, even if anot
 
 from pipeline import grid as study
 from pipeline.provenance import source_hash
-from pipeline.validation import check_duplicate_keys, validate_config
+from pipeline.validation import ConfigError, check_duplicate_keys, validate_config
 
 
-check_duplicate_keys(workflow.configfiles)  # YAML keeps the last of two equal keys silently
-validate_config(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))  # short errors naming the key
-study.check_references(config)
+try:
+    check_duplicate_keys(workflow.configfiles)  # YAML keeps the last of two equal keys silently
+    validate_config(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))  # short errors naming the key
+    study.check_references(config)
+except (ConfigError, study.GridError) as error:
+    sys.exit(f"{error}")  # the message names the key and the fix; a traceback into the validator would only bury it
 
 PYTHON = sys.executable  # the interpreter running Snakemake, so jobs see the same packages
 RESULTS = study.RESULTS
@@ -219,7 +222,14 @@ onstart:
 
 onsuccess:
     warm_interpreter.stop()
+    if not workflow.dryrun:  # where to look, once everything is built
+        print(
+            f"\nDone. Results: {RESULTS}/report/report.md (claims first; tables and plots beside it in {RESULTS}/report/).\n"
+            "One HTML file with everything: snakemake --report report.html",
+            file=sys.stderr,
+        )
 
 
 onerror:
     warm_interpreter.stop()
+    print(f"\nA job failed: its log is named above (the first line of each log is the job's command; {RESULTS}/logs/).", file=sys.stderr)
