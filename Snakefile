@@ -13,10 +13,10 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
-report: "workflow/report/workflow.rst"
-
-
 include: "workflow/rules/common.smk"
+
+
+report: report_description()  # workflow/report/workflow.rst, with the claims' verdicts once the report stage has run
 include: "workflow/rules/embed.smk"
 include: "workflow/rules/decode.smk"
 include: "workflow/rules/pretrain.smk"

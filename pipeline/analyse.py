@@ -16,7 +16,7 @@ margins are measured in three spaces (`spaces`):
 On the test split also the feature sensitivity (`pipeline.sensitivity`), per sample, in the
 centred space: the displacement under a feature-space PGD and under a random sign perturbation
 of Linf radius `sensitivity_eps`, divided by the mean distance between class means.
-Writes `representation.json` and a heat-map PNG of class-pair distances.
+Writes `representation.json` (the report draws its class-pair distance heat-maps).
 
 Dual-BN encoders (CLAE, ACL) are analysed through the BN branch the classifiers are
 fine-tuned and evaluated with (`--bn-branch`, which the rule takes from
@@ -25,7 +25,7 @@ each encoder's `bn_branch` is recorded (None without dual BN).
 
     python -m pipeline.analyse --cfg '<json of analyse>' --data results/decode/digits \
         --encoder simclr:0:results/pretrain/digits/simclr/seed0/encoder.pt [...] \
-        --bn-branch adv --out-json .../representation.json --out-png .../heatmaps.png
+        --bn-branch adv --out-json .../representation.json
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from pipeline.classifier import BN_BRANCHES, classifier_from_state, encoder_bn_b
 from pipeline.config import AnalyseConfig, ModelConfig, from_dict, from_json, per_255
 from pipeline.data import Split, embed, load_split
 from pipeline.environment import environment
-from pipeline.io import atomic_path, read_json, sealed, write_json
+from pipeline.io import read_json, sealed, write_json
 from pipeline.logs import log_header
 from pipeline.mining.embeddings import projection_from_state
 from pipeline.representation import (
@@ -179,34 +179,7 @@ def encoder_stats(path: Path, train: Split, test: Split, classes: int, cfg: Anal
     return out
 
 
-def plot_heatmaps(stats: dict, png: Path) -> None:
-    """One panel per method (first seed): mean cosine distance between class pairs on the test split."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    first = {}
-    for key, s in stats.items():
-        first.setdefault(key.split(":")[0], s)
-    fig, axes = plt.subplots(1, len(first), figsize=(3.2 * len(first), 3.2), squeeze=False)
-    vmax = max(max(max(r) for r in s["test"]["class_distances"]) for s in first.values())
-    for ax, (method, s) in zip(axes[0], first.items(), strict=True):
-        im = ax.imshow(s["test"]["class_distances"], vmin=0, vmax=vmax, cmap="viridis")
-        ax.set_title(f"{method}\nunif {s['test']['uniformity']:.2f}", fontsize=9)
-        classes = len(s["test"]["class_distances"])
-        ax.set_xticks(range(classes))  # integer class ticks, not matplotlib's 0.0 / 2.5 / 5.0
-        ax.set_yticks(range(classes))
-        ax.set_xlabel("class")
-        ax.set_ylabel("class")
-    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="mean cosine distance")
-    fig.suptitle("Class-pair distances (test features; diagonal = within class)", fontsize=10)
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-
-
-def run(cfg: AnalyseConfig, data_dir: Path, encoders: list[tuple[str, int, Path]], out_json: Path, out_png: Path, threads: int = 1,
+def run(cfg: AnalyseConfig, data_dir: Path, encoders: list[tuple[str, int, Path]], out_json: Path, threads: int = 1,
         bn_branch: str = "adv") -> dict:
     """Statistics of every encoder; `bn_branch`: finetune.dual_bn_branch (its schema default here), for dual-BN encoders."""
     rt = runtime.setup(cfg.device, "fp32", threads)
@@ -215,7 +188,6 @@ def run(cfg: AnalyseConfig, data_dir: Path, encoders: list[tuple[str, int, Path]
     indices = {name: subset_indices(len(split), cfg.max_samples) for name, split in full.items()}
     train, test = (subset(full[name], cfg.max_samples) for name in ("train", "test"))
     stats = {f"{method}:{seed}": encoder_stats(path, train, test, classes, cfg, rt, bn_branch) for method, seed, path in encoders}
-    plot_heatmaps(stats, out_png)
     write_json(out_json, sealed({"encoders": stats, "config": cfg.__dict__, "sample_indices": indices,
                                  "environment": environment()}))  # the report verifies the seal
     return stats
@@ -236,11 +208,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bn-branch", choices=BN_BRANCHES, default="adv",
                         help="finetune.dual_bn_branch: BN branch of dual-BN encoders (the rule passes the study's; default adv)")
     parser.add_argument("--out-json", type=Path, required=True)
-    parser.add_argument("--out-png", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
-    stats = run(from_json(AnalyseConfig, args.cfg, "analyse"), args.data, args.encoder, args.out_json, args.out_png, args.threads,
-                args.bn_branch)
+    stats = run(from_json(AnalyseConfig, args.cfg, "analyse"), args.data, args.encoder, args.out_json, args.threads, args.bn_branch)
     print(f"analyse: {len(stats)} encoders", file=sys.stderr)
 
 

@@ -113,6 +113,33 @@ def results_block(study_dir: Path) -> str:
     return "\n".join(f"**{name}**\n\n{_table(rows)}" for name, rows in datasets.items())
 
 
+def _rst_cell(text: str) -> str:
+    """A cell of an RST list-table: one line, markup characters escaped."""
+    text = " ".join(str(text).split()).replace("\\", "\\\\")
+    for char in "*`|_":
+        text = text.replace(char, "\\" + char)
+    return text or DASH
+
+
+def landing_rst(study_dir: Path) -> str:
+    """The primary claims as RST list-tables, per dataset: the verdicts for the HTML report's first screen."""
+    datasets: dict[str, list[dict]] = {}
+    for row in read_claims(study_dir):
+        if (row.get("primary") or "").strip().lower() == "true":
+            datasets.setdefault(row.get("dataset") or "", []).append(row)
+    head = ["claim", "comparison", "eps", "estimate [95% CI]", "verdict", "Holm p", "seeds x samples"]
+    out = []
+    for name, rows in datasets.items():
+        out += ["", f".. list-table:: Claims, {_rst_cell(name)} (the verdicts are read here; report.md has every row)",
+                "   :header-rows: 1", ""]
+        for cells in [head] + [[r.get("claim") or DASH, r.get("comparison") or DASH, _eps(r), _estimate(r),
+                                (r.get("verdict") or DASH).strip(), _holm_p(r), _rests_on(r)] for r in rows]:
+            out.append("   * - " + _rst_cell(cells[0]))
+            out += [f"     - {_rst_cell(c)}" for c in cells[1:]]
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
 def replace_block(text: str, block: str, name: str = "README.md") -> str:
     """`text` with the lines between the START and END marker lines replaced by `block`."""
     lines = text.splitlines(keepends=True)

@@ -59,8 +59,11 @@ def mean_std(values: list[float]) -> tuple[float, float, int]:
 def plot_grid(grid: Grid) -> dict:
     """What the plots read: the protocol they show and its methods (`Grid.plot_view`), and the seeds."""
     protocol, methods = grid.plot_view()
+    from pipeline.report_plots import method_styles
+
+    styles = method_styles(grid.methods + ([grid.matched_method] if grid.matched_method else []))
     return {"protocols": [protocol], "methods": methods, "seeds": grid.seeds, "method_seeds": grid.method_seeds,
-            "colours": study_colours(grid)}
+            "colours": {m: s["color"] for m, s in styles.items()}, "styles": styles}
 
 
 def study_colours(grid: Grid) -> dict[str, tuple]:
@@ -540,6 +543,9 @@ def run(cfg: ReportConfig, grid: Grid, results: Path, out: Path) -> dict:
             md.append(f"\n### Common corruptions (accuracy; mean over corruptions and severities, per corruption over "
                       f"severities, per severity over corruptions)\n\n{corruption_markdown(corrupted, dataset, grid)}")
         report_plots.gap_closed(gaps, dataset, study_colours(grid), out / f"{dataset}_gap_closed.png")
+        representation = results / "analyse" / dataset / "representation.json"
+        report_plots.class_distance_grid(read_sealed(representation, "analyse")["encoders"] if representation.exists() else {},
+                                         dataset, out / f"{dataset}_heatmaps.png")
         report_plots.uniformity_vs_robust(rep, rows, dataset, plot_grid(grid), out / f"{dataset}_uniformity.png",
                                           cfg.primary_eps.get(dataset))
         report_plots.training_curves(results, dataset, grid, study_colours(grid), out / f"{dataset}_training.png")

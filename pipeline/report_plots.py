@@ -18,14 +18,26 @@ from pipeline.io import atomic_path  # noqa: E402
 LEGEND = {"fontsize": 7, "loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "borderaxespad": 0.0}  # outside the data
 
 
+LINESTYLES = ("-", "--", ":", "-.")
+MARKERS = ("o", "s", "^", "D")
+
+
+def method_styles(methods: list[str]) -> dict[str, dict]:
+    """Colour, line style and marker per method, built once from every method of the study so that a method
+    looks the same in every plot.
+
+    The first ten methods get tab10's ten distinct hues with solid lines and circles; the next ten reuse the
+    hues dashed with squares, and so on: no two methods share hue and style, and no two hues are shades of
+    one colour (tab20's pairs made supervised / supcon and simclr / its variants look alike).
+    """
+    cmap = plt.get_cmap("tab10")
+    return {m: {"color": cmap(i % 10), "ls": LINESTYLES[(i // 10) % 4], "marker": MARKERS[(i // 10) % 4]}
+            for i, m in enumerate(methods)}
+
+
 def method_colours(methods: list[str]) -> dict[str, tuple]:
-    """One colour per method; the report builds it once from every method of the study, so a method keeps
-    its colour in every plot."""
-    if len(methods) <= 10:
-        cmap = plt.get_cmap("tab10")
-        return {m: cmap(i) for i, m in enumerate(methods)}
-    cmap = plt.get_cmap("tab20")  # distinct colours for up to 20 methods: tab10 would repeat
-    return {m: cmap(i % 20) for i, m in enumerate(methods)}
+    """The colour of each method (`method_styles`)."""
+    return {m: style["color"] for m, style in method_styles(methods).items()}
 
 
 def _save(fig, path: Path) -> None:
@@ -47,7 +59,8 @@ def accuracy_vs_eps(summary: dict, dataset: str, grid: dict, path: Path) -> None
             eps = [0.0] + [p[0] for p in pts]
             mean = [100 * clean[0]] + [100 * p[1][0] for p in pts]
             std = [100 * clean[1]] + [100 * p[1][1] for p in pts]
-            ax.plot(eps, mean, marker="o", ms=3, color=colours[method], label=method)
+            style = grid["styles"][method]
+            ax.plot(eps, mean, marker=style["marker"], ls=style["ls"], ms=3, color=colours[method], label=method)
             low = [m - s for m, s in zip(mean, std, strict=True)]
             high = [m + s for m, s in zip(mean, std, strict=True)]
             ax.fill_between(eps, low, high, color=colours[method], alpha=0.15)
@@ -111,6 +124,7 @@ def uniformity_vs_robust(rep: list[dict], rows: list[dict], dataset: str, grid: 
         if r["dataset"] != dataset or (r["method"], r["seed"]) not in acc:
             continue
         ax.scatter(r["uniformity"], 100 * acc[(r["method"], r["seed"])], color=colours[r["method"]],
+                   marker=grid["styles"][r["method"]]["marker"],
                    label=None if seen[r["method"]] else r["method"], s=25)
         seen[r["method"]] = True
     ax.set_xlabel(f"uniformity of test features, {rep[0].get('space', 'backbone') if rep else 'backbone'} space (lower = more uniform)")
@@ -171,7 +185,9 @@ def corruption_severity(rows: list[dict], dataset: str, grid: dict, path: Path) 
         std = [math.sqrt(sum((x - mu) ** 2 for x in m) / (len(m) - 1)) if len(m) > 1 else 0.0
                for m, mu in zip(seed_means, mean, strict=True)]
         if sev:
-            ax.errorbar(sev, mean, yerr=std, marker="o", ms=3, capsize=2, color=colours[method], label=method)
+            style = grid["styles"][method]
+            ax.errorbar(sev, mean, yerr=std, marker=style["marker"], ls=style["ls"], ms=3, capsize=2, color=colours[method],
+                        label=method)
     ax.set_xlabel("corruption severity")
     ax.set_ylabel(f"accuracy (%), mean over corruptions, {grid['protocols'][0]}")
     ax.set_title(f"{dataset}: common corruptions" + ("" if rows else " (none configured)"), fontsize=10)
@@ -269,4 +285,39 @@ def miner_grid(rows: list[dict], dataset: str, base: str, eps_text: str, path: P
     ax.grid(alpha=0.3)
     ax.set_title(f"{dataset}: simulated miners (circles) and real miners (stars)\n"
                  f"worst case at {eps_text}, 95 % interval over seeds and samples", fontsize=9)
+    _save(fig, path)
+
+
+def class_distance_grid(stats: dict, dataset: str, path: Path, columns: int = 4) -> None:
+    """Class-pair mean cosine distances of the test features, one panel per method (its first seed), in a grid.
+
+    stats: representation.json's `encoders` ("method:seed" -> statistics). One colour scale for all panels.
+    """
+    first: dict[str, dict] = {}
+    for key, s in stats.items():
+        first.setdefault(key.split(":")[0], s)
+    if not first:
+        fig, ax = plt.subplots(figsize=(4, 2))
+        ax.text(0.5, 0.5, "no encoder analysed", ha="center", va="center")
+        ax.set_axis_off()
+        _save(fig, path)
+        return
+    cols = min(columns, len(first))
+    rows = math.ceil(len(first) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols + 1.0, 3.0 * rows), squeeze=False)
+    vmax = max(max(max(r) for r in s["test"]["class_distances"]) for s in first.values())
+    image = None
+    for ax, (method, s) in zip(list(axes.flat)[: len(first)], first.items(), strict=True):
+        image = ax.imshow(s["test"]["class_distances"], vmin=0, vmax=vmax, cmap="viridis")
+        ax.set_title(f"{method}\nuniformity {s['test']['uniformity']:.2f}", fontsize=8)
+        classes = len(s["test"]["class_distances"])
+        ax.set_xticks(range(classes))  # integer class ticks, not matplotlib's 0.0 / 2.5 / 5.0
+        ax.set_yticks(range(classes))
+        ax.tick_params(labelsize=6)
+        ax.set_xlabel("class", fontsize=7)
+        ax.set_ylabel("class", fontsize=7)
+    for ax in list(axes.flat)[len(first):]:
+        ax.set_axis_off()
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="mean cosine distance")
+    fig.suptitle(f"{dataset}: class-pair distances of the test features (first seed; diagonal = within class)", fontsize=10)
     _save(fig, path)

@@ -45,17 +45,16 @@ def test_margin_is_negative_for_a_sample_on_the_wrong_side():
     assert m[4] < 0 and (m[2:4] > 0).all()
 
 
-def test_analyse_stage_writes_stats_and_heatmap(tmp_path, digits_dir):
+def test_analyse_stage_writes_stats_in_every_space(tmp_path, digits_dir):
     from pipeline import analyse, pretrain
 
     cfg = pretrain_cfg({"loss": "nt_xent"}, {"epochs": 1})
     pretrain.run(from_dict(PretrainConfig, cfg), json.dumps(cfg), 0, digits_dir, None, tmp_path / "enc.pt", tmp_path / "m.json")
     acfg = from_dict(AnalyseConfig, schema_defaults("analyse", {"device": "cpu", "max_samples": 200}))
-    stats = analyse.run(acfg, digits_dir, [("simclr", 0, tmp_path / "enc.pt")], tmp_path / "rep.json", tmp_path / "heat.png")
+    stats = analyse.run(acfg, digits_dir, [("simclr", 0, tmp_path / "enc.pt")], tmp_path / "rep.json")
     test = stats["simclr:0"]["test"]
     assert -4 <= test["uniformity"] <= 0 and 0 <= test["alignment"] <= 4
     assert len(test["class_distances"]) == 10
-    assert (tmp_path / "heat.png").stat().st_size > 1000
     written = json.loads((tmp_path / "rep.json").read_text())
     indices = written["sample_indices"]["test"]
     assert len(test["per_sample"]["margin"]) == len(test["per_sample"]["uniformity"]) == len(indices) == 200
@@ -81,7 +80,7 @@ def test_analyse_describes_a_match_classifier_encoder_without_alignment(tmp_path
     save_torch(path, {"model": model.state_dict(), "model_args": args, "num_classes": 10})
     (tmp_path / "metrics.json").write_text(json.dumps({"model_sha256": sha256_file(path)}))
     acfg = from_dict(AnalyseConfig, schema_defaults("analyse", {"device": "cpu", "max_samples": 100, "sensitivity_samples": 20}))
-    stats = analyse.run(acfg, digits_dir, [("supervised_matched", 0, path)], tmp_path / "rep.json", tmp_path / "heat.png")
+    stats = analyse.run(acfg, digits_dir, [("supervised_matched", 0, path)], tmp_path / "rep.json")
     test = stats["supervised_matched:0"]["test"]
     assert test["alignment"] is None and "projection" not in test["spaces"] and len(test["per_sample"]["margin"]) == 100
 
@@ -114,15 +113,19 @@ def test_per_sample_uniformity_matches_a_naive_loop():
     assert float(uniformity_per_sample(f, 2).mean()) <= uniformity(f, 2) + 1e-6  # Jensen
 
 
-def test_heatmap_class_ticks_are_integers(tmp_path, monkeypatch):
+def test_heatmaps_are_a_grid_with_integer_class_ticks_and_one_panel_per_method(tmp_path, monkeypatch):
     import matplotlib.figure
 
-    from pipeline.analyse import plot_heatmaps
+    from pipeline.report_plots import class_distance_grid
 
     figures = []
     real = matplotlib.figure.Figure.savefig
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: (figures.append(fig), real(fig, *a, **k)))
     dist = [[0.1 * (i == j) + 0.5 * (i != j) for j in range(6)] for i in range(6)]
-    plot_heatmaps({"simclr:0": {"test": {"class_distances": dist, "uniformity": -2.0}}}, tmp_path / "h.png")
-    ax = figures[0].axes[0]
-    assert list(ax.get_xticks()) == list(range(6)) and list(ax.get_yticks()) == list(range(6))
+    stats = {f"m{k}:{seed}": {"test": {"class_distances": dist, "uniformity": -2.0 - k}} for k in range(6) for seed in (0, 1)}
+    class_distance_grid(stats, "toy", tmp_path / "h.png")
+    panels = [ax for ax in figures[0].axes if ax.get_title()]
+    assert [ax.get_title().split("\n")[0] for ax in panels] == [f"m{k}" for k in range(6)]  # first seed of each method
+    rows = {round(ax.get_position().y0, 3) for ax in panels}
+    assert len(rows) == 2  # 6 panels wrap into a grid of 4 columns, not one long row
+    assert list(panels[0].get_xticks()) == list(range(6)) and list(panels[0].get_yticks()) == list(range(6))

@@ -232,7 +232,7 @@ class Study:
         out = self.results / "analyse" / ds
         encoders = [arg for m in methods for arg in ("--encoder", f"{m}:0:{self.encoder(ds, m)}")]
         argv = ["--cfg", json.dumps(self.config["analyse"]), "--data", str(self.data(ds)), *encoders,
-                "--out-json", str(out / "representation.json"), "--out-png", str(out / "heatmaps.png"), "--threads", "2"]
+                "--out-json", str(out / "representation.json"), "--threads", "2"]
         self.timed(f"analyse:{ds}", lambda: analyse.main(argv))
         return json.loads((out / "representation.json").read_text())
 

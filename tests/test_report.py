@@ -165,8 +165,9 @@ def test_a_method_keeps_its_colour_in_every_plot():
 
     colours = study_colours(GRID)
     assert colours == method_colours(METHODS) and len(set(colours.values())) == len(METHODS)
-    many = [f"m{i}" for i in range(15)]
-    assert len(set(method_colours(many).values())) == 15  # no repeated colour beyond 10 methods
+    from pipeline.report import plot_grid
+
+    assert plot_grid(GRID)["colours"] == colours  # the plots' styles carry the same colours
 
 
 def test_one_epoch_training_curve_shows_a_point(tmp_path, results):
@@ -268,3 +269,16 @@ def test_a_share_is_kept_only_where_c1a_establishes_the_gap():
     mask_unestablished_shares(gaps, claims_rows)
     assert [g["gap_established"] for g in gaps] == [True, False, False]  # 16: interval touches 0; 32: two seeds
     assert gaps[0]["share_closed"] == 0.4 and all(math.isnan(g["share_closed"]) for g in gaps[1:])
+
+
+def test_thirteen_or_more_methods_never_share_a_hue_and_style():
+    from matplotlib.colors import to_hex
+
+    from pipeline.report_plots import method_styles
+
+    methods = [f"m{i}" for i in range(16)]
+    styles = method_styles(methods)
+    looks = {(to_hex(s["color"]), s["ls"], s["marker"]) for s in styles.values()}
+    assert len(looks) == 16
+    hues = {to_hex(s["color"]) for s in styles.values()}
+    assert len(hues) == 10  # tab10's distinct hues, never tab20's light/dark pairs

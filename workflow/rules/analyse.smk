@@ -6,12 +6,6 @@ rule analyse:
         encoders=dataset_encoders,
     output:
         stats=f"{RESULTS}/analyse/{{dataset}}/representation.json",
-        heatmaps=report(
-            f"{RESULTS}/analyse/{{dataset}}/heatmaps.png",
-            caption="../report/heatmaps.rst",
-            category="Representation",
-            labels={"dataset": "{dataset}", "figure": "class-pair distances"},
-        ),
     params:
         cfg=section_cfg("analyse"),
         code=code_hash("analyse"),
@@ -25,4 +19,4 @@ rule analyse:
         f"{RESULTS}/benchmarks/analyse/{{dataset}}.tsv"
     shell:
         "{PYTHON:q} -m pipeline.warm pipeline.analyse --cfg {params.cfg:q} --data {params.data:q} {params.encoders} "
-        "--bn-branch {params.bn_branch} --out-json {output.stats:q} --out-png {output.heatmaps:q} --threads {threads} > {log:q} 2>&1"
+        "--bn-branch {params.bn_branch} --out-json {output.stats:q} --threads {threads} > {log:q} 2>&1"

@@ -209,6 +209,27 @@ def decoded_arrays(splits=("train", "test")):
     return arrays
 
 
+# ---- the HTML report's first screen ----------------------------------------------------------
+def report_description():
+    """The `snakemake --report` landing page: workflow/report/workflow.rst, followed by the primary claims'
+    verdicts when results/report/claims.csv exists (written next to the run's metadata, .snakemake/)."""
+    base = os.path.join(workflow.basedir, "workflow/report/workflow.rst")
+    claims = Path(RESULTS) / "report" / "claims.csv"
+    if not claims.is_file():
+        return base
+    from pipeline.readme_results import landing_rst
+
+    try:
+        verdicts = landing_rst(claims.parent)
+    except (OSError, ValueError, KeyError) as error:  # an unreadable table: the page without it, and why
+        verdicts = f"\n(The claims table {claims} could not be read: {error}.)\n"
+    landing = Path(".snakemake") / "report" / "landing.rst"
+    landing.parent.mkdir(parents=True, exist_ok=True)
+    question, _, rest = Path(base).read_text().partition("\n\n")  # the question, its verdicts, then what ran
+    landing.write_text(f"{question}\n{verdicts}\n{rest}")
+    return str(landing.resolve())
+
+
 # ---- warm interpreter (pipeline/warm.py) -------------------------------------------------------
 # A local run starts one server that has imported torch once; each job's
 # `python -m pipeline.warm pipeline.<stage>` forks from it instead of paying ~3.5 s of imports.

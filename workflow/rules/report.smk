@@ -45,6 +45,11 @@ rule report:
             caption="../report/uniformity.rst",
             category="Representation",
         ),
+        heatmaps=report(
+            expand(f"{RESULTS}/report/{{dataset}}_heatmaps.png", dataset=DATASETS),
+            caption="../report/heatmaps.rst",
+            category="Representation",
+        ),
         mechanism_plot=report(
             expand(f"{RESULTS}/report/{{dataset}}_mechanism.png", dataset=DATASETS if GRID.mechanism else []),
             caption="../report/mechanism.rst",
