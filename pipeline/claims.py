@@ -48,6 +48,7 @@ from pipeline.io import read_sealed
 from pipeline.tables import markdown_table
 
 WORST_CASE = "any"  # robustness.json: per-sample worst case over the Linf attacks at one eps
+ACCURACY_WITHOUT_EPS = ("C6",)  # accuracy differences read at no eps (corruptions): shown in points like the attack claims
 
 
 @dataclass(frozen=True)
@@ -403,9 +404,11 @@ def as_record(row: ClaimRow) -> dict:
 
 
 def fmt_points(row: ClaimRow, value: float | None = None) -> str:
-    """Accuracy differences in points (x100); representation differences as they are; `value`: one number only."""
-    iv, scale = row.interval, (1 if row.eps is None else 100)
-    digits = 3 if row.eps is None else 1
+    """Accuracy differences (attack claims and C6) in points (x100); representation differences as they are;
+    `value`: one number only."""
+    accuracy = row.eps is not None or row.claim in ACCURACY_WITHOUT_EPS
+    iv, scale = row.interval, (100 if accuracy else 1)
+    digits = 1 if accuracy else 3
     if value is not None:
         return f"{scale * value:.{digits}f}" if np.isfinite(value) else "—"
     return f"{scale * iv.estimate:+.{digits}f} [{scale * iv.low:+.{digits}f}, {scale * iv.high:+.{digits}f}]"

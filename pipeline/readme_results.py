@@ -46,8 +46,9 @@ def _eps(row: dict) -> str:
 
 
 def _units(row: dict) -> tuple[float, int]:
-    """(scale, decimals): accuracy claims (eps given) in points, representation claims as they are."""
-    return (1.0, 3) if _number(row.get("eps")) is None else (100.0, 1)
+    """(scale, decimals): accuracy claims (eps given, or C6: corruptions) in points, representation claims as they are."""
+    accuracy = _number(row.get("eps")) is not None or row.get("claim") in ("C6",)
+    return (100.0, 1) if accuracy else (1.0, 3)
 
 
 def _estimate(row: dict) -> str:

@@ -171,7 +171,7 @@ def test_mine_and_analyse_passes_equal_the_counted_calls(tmp_path, digits_dir, e
     mine.run(from_dict(MineConfig, mine_cfg), 0, digits_dir, encoder, tmp_path / "mine")
     assert counting() == plan.mine_job_passes(n_train, plan.mine_views(mine_cfg))
     cfg = schema_defaults("analyse", {"device": "cpu", "max_samples": 200})
-    analyse.run(from_dict(AnalyseConfig, cfg), digits_dir, [("a", 0, encoder), ("b", 0, encoder)], tmp_path / "a.json", tmp_path / "a.png")
+    analyse.run(from_dict(AnalyseConfig, cfg), digits_dir, [("a", 0, encoder), ("b", 0, encoder)], tmp_path / "a.json")
     assert counting() == plan.analyse_job_passes(200, n_train, n_test, encoders=2, sensitivity_samples=cfg["sensitivity_samples"],
                                                  sensitivity_steps=cfg["sensitivity_steps"])
 
