@@ -292,6 +292,10 @@ def check_references(config: dict) -> None:
     for key in ("supervised_method", "csl_method"):
         if config["report"][key] not in methods:
             config_error(f"report.{key}", f"'{config['report'][key]}' is not one of pretrain.methods {methods}")
+    for name, m in methods_cfg.items():
+        if (m.get("fn_recall", 1) != 1 or m.get("fn_precision", 1) != 1) and m.get("false_negatives") != "oracle":
+            config_error(f"pretrain.methods.{name}.fn_recall",
+                         "fn_recall / fn_precision thin and dilute the oracle's mask: they need false_negatives: oracle")
     _check_mining(config, methods_cfg, seeds)
     _check_claims(config, methods)
     for ds in config["datasets"]:

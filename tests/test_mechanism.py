@@ -211,3 +211,16 @@ def test_per_seed_means_pair_levels_by_seed():
               "b": MethodValues([1, 2], {"robust": np.array([[0.0, 0.0], [50.0, 50.0]])})}
     seeds, table = per_seed_means(values, [[0, "a"], [1, "b"]], "robust")
     assert seeds == [1] and table.tolist() == [[100.0, 0.0]]
+
+
+def test_a_dose_without_the_oracle_is_a_config_error_naming_the_key():
+    import yaml
+
+    from pipeline.validation import validate_config
+    from tests.conftest import REPO, SCHEMA
+
+    config = yaml.safe_load((REPO / "config" / "mechanism.yaml").read_text())
+    config["pretrain"]["methods"]["simclr_half"] = {"loss": "nt_xent", "fn_recall": 0.5}  # no false_negatives: oracle
+    validate_config(config, SCHEMA)
+    with pytest.raises(study.GridError, match=r"pretrain.methods.simclr_half.fn_recall"):
+        study.check_references(config)
