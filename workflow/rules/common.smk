@@ -226,7 +226,9 @@ def report_description():
     landing = Path(".snakemake") / "report" / "landing.rst"
     landing.parent.mkdir(parents=True, exist_ok=True)
     question, _, rest = Path(base).read_text().partition("\n\n")  # the question, its verdicts, then what ran
-    landing.write_text(f"{question}\n{verdicts}\n{rest}")
+    partial = landing.with_name(f".landing.{os.getpid()}.rst")  # every job parses this file: no torn page
+    partial.write_text(f"{question}\n{verdicts}\n{rest}")
+    os.replace(partial, landing)
     return str(landing.resolve())
 
 
