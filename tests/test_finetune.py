@@ -87,13 +87,25 @@ def test_dynamic_starts_from_the_clean_head_and_regulates_the_attack(tmp_path, d
         assert check["eps_255"] == pytest.approx(8 * check["strength"])
 
 
-def test_linear_head_separates_separable_features():
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_linear_head_separates_separable_features(optimizer):
     g = torch.Generator().manual_seed(0)
     y = torch.arange(300) % 3
     feats = torch.nn.functional.one_hot(y, 3).float() * 2 + 0.1 * torch.randn(300, 3, generator=g)
-    cfg = from_dict(FinetuneConfig, schema_defaults("finetune", {"device": "cpu", "epochs": 30, "lr": 0.05}))
+    cfg = from_dict(FinetuneConfig, schema_defaults("finetune", {"device": "cpu", "epochs": 30, "lr": 0.05, "optimizer": optimizer}))
     head = train_linear_head(feats, y, 3, cfg, seed=0)
     assert float((head(feats).argmax(1) == y).float().mean()) == 1.0
+
+
+def test_sgd_head_diverging_at_a_huge_rate_is_refused():
+    """finetune.optimizer: sgd really is SGD: at lr 1e4 on large features it blows up and the stage says so."""
+    from pipeline.health import Diverged
+
+    y = torch.arange(300) % 3
+    feats = torch.nn.functional.one_hot(y, 3).float() * 50
+    cfg = from_dict(FinetuneConfig, schema_defaults("finetune", {"device": "cpu", "epochs": 3, "lr": 1e4, "optimizer": "sgd"}))
+    with pytest.raises(Diverged, match="lower finetune.lr"):
+        train_linear_head(feats, y, 3, cfg, seed=0)
 
 
 def test_weights_digest_sees_any_change():
