@@ -17,6 +17,8 @@ include: "workflow/rules/common.smk"
 
 
 report: report_description()  # workflow/report/workflow.rst, with the claims' verdicts once the report stage has run
+
+
 include: "workflow/rules/embed.smk"
 include: "workflow/rules/decode.smk"
 include: "workflow/rules/pretrain.smk"

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's `pipeline`
 
 from pipeline import runtime  # noqa: E402
-from pipeline.adversarial import TRAINING, StepContext, module_mode  # noqa: E402
+from pipeline.adversarial import TRAINING, AdversarialContext, module_mode  # noqa: E402
 from pipeline.adversarial.inner import to_layout  # noqa: E402
 from pipeline.adversarial.loop import train_step  # noqa: E402
 from pipeline.config import AdversarialConfig, from_dict  # noqa: E402
@@ -102,7 +102,7 @@ def main(device: str, modality: str, steps: int, rounds: int) -> None:
     x, y = torch.rand(batch, *shape, device=rt.device), torch.randint(0, 10, (batch,), device=rt.device)
     cfg = adversarial_cfg()
     method = TRAINING["pgd_at"]
-    ctx = StepContext(rt, method.attack(cfg), False, (), torch.Generator(device=rt.device).manual_seed(0), cfg)
+    ctx = AdversarialContext(rt, method.attack(cfg), False, (), torch.Generator(device=rt.device).manual_seed(0), cfg)
     import torchattacks
 
     attack = torchattacks.PGD(model, eps=EPS, alpha=ALPHA, steps=STEPS, random_start=True)

@@ -30,7 +30,6 @@ each encoder's `bn_branch` is recorded (None without dual BN).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -44,7 +43,7 @@ from pipeline.config import AnalyseConfig, ModelConfig, from_dict, from_json, pe
 from pipeline.data import Split, embed, load_split
 from pipeline.environment import environment
 from pipeline.io import read_json, sealed, write_json
-from pipeline.logs import log_header
+from pipeline.logs import stage_cli
 from pipeline.mining.embeddings import projection_from_state
 from pipeline.representation import (
     alignment,
@@ -199,16 +198,12 @@ def parse_encoder(text: str) -> tuple[str, int, Path]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    log_header("analyse", argv)  # the log starts with the command and a timestamp
-    runtime.warn_if_gpus_idle("analyse")
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cfg", required=True, help="JSON of the `analyse` section")
+    parser = stage_cli("analyse", __doc__, argv, "JSON of the `analyse` section", gpu=True)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--encoder", type=parse_encoder, action="append", required=True, help="method:seed:path")
     parser.add_argument("--bn-branch", choices=BN_BRANCHES, default="adv",
                         help="finetune.dual_bn_branch: BN branch of dual-BN encoders (the rule passes the study's; default adv)")
     parser.add_argument("--out-json", type=Path, required=True)
-    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     stats = run(from_json(AnalyseConfig, args.cfg, "analyse"), args.data, args.encoder, args.out_json, args.threads, args.bn_branch)
     print(f"analyse: {len(stats)} encoders", file=sys.stderr)

@@ -15,11 +15,9 @@ import typing
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from pipeline.errors import ConfigError
+
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A config value is missing, unknown or of the wrong type; the message names the key."""
 
 
 @dataclass(frozen=True)

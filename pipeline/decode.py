@@ -19,7 +19,6 @@ skipped and listed, and the stage fails only if the skipped share exceeds
 
 from __future__ import annotations
 
-import argparse
 import importlib.metadata
 import os
 import sys
@@ -38,15 +37,12 @@ from pipeline.datasets.digits import load_digits_uint8, stratified_split, upsamp
 from pipeline.datasets.pool import KillablePool
 from pipeline.datasets.resize import resize_in_chunks
 from pipeline.environment import environment
+from pipeline.errors import TooManyBadFiles
 from pipeline.io import read_npy, sha256_file, write_json, write_npy
-from pipeline.logs import log_header
+from pipeline.logs import Progress, stage_cli
 
 SPLITS = ("train", "test")
 Items = list[tuple[Path, int]]
-
-
-class TooManyBadFiles(RuntimeError):
-    """More than `max_bad_fraction` of the files could not be decoded."""
 
 
 @dataclass
@@ -152,13 +148,13 @@ def decode_files(items: Items, spec: Any, staged: Path, threads: int, timeout_s:
     pool = KillablePool(threads, timeout_s, initializer=worker.worker_init, preload=[worker.__name__])
     results: dict[int, dict] = {}
     errors: dict[int, str] = {}
-    progress = Progress(staged.name, len(items))
-    for outcome in pool.map(task, [(str(path), str(staged), slot, spec) for slot, (path, _) in enumerate(items)]):
-        if outcome.error is None:
-            results[outcome.index] = outcome.result
-        else:
-            errors[outcome.index] = outcome.error
-        progress.step()
+    with Progress(len(items), f"decode: {staged.name}", "file") as progress:  # the log's progress lines (and ETA)
+        for outcome in pool.map(task, [(str(path), str(staged), slot, spec) for slot, (path, _) in enumerate(items)]):
+            if outcome.error is None:
+                results[outcome.index] = outcome.result
+            else:
+                errors[outcome.index] = outcome.error
+            progress.update()
     return assemble(items, results, errors, staged, per_file)
 
 
@@ -193,20 +189,6 @@ def compact(staged: Path, keep: list[int], per_file: int) -> None:
     dst.flush()
     del dst, src
     os.replace(tmp, staged)
-
-
-class Progress:
-    """Progress lines in the rule's log: every 10 % of the files, with the file rate."""
-
-    def __init__(self, name: str, total: int) -> None:
-        self.name, self.total, self.done, self.start = name, total, 0, time.perf_counter()
-        self.every = max(1, total // 10)
-
-    def step(self) -> None:
-        self.done += 1
-        if self.done % self.every == 0 or self.done == self.total:
-            rate = self.done / max(time.perf_counter() - self.start, 1e-9)
-            print(f"decode: {self.name} {self.done}/{self.total} files ({rate:.1f} files/s)", file=sys.stderr, flush=True)
 
 
 def decode_listed(lister: Callable[[DecodeConfig], tuple[dict[str, Items], list[str]]]) -> Callable[[DecodeConfig, Path, int], Source]:
@@ -330,11 +312,8 @@ def run(cfg: DecodeConfig, out: Path, threads: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    log_header("decode", argv)  # the log starts with the command and a timestamp
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cfg", required=True, help="JSON of one `decode` entry")
+    parser = stage_cli("decode", __doc__, argv, "JSON of one `decode` entry", threads="decoding processes")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
-    parser.add_argument("--threads", type=int, default=1, help="decoding processes")
     args = parser.parse_args(argv)
     meta = run(from_json(DecodeConfig, args.cfg, "decode"), args.out, args.threads)
     shapes = {s: meta[s]["shape"] for s in SPLITS}

@@ -10,7 +10,6 @@ UCF101 folder.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import time
@@ -24,7 +23,7 @@ from pipeline.datasets.digits import load_digits_uint8
 from pipeline.datasets.video_io import write_h264
 from pipeline.environment import environment
 from pipeline.io import write_json
-from pipeline.logs import log_header
+from pipeline.logs import stage_cli
 
 CLASS_NAMES = [f"Digit{d}" for d in range(10)]
 
@@ -87,9 +86,7 @@ def run(cfg: EmbedConfig, out: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    log_header("embed", argv)  # the log starts with the command and a timestamp
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cfg", required=True, help="JSON of one `embed` entry")
+    parser = stage_cli("embed", __doc__, argv, "JSON of one `embed` entry", threads=None)
     parser.add_argument("--out", required=True, type=Path, help="output dataset root")
     args = parser.parse_args(argv)
     manifest = run(from_json(EmbedConfig, args.cfg, "embed"), args.out)

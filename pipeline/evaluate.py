@@ -45,7 +45,6 @@ model, dataset or code invalidates it.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import hashlib
@@ -74,7 +73,7 @@ from pipeline.corruptions import CORRUPTIONS, applicable
 from pipeline.data import Split, batch_indices, load_split
 from pipeline.environment import environment
 from pipeline.io import read_json, sealed, write_json
-from pipeline.logs import log_header
+from pipeline.logs import stage_cli
 from pipeline.provenance import source_hash
 from pipeline.sensitivity import logit_margin, minimal_radius
 
@@ -485,15 +484,11 @@ def run(cfg: EvaluateConfig, seed: int, data_dir: Path, model_path: Path, out: P
 
 
 def main(argv: list[str] | None = None) -> None:
-    log_header("evaluate", argv)  # the log starts with the command and a timestamp
-    runtime.warn_if_gpus_idle("evaluate")
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cfg", required=True, help="JSON of the `evaluate` section")
+    parser = stage_cli("evaluate", __doc__, argv, "JSON of the `evaluate` section", gpu=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--model", type=Path, required=True, help="finetune classifier checkpoint")
     parser.add_argument("--out", type=Path, required=True, help="output JSON")
-    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     r = run(from_json(EvaluateConfig, args.cfg, "evaluate"), args.seed, args.data, args.model, args.out, args.threads)
     print(f"evaluate: clean {r['clean_accuracy']:.4f}, {len(r['warnings'])} warnings", file=sys.stderr)

@@ -27,7 +27,6 @@ and metrics.json and the checkpoint record it as `bn_branch` (None without dual 
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import sys
 import time
@@ -46,7 +45,7 @@ from pipeline.data import Split, batch_indices, embed, load_split
 from pipeline.environment import environment
 from pipeline.health import Diverged, at_chance_despite_features, require_finite
 from pipeline.io import read_json, save_torch, sealed, sha256_file, write_json
-from pipeline.logs import log_header
+from pipeline.logs import stage_cli
 from pipeline.models import Classifier, Encoder
 
 KINDS = ("slf", "alf", "aff")
@@ -247,17 +246,13 @@ def run(cfg: FinetuneConfig, protocol: str, seed: int, data_dir: Path, encoder_p
 
 
 def main(argv: list[str] | None = None) -> None:
-    log_header("finetune", argv)  # the log starts with the command and a timestamp
-    runtime.warn_if_gpus_idle("finetune")
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cfg", required=True, help="JSON of the `finetune` section (protocols: this job's entry)")
+    parser = stage_cli("finetune", __doc__, argv, "JSON of the `finetune` section (protocols: this job's entry)", gpu=True)
     parser.add_argument("--protocol", required=True, help="slf, alf[_suffix] or aff[_suffix]")
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--encoder", type=Path, required=True)
     parser.add_argument("--out-model", type=Path, required=True)
     parser.add_argument("--out-metrics", type=Path, required=True)
-    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     try:
         m = run(from_json(FinetuneConfig, args.cfg, "finetune"), args.protocol, args.seed, args.data, args.encoder,

@@ -22,16 +22,13 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from pipeline.errors import GridError
 from pipeline.modalities import SOURCE_MODALITY
 
 RESULTS = "results"
 
 # Keys that only say which jobs exist; blanked in the per-job slices (an empty list means "all").
 GRID_ONLY = {"pretrain.methods.<name>": ("seeds",), "finetune.protocols.<name>": ("methods", "seeds")}
-
-
-class GridError(ValueError):
-    """A config value names something that does not exist; the message names the key."""
 
 
 def config_error(key: str, message: str) -> None:

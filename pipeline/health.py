@@ -11,9 +11,7 @@ from collections.abc import Mapping
 
 import torch
 
-
-class Diverged(RuntimeError):
-    """Training diverged (non-finite weights or loss, or a chance-level classifier); nothing is written."""
+from pipeline.errors import Diverged
 
 
 def non_finite_entries(state: Mapping[str, torch.Tensor]) -> list[str]:

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.errors import IntegrityError
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
@@ -122,10 +124,6 @@ def load_torch(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
         raise IntegrityError(f"{path}: refused or unreadable checkpoint ({type(error).__name__}: {str(error)[:200]}); a truncated "
                              "file, or one holding objects other than tensors, which are never unpickled. Rebuild it with "
                              f"`snakemake --cores all --forcerun {path}` (or delete it and rerun snakemake).") from None
-
-
-class IntegrityError(RuntimeError):
-    """A stage input differs from what its producer wrote (truncated, corrupted or swapped)."""
 
 
 def sha256_file(path: str | os.PathLike[str], chunk_mb: int = 8) -> str:

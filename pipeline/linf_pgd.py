@@ -2,9 +2,10 @@
 
 Callers supply only the loss (and the start point): the evaluation attacks `pgd` and `fgsm`
 (`pipeline.attacks`, cross-entropy of a classifier), the contrastive inner attack of
-adversarial CSL (`pipeline.losses.inner_attack`, a contrastive loss of views) and the inner
+adversarial CSL (`pipeline.pretrain.steps.inner_attack`, a contrastive loss of views), the inner
 attack of adversarial training (`pipeline.adversarial.inner.perturb`: CE, TRADES KL, SPAT
-consistency). One convention: eps and the step size are absolute, in [0, 1] pixel units; a
+consistency) and the feature-space attacks of `pipeline.sensitivity`. Every random start is
+drawn here too (`start_point`, the `start=` option). One convention: eps and the step size are absolute, in [0, 1] pixel units; a
 caller whose config gives the step as a fraction of eps multiplies once (`fraction * eps`).
 
 A module of its own, outside `pipeline.attacks`, because importing any module of a package
@@ -37,8 +38,39 @@ def uniform_start(x: torch.Tensor, eps: float, generator: torch.Generator | None
     return (x + delta).clamp(0, 1)
 
 
+def uniform_like_start(x: torch.Tensor, eps: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """x + U[-eps, eps] noise, clipped to [0, 1], drawn in x's memory format (`uniform_`).
+
+    The draw adversarial CSL (CLAE, RoCL, ACL) has always made. On a contiguous CPU tensor it
+    equals `uniform_start`'s numbers, but `empty_like` follows x's memory format, so on
+    channels_last views (CUDA) each pixel gets another number; kept so that trained encoders reproduce.
+    """
+    return (x + torch.empty_like(x).uniform_(-eps, eps, generator=generator)).clamp(0, 1)
+
+
+STARTS = ("none", "uniform", "uniform_like", "normal", "zero")
+
+
+def start_point(x: torch.Tensor, eps: float, kind: str, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The first PGD iterate, inside the eps-ball and [0, 1]; shape of x.
+
+    none / zero: x itself (clipped to [0, 1]); uniform: `uniform_start` (PGD, fast FGSM); uniform_like:
+    `uniform_like_start` (adversarial CSL); normal: x + 0.001 N(0, I), projected (TRADES, SPAT).
+    """
+    if kind in ("none", "zero"):
+        return project_linf(x, x, eps)
+    if kind == "uniform":
+        return uniform_start(x, eps, generator)  # |delta| <= eps already: the projection is only the clip
+    if kind == "uniform_like":
+        return uniform_like_start(x, eps, generator)
+    if kind == "normal":
+        return project_linf(x + 0.001 * torch.randn(x.shape, device=x.device, generator=generator), x, eps)
+    raise ValueError(f"attack start must be one of {', '.join(STARTS)}; got {kind!r}")
+
+
 def pgd_linf(
-    loss_fn: Loss, x: torch.Tensor, *, eps: float, step_size: float, steps: int, start: torch.Tensor | None = None,
+    loss_fn: Loss, x: torch.Tensor, *, eps: float, step_size: float, steps: int, start: torch.Tensor | str | None = None,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Maximise `loss_fn(x_adv)` by `steps` signed-gradient steps inside the Linf eps-ball and [0, 1].
 
@@ -52,12 +84,16 @@ def pgd_linf(
         eps: Linf radius in [0, 1] pixel units (8/255 is common).
         step_size: absolute step in [0, 1] pixel units (not a fraction of eps).
         steps: number of steps (0 returns the start).
-        start: the first iterate, already inside the ball (e.g. `uniform_start`); default x.
+        start: the first iterate, already inside the ball, or the name of a `start_point` kind (drawn with
+            `generator`); default x.
+        generator: RNG of a named random start (on x's device).
 
     Returns:
         x_adv (detached), same shape as x (memory format of `start`), |x_adv - x| <= eps, in [0, 1].
     """
     x = x.detach()
+    if isinstance(start, str):
+        start = start_point(x, eps, start, generator)
     x_adv = x if start is None else start
     for _ in range(steps):
         x_adv = x_adv.detach().requires_grad_(True)

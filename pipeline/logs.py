@@ -8,6 +8,7 @@ plain lines otherwise (a log file, where a bar's carriage returns would be noise
 
 from __future__ import annotations
 
+import argparse
 import os
 import shlex
 import sys
@@ -23,6 +24,26 @@ def log_header(stage: str, argv: list[str] | None = None, stream: TextIO | None 
     if os.environ.get("RANK", "0") == "0":
         print(line, file=stream or sys.stderr, flush=True)
     return line
+
+
+def stage_cli(stage: str, doc: str | None, argv: list[str] | None, cfg_help: str, *, gpu: bool = False,
+              threads: str | None = "CPU threads of torch") -> argparse.ArgumentParser:
+    """The argparse edge every stage shares; the stage adds its own options and parses.
+
+    Prints the log's first line (`log_header`), warns when a one-GPU stage holds several GPUs
+    (`gpu`), and defines --cfg (the stage's config section as JSON) and --threads (unless None).
+    """
+    log_header(stage, argv)  # the log starts with the command and a timestamp
+    if gpu:
+        from pipeline import runtime  # torch: only the GPU stages pay for it here
+
+        runtime.warn_if_gpus_idle(stage)
+    parser = argparse.ArgumentParser(prog=f"python -m pipeline.{stage}", description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cfg", required=True, help=cfg_help)
+    if threads:
+        parser.add_argument("--threads", type=int, default=1, help=threads)
+    return parser
 
 
 def format_seconds(seconds: float) -> str:

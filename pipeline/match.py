@@ -27,7 +27,6 @@ prints both clean accuracies next to claim C1c.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -39,7 +38,7 @@ from pipeline.data import load_split
 from pipeline.environment import environment
 from pipeline.finetune import checkpoint, fit_slf
 from pipeline.io import load_torch, read_json, save_torch, sealed, sha256_file, verify_sibling, write_json
-from pipeline.logs import log_header
+from pipeline.logs import stage_cli
 from pipeline.models import build_encoder
 
 
@@ -86,17 +85,14 @@ def run(finetune: FinetuneConfig, cfg: MatchConfig, seed: int, data_dir: Path, s
 
 
 def main(argv: list[str] | None = None) -> None:
-    log_header("match", argv)  # the log starts with the command and a timestamp
-    runtime.warn_if_gpus_idle("match")
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cfg", required=True, help="JSON {finetune: the finetune section (its slf settings), match: the match section}")
+    parser = stage_cli("match", __doc__, argv, "JSON {finetune: the finetune section (its slf settings), match: the match section}",
+                       gpu=True)
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--snapshots", type=Path, required=True, help="the supervised pretraining's snapshots.pt")
     parser.add_argument("--target", type=Path, required=True, help="the CSL model's SLF metrics.json (its test_acc)")
     parser.add_argument("--out-model", type=Path, required=True)
     parser.add_argument("--out-metrics", type=Path, required=True)
-    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     cfg = json.loads(args.cfg)
     m = run(from_dict(FinetuneConfig, cfg["finetune"], "finetune"), from_dict(MatchConfig, cfg["match"], "match"), args.seed,

@@ -20,7 +20,6 @@ algorithms on the same embeddings (`candidates`), for the report's mining table.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
@@ -37,7 +36,7 @@ from pipeline.config import MineConfig, from_dict, from_json
 from pipeline.data import load_split
 from pipeline.environment import environment
 from pipeline.io import atomic_path, sealed, sha256_file, write_json
-from pipeline.logs import log_header
+from pipeline.logs import stage_cli
 from pipeline.mining.algorithms import fnc_table, kmeans_labels, knn_table, select_k, threshold_table
 from pipeline.mining.embeddings import base_embeddings, feature_fn, support_spec, support_views
 from pipeline.mining.quality import chance_precision, label_pair_quality, neighbour_pair_quality
@@ -142,15 +141,11 @@ def run(cfg: MineConfig, seed: int, data_dir: Path, encoder_path: Path, out: Pat
 
 
 def main(argv: list[str] | None = None) -> None:
-    log_header("mine", argv)  # the log starts with the command and a timestamp
-    runtime.warn_if_gpus_idle("mine")
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cfg", required=True, help="JSON of the `mine` section")
+    parser = stage_cli("mine", __doc__, argv, "JSON of the `mine` section", gpu=True)
     parser.add_argument("--seed", type=int, default=0, help="k-means and support-view seed")
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--encoder", type=Path, required=True, help="warm-up encoder checkpoint")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     q = run(from_json(MineConfig, args.cfg, "mine"), args.seed, args.data, args.encoder, args.out, args.threads)
     times = lambda x: "n/a" if x is None else format(x, ".2f")  # noqa: E731

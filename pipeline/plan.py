@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import copy
 import heapq
+import math
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.grid import Grid, expand_mechanism
+from pipeline.grid import RESULTS, Grid, expand_mechanism
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -389,8 +390,11 @@ def study_jobs(config: dict) -> list[dict]:
     pid = lambda d, m, s: f"pretrain:{d}:{m}:{s}:"  # noqa: E731
     fid = lambda d, m, s, p: f"finetune:{d}:{m}:{s}:{p}"  # noqa: E731
     report_deps = []
+    for name in grid.embeds:
+        add("embed", name)
     for d in grid.datasets:
-        decode = add("decode", d)
+        root = config["decode"][d].get("root", "")
+        decode = add("decode", d, deps=[f"embed:{n}::::" for n in grid.embeds if root == f"{RESULTS}/embed/{n}"])
         for s in grid.mined_seeds():
             report_deps.append(add("mine", d, seed=s, deps=[pid(d, grid.warmup_method, s)]))
         for m, s in grid.runs():
@@ -419,12 +423,43 @@ class Costed:
     deps: list[str] = field(default_factory=list)
 
 
+def digits_per_class() -> list[int]:
+    """Images per class of scikit-learn's digits (the embedded image set and the moving digits' sprites)."""
+    from sklearn.datasets import load_digits
+
+    labels = load_digits().target
+    return [int((labels == c).sum()) for c in range(10)]
+
+
+def computed_sizes(config: dict, name: str) -> tuple[int, int, int] | None:
+    """(train, test, classes) of an embedded dataset, as its decode will split it; None for other sources.
+
+    sklearn_digits: scikit-learn's stratified train_test_split holds out ceil(test_fraction x N).
+    An embed entry (pipeline.embed): min(videos_per_class, digits of the class) videos per class, the
+    k-th in UCF101 group 1 + 25k // n, and groups 1-7 are fold 1's test split (the only fold it writes).
+    """
+    section = config["decode"][name]
+    if section["source"] == "sklearn_digits":
+        n = sum(digits_per_class())
+        test = math.ceil(section["test_fraction"] * n)
+        return n - test, test, 10
+    embedded = config.get("embed", {}).get(section.get("root", "").removeprefix(f"{RESULTS}/embed/"))
+    if section["source"] == "ucf101" and embedded is not None:
+        videos = [min(embedded["videos_per_class"], have) for have in digits_per_class()]
+        test = sum(sum(1 for k in range(n) if 1 + 25 * k // n <= 7) for n in videos)
+        return sum(videos) - test, test, 10
+    return None
+
+
 def dataset_info(config: dict, name: str, sizes: dict) -> dict:
     """Sizes, modality, backbone and input of one dataset of the study."""
     section = config["decode"][name]
     source = section["source"]
+    computed = computed_sizes(config, name)
     if name in sizes:
         train, test, classes = sizes[name]
+    elif computed is not None:
+        train, test, classes = computed
     elif (source, section["fold"]) in DATASET_SIZES:
         train, test, classes = DATASET_SIZES[(source, section["fold"])]
     else:

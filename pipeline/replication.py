@@ -25,6 +25,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.errors import ClaimsError
+
 Z_95 = 1.959964  # two-sided 95 % normal quantile: the interval half-width in standard errors
 MIN_SEEDS = 3  # a verdict on fewer seeds does not resample the seed level enough to be decisive
 MIN_CLAIMS = 10  # the target: at least this many primary claims on >= MIN_SEEDS seeds in both runs
@@ -35,10 +37,6 @@ TARGET = (f"no opposite verdicts; >= {MIN_CLAIMS} primary claims on >= {MIN_SEED
           f"of those with |z| > 1.96; no decisive verdict on < {MIN_SEEDS} seeds")
 
 Key = tuple[str, str, str]  # (dataset, claim, comparison)
-
-
-class ClaimsError(Exception):
-    """An input that is missing or cannot be read as a claims table (exit status 2)."""
 
 
 @dataclass(frozen=True)

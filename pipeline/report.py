@@ -23,7 +23,6 @@ where the ratio is meaningless.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -40,7 +39,7 @@ from pipeline import statistics as st
 from pipeline.config import ReportConfig, from_json
 from pipeline.grid import Grid
 from pipeline.io import atomic_path, read_sealed
-from pipeline.logs import log_header
+from pipeline.logs import stage_cli
 from pipeline.tables import markdown_table
 from pipeline.warm import worker_usage
 
@@ -562,9 +561,7 @@ def run(cfg: ReportConfig, grid: Grid, results: Path, out: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    log_header("report", argv)  # the log starts with the command and a timestamp
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cfg", required=True, help="JSON of the `report` section")
+    parser = stage_cli("report", __doc__, argv, "JSON of the `report` section", threads=None)
     parser.add_argument("--grid", required=True, help="JSON of the study grid (pipeline.grid.Grid.to_json)")
     parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument("--out", type=Path, required=True)

@@ -60,10 +60,13 @@ def accuracy_vs_eps(summary: dict, dataset: str, grid: dict, path: Path) -> None
             mean = [100 * clean[0]] + [100 * p[1][0] for p in pts]
             std = [100 * clean[1]] + [100 * p[1][1] for p in pts]
             style = grid["styles"][method]
-            ax.plot(eps, mean, marker=style["marker"], ls=style["ls"], ms=3, color=colours[method], label=method)
-            low = [m - s for m, s in zip(mean, std, strict=True)]
-            high = [m + s for m, s in zip(mean, std, strict=True)]
-            ax.fill_between(eps, low, high, color=colours[method], alpha=0.15)
+            single = clean[2] < 2  # one seed: no spread to draw, and the legend says so
+            ax.plot(eps, mean, marker=style["marker"], ls=style["ls"], ms=3, color=colours[method],
+                    label=f"{method} (n=1)" if single else method)
+            if not single:
+                low = [m - s for m, s in zip(mean, std, strict=True)]
+                high = [m + s for m, s in zip(mean, std, strict=True)]
+                ax.fill_between(eps, low, high, color=colours[method], alpha=0.15)
         ax.set_title(f"{attack.upper() if attack != 'any' else 'worst case over attacks'}")
         ax.set_xlabel("eps (L2, input units)" if attack.endswith("_l2") else "eps (x 1/255, Linf)")
         ax.grid(alpha=0.3)
@@ -85,8 +88,10 @@ def gap_closed(gaps: list[dict], dataset: str, colours: dict[str, tuple], path: 
         vals = {g["eps"]: g for g in rows if g["method"] == method}
         xs = [j + i * width for j in range(len(eps_list))]
         ys = [0 if math.isnan(vals[e]["share_closed"]) else 100 * vals[e]["share_closed"] for e in eps_list]
-        err = [0 if math.isnan(vals[e]["share_closed_std"]) else 100 * vals[e]["share_closed_std"] for e in eps_list]
-        ax.bar(xs, ys, width, yerr=err, color=colours[method], label=method, capsize=2)
+        single = all(vals[e]["seeds"] < 2 for e in eps_list)  # one seed: a bar without an error bar, "(n=1)"
+        err = None if single else [0 if math.isnan(vals[e]["share_closed_std"]) else 100 * vals[e]["share_closed_std"]
+                                   for e in eps_list]
+        ax.bar(xs, ys, width, yerr=err, color=colours[method], label=f"{method} (n=1)" if single else method, capsize=2)
     ax.axhline(0, color="black", lw=0.8)
     ax.axhline(100, color="grey", lw=0.8, ls="--")
     ax.set_xticks([j + width * (len(methods) - 1) / 2 for j in range(len(eps_list))], [f"{e:g}/255" for e in eps_list])
@@ -186,8 +191,10 @@ def corruption_severity(rows: list[dict], dataset: str, grid: dict, path: Path) 
                for m, mu in zip(seed_means, mean, strict=True)]
         if sev:
             style = grid["styles"][method]
-            ax.errorbar(sev, mean, yerr=std, marker=style["marker"], ls=style["ls"], ms=3, capsize=2, color=colours[method],
-                        label=method)
+            single = all(len(m) < 2 for m in seed_means)  # one seed: no error bar, "(n=1)"
+            ax.errorbar(sev, mean, yerr=None if single else std, marker=style["marker"], ls=style["ls"], ms=3, capsize=2,
+                        color=colours[method], label=f"{method} (n=1)" if single else method)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # severities are whole numbers
     ax.set_xlabel("corruption severity")
     ax.set_ylabel(f"accuracy (%), mean over corruptions, {grid['protocols'][0]}")
     ax.set_title(f"{dataset}: common corruptions" + ("" if rows else " (none configured)"), fontsize=10)

@@ -17,16 +17,14 @@ import re
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import ConfigError
+
 # The image backbones; the schema's backbone enum holds both kinds. `test_validation` checks
 # the video set against pipeline.models.backbones.VIDEO_BACKBONES (which needs torch).
 IMAGE_BACKBONES = ("resnet_small", "resnet18", "resnet50")
 VIDEO_BACKBONES = ("r3d_small", "r3d_18", "r2plus1d_18", "mc3_18", "x3d_xs", "x3d_s")
 DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 DEVICE_SECTIONS = ("pretrain", "mine", "finetune", "evaluate", "analyse")
-
-
-class ConfigError(ValueError):
-    """A config value that is not allowed; the message is short and names the key."""
 
 
 def config_error(key: str, value: Any, allowed: str, todo: str) -> ConfigError:

@@ -16,7 +16,6 @@ from torch import nn
 from pipeline.adversarial.inner import Attack, perturb
 from pipeline.attacks import fgsm, pgd
 from pipeline.linf_pgd import pgd_linf
-from pipeline.losses import linf_pgd
 from pipeline.runtime import Runtime
 
 
@@ -112,7 +111,8 @@ def test_contrastive_inner_attack_matches_the_old_loop(eps, random_start, layout
     w = torch.randn(3 * 64, generator=seeded(2))
     objective = lambda xa: (xa.flatten(1) @ w).sin().sum()  # noqa: E731
     fraction = 0.25
-    new = linf_pgd(objective, x, eps=eps, steps=3, step_size=fraction * eps, random_start=random_start, generator=seeded())
+    new = pgd_linf(objective, x, eps=eps, steps=3, step_size=fraction * eps, start="uniform_like" if random_start else None,
+                   generator=seeded())
     old = old_contrastive(objective, x, eps=eps, steps=3, step_size=fraction, random_start=random_start, generator=seeded())
     assert torch.equal(new, old)
     assert new.is_contiguous(memory_format=layout)

@@ -9,12 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pipeline.linf_pgd import pgd_linf
 from pipeline.losses import (
     acl,
     clae,
     expand_views,
     focal_infonce,
-    linf_pgd,
     neighbour_mask,
     nt_xent,
     rocl,
@@ -236,21 +236,21 @@ def test_inner_attack_stays_in_the_ball_and_the_unit_box_and_raises_the_objectiv
     w = torch.randn(3 * 25, generator=g)
     objective = lambda xa: (xa.flatten(1) @ w).sin().sum()  # noqa: E731
     eps = 8 / 255
-    for kw in ({"steps": 5, "step_size": eps / 4, "random_start": True}, {"steps": 1, "step_size": eps, "random_start": False}):
-        x_adv = linf_pgd(objective, x, eps=eps, generator=torch.Generator().manual_seed(0), **kw)
+    for kw in ({"steps": 5, "step_size": eps / 4, "start": "uniform_like"}, {"steps": 1, "step_size": eps, "start": None}):
+        x_adv = pgd_linf(objective, x, eps=eps, generator=torch.Generator().manual_seed(0), **kw)
         assert (x_adv - x).abs().max() <= eps + 1e-6
         assert x_adv.min() >= 0 and x_adv.max() <= 1 and x_adv.shape == x.shape
         assert objective(x_adv) > objective(x)
     # FGSM (one full step, no random start) is the closed form clip(x + eps * sign(grad))
     xg = x.clone().requires_grad_(True)
     (gx,) = torch.autograd.grad(objective(xg), xg)
-    fgsm = linf_pgd(objective, x, eps=eps, steps=1, step_size=eps, random_start=False)  # step sizes are absolute
+    fgsm = pgd_linf(objective, x, eps=eps, steps=1, step_size=eps)  # step sizes are absolute
     assert torch.allclose(fgsm, (x + eps * gx.sign()).clamp(0, 1))
 
 
 def test_inner_attack_keeps_memory_format_and_handles_clips():
     x = torch.rand(2, 3, 4, 6, 6).contiguous(memory_format=torch.channels_last_3d)
-    x_adv = linf_pgd(lambda xa: xa.square().sum(), x, eps=0.1, steps=2, step_size=0.05, random_start=True)
+    x_adv = pgd_linf(lambda xa: xa.square().sum(), x, eps=0.1, steps=2, step_size=0.05, start="uniform_like")
     assert x_adv.is_contiguous(memory_format=torch.channels_last_3d) and (x_adv - x).abs().max() <= 0.1 + 1e-6
 
 

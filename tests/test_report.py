@@ -282,3 +282,60 @@ def test_thirteen_or_more_methods_never_share_a_hue_and_style():
     assert len(looks) == 16
     hues = {to_hex(s["color"]) for s in styles.values()}
     assert len(hues) == 10  # tab10's distinct hues, never tab20's light/dark pairs
+
+
+def captured_figures(monkeypatch):
+    """Every figure a report_plots function saves, kept open for the test to read what it drew."""
+    from pipeline import report_plots
+
+    figures = []
+    monkeypatch.setattr(report_plots, "_save", lambda fig, path: figures.append(fig))
+    return figures
+
+
+def test_a_one_seed_method_is_drawn_without_a_band_and_named_n1(monkeypatch):
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import PolyCollection
+    from matplotlib.container import BarContainer
+
+    from pipeline import report_plots
+
+    figures = captured_figures(monkeypatch)
+    summary = {("toy", "a", "slf", "clean", 0.0): (0.9, 0.02, 3), ("toy", "a", "slf", "pgd", 8.0): (0.5, 0.05, 3),
+               ("toy", "b", "slf", "clean", 0.0): (0.8, 0.0, 1), ("toy", "b", "slf", "pgd", 8.0): (0.3, 0.0, 1)}
+    grid = {"protocols": ["slf"], "methods": ["a", "b"], "colours": report_plots.method_colours(["a", "b"]),
+            "styles": report_plots.method_styles(["a", "b"])}
+    report_plots.accuracy_vs_eps(summary, "toy", grid, Path("unused.png"))
+    ax = figures[0].axes[0]
+    assert [line.get_label() for line in ax.get_lines()] == ["a", "b (n=1)"]
+    assert len([c for c in ax.collections if isinstance(c, PolyCollection)]) == 1  # a's band only
+    assert [y for y in ax.get_lines()[1].get_ydata()] == [80.0, 30.0]
+
+    gaps = [{"dataset": "toy", "attack": "any", "method": m, "eps": 8.0, "share_closed": s, "share_closed_std": sd, "seeds": n}
+            for m, s, sd, n in (("a", 0.4, 0.1, 3), ("b", 0.2, math.nan, 1))]
+    report_plots.gap_closed(gaps, "toy", grid["colours"], Path("unused.png"))
+    ax = figures[1].axes[0]
+    bars = {c.get_label(): c for c in ax.containers if isinstance(c, BarContainer)}
+    assert set(bars) == {"a", "b (n=1)"}
+    assert bars["a"].errorbar is not None and bars["b (n=1)"].errorbar is None  # no "± 0" whisker
+    assert [round(p.get_height()) for p in bars["a"].patches + bars["b (n=1)"].patches] == [40, 20]
+    plt.close("all")
+
+
+def test_corruption_severities_get_whole_number_ticks_and_n1_has_no_error_bar(monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from pipeline import report_plots
+
+    figures = captured_figures(monkeypatch)
+    rows = [{"dataset": "toy", "protocol": "slf", "method": m, "seed": s, "severity": sev, "accuracy": 0.9 - 0.1 * sev}
+            for m, seeds in (("a", (0, 1)), ("b", (0,))) for s in seeds for sev in (1, 2, 3, 4, 5)]
+    grid = {"protocols": ["slf"], "methods": ["a", "b"], "colours": report_plots.method_colours(["a", "b"]),
+            "styles": report_plots.method_styles(["a", "b"])}
+    report_plots.corruption_severity(rows, "toy", grid, Path("unused.png"))
+    ax = figures[0].axes[0]
+    figures[0].canvas.draw()
+    assert all(float(t).is_integer() for t in ax.get_xticks())
+    bars = {c.get_label(): c for c in ax.containers}
+    assert bars["a"].has_yerr and not bars["b (n=1)"].has_yerr
+    plt.close("all")

@@ -235,3 +235,15 @@ def test_changed_schema_default_reruns_the_jobs_it_reaches(study):
         assert set(planned(study)) == {"evaluate", "report", "all"}
     finally:
         schema.write_text(original)
+
+
+def test_the_rules_conda_environment_lists_the_packages_pyproject_installs():
+    """workflow/envs/pipeline.yaml (for `--sdm conda`) and pyproject.toml's dependencies cannot drift apart."""
+    import tomllib
+
+    env = yaml.safe_load((REPO / "workflow" / "envs" / "pipeline.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert sorted(pip) == sorted(project)
+    rules = list((REPO / "workflow" / "rules").glob("*.smk"))
+    assert all('conda:\n        "../envs/pipeline.yaml"' in r.read_text() for r in rules if "\nrule " in "\n" + r.read_text())

@@ -10,15 +10,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pipeline.adversarial.context import LossFn, StepContext
+from pipeline.adversarial.context import AdversarialContext, LossFn
 from pipeline.adversarial.dynamic import DynamicAdversary, dynamic
 from pipeline.adversarial.fgsm_rs import fast_attack
 from pipeline.adversarial.guard import CollapseGuard
-from pipeline.adversarial.inner import Attack, module_mode, perturb
+from pipeline.adversarial.inner import Attack, perturb
 from pipeline.adversarial.pgd_at import adversarial_ce, pgd_attack
 from pipeline.adversarial.spat import spat, spat_consistency, spat_logits
 from pipeline.adversarial.trades import trades, trades_attack, trades_kl
 from pipeline.config import AdversarialConfig
+from pipeline.models.modes import module_mode
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,6 @@ TRAINING: dict[str, TrainingEntry] = {
 }
 
 __all__ = [
-    "TRAINING", "Attack", "CollapseGuard", "DynamicAdversary", "StepContext", "TrainingEntry", "module_mode", "perturb",
+    "TRAINING", "Attack", "CollapseGuard", "DynamicAdversary", "AdversarialContext", "TrainingEntry", "module_mode", "perturb",
     "spat_consistency", "spat_logits", "trades_kl",
 ]

@@ -9,13 +9,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pipeline.adversarial.inner import Attack, module_mode
+from pipeline.adversarial.inner import Attack
 from pipeline.config import AdversarialConfig
+from pipeline.models.modes import module_mode
 from pipeline.runtime import Runtime
 
 
 @dataclass
-class StepContext:
+class AdversarialContext:
     """Mutable on purpose: the dynamic adversary replaces `attack` during training."""
 
     rt: Runtime
@@ -30,4 +31,4 @@ class StepContext:
         return module_mode(model, self.attack_train_mode, self.frozen)
 
 
-LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, StepContext], torch.Tensor]  # (model, x, y, ctx) -> loss
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, AdversarialContext], torch.Tensor]  # (model, x, y, ctx) -> loss

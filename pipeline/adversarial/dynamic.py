@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.adversarial.context import StepContext
+from pipeline.adversarial.context import AdversarialContext
 from pipeline.adversarial.inner import Attack, perturb
 from pipeline.config import DynamicConfig
 
@@ -48,7 +48,7 @@ class DynamicAdversary:
         return self.attack
 
 
-def dynamic(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+def dynamic(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: AdversarialContext) -> torch.Tensor:
     """(1 - w) CE(x) + w CE(x_adv) with the current (regulated) attack; x (N,C,...) in [0, 1], y (N,)."""
     w = ctx.cfg.dynamic.adv_weight
     with ctx.attack_mode(model):

@@ -11,15 +11,13 @@ cross-entropy only and adds per-call bookkeeping (mode toggles, input checks, cl
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
-from torch import nn
 
-from pipeline.linf_pgd import pgd_linf, project_linf, uniform_start
+from pipeline.linf_pgd import pgd_linf
 from pipeline.runtime import Runtime
 
 Objective = Callable[[torch.Tensor], torch.Tensor]  # x_adv -> scalar float32 loss to maximise
@@ -52,19 +50,6 @@ def to_layout(x: torch.Tensor, rt: Runtime) -> torch.Tensor:
     return rt.to_memory_format(x) if rt.is_cuda else x.contiguous()
 
 
-def initial_point(x: torch.Tensor, attack: Attack, generator: torch.Generator | None) -> torch.Tensor:
-    """Random start inside the eps-ball and [0, 1]; same shape as x."""
-    if attack.init == "uniform":
-        return uniform_start(x, attack.eps, generator)  # |delta| <= eps already: the projection is only the clip
-    if attack.init == "normal":
-        delta = 0.001 * torch.randn(x.shape, device=x.device, generator=generator)
-    elif attack.init == "zero":
-        delta = torch.zeros_like(x)
-    else:
-        raise ValueError(f"attack init must be uniform, normal or zero; got {attack.init!r}")
-    return project_linf(x + delta, x, attack.eps)
-
-
 def perturb(objective: Objective, x: torch.Tensor, attack: Attack, rt: Runtime, generator: torch.Generator | None = None) -> torch.Tensor:
     """Maximise objective(x_adv) by `attack.steps` signed-gradient steps from a random start.
 
@@ -85,23 +70,6 @@ def perturb(objective: Objective, x: torch.Tensor, attack: Attack, rt: Runtime, 
         with rt.autocast():
             return objective(x_adv)
 
-    start = initial_point(x, attack, generator)
-    return pgd_linf(loss, x, eps=attack.eps, step_size=attack.step_size, steps=attack.steps, start=start)
+    return pgd_linf(loss, x, eps=attack.eps, step_size=attack.step_size, steps=attack.steps, start=attack.init, generator=generator)
 
 
-@contextlib.contextmanager
-def module_mode(model: nn.Module, train: bool, frozen: tuple[nn.Module, ...] = ()) -> Iterator[None]:
-    """Put `model` in train or eval mode for a block; `frozen` parts stay in eval mode throughout.
-
-    A frozen encoder must never see train mode: its BatchNorm running statistics would move.
-    """
-    was_training = model.training
-    model.train(train)
-    for part in frozen:
-        part.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-        for part in frozen:
-            part.eval()

@@ -12,17 +12,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.adversarial import TRAINING, CollapseGuard, DynamicAdversary, StepContext, TrainingEntry
-from pipeline.adversarial.inner import Attack, module_mode, perturb, to_layout
+from pipeline.adversarial import TRAINING, AdversarialContext, CollapseGuard, DynamicAdversary, TrainingEntry
+from pipeline.adversarial.inner import Attack, perturb, to_layout
 from pipeline.config import AdversarialConfig
 from pipeline.data import Split, batch_indices
+from pipeline.errors import NonFiniteLoss
 from pipeline.logs import Progress
+from pipeline.models.modes import module_mode
 from pipeline.optim import warmup_cosine
 from pipeline.runtime import Runtime
-
-
-class NonFiniteLoss(RuntimeError):
-    """The adversarial training loss became NaN or inf."""
 
 
 @dataclass
@@ -72,7 +70,7 @@ def robust_accuracy(model: nn.Module, hold: Holdout, attack: Attack, batch_size:
     return correct / max(1, len(hold.y))
 
 
-def monitor(model: nn.Module, hold: Holdout, ctx: StepContext, gen: torch.Generator) -> dict[str, float]:
+def monitor(model: nn.Module, hold: Holdout, ctx: AdversarialContext, gen: torch.Generator) -> dict[str, float]:
     """Held-out clean and PGD-`monitor_steps` accuracy at the full eps, model in eval mode."""
     cfg = ctx.cfg
     eps = cfg.eps  # pixel units (config: 1/255, converted by pipeline.config)
@@ -82,7 +80,7 @@ def monitor(model: nn.Module, hold: Holdout, ctx: StepContext, gen: torch.Genera
                 "holdout_pgd": robust_accuracy(model, hold, attack, cfg.batch_size, ctx.rt, gen)}
 
 
-def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: StepContext, method: TrainingEntry,
+def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: AdversarialContext, method: TrainingEntry,
                opt: torch.optim.Optimizer) -> torch.Tensor:
     """One optimiser step on the method's loss, model in train mode (frozen parts in eval)."""
     with module_mode(model, True, ctx.frozen):
@@ -93,13 +91,13 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: StepCont
     return loss.detach()
 
 
-def held_out_clean(model: nn.Module, hold: Holdout, ctx: StepContext) -> float:
+def held_out_clean(model: nn.Module, hold: Holdout, ctx: AdversarialContext) -> float:
     """Held-out clean accuracy, model in eval mode (what the dynamic adversary reads)."""
     with module_mode(model, False):
         return count_correct(model, hold.x, hold.y, ctx.cfg.batch_size, ctx.rt) / max(1, len(hold.y))
 
 
-def run_epoch(model: nn.Module, data: Split, train_idx: torch.Tensor, ctx: StepContext, method: TrainingEntry,
+def run_epoch(model: nn.Module, data: Split, train_idx: torch.Tensor, ctx: AdversarialContext, method: TrainingEntry,
               opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler, gen: torch.Generator,
               adversary: DynamicAdversary | None, hold: Holdout, step: int) -> tuple[dict, int]:
     """One pass over the training indices (last partial batch dropped: BatchNorm needs > 1 sample)."""
@@ -135,7 +133,7 @@ def adversarial_train(model: nn.Module, data: Split, train_idx: torch.Tensor, ho
         frozen: modules kept in eval mode (ALF's encoder).
     """
     method = TRAINING[cfg.training]
-    ctx = StepContext(rt, method.attack(cfg), cfg.attack_bn == "train", frozen,
+    ctx = AdversarialContext(rt, method.attack(cfg), cfg.attack_bn == "train", frozen,
                       torch.Generator(device=rt.device).manual_seed(seed), cfg)
     opt, gen = make_optimizer(model, cfg), torch.Generator().manual_seed(seed)
     steps_per_epoch = max(1, len(train_idx) // cfg.batch_size)

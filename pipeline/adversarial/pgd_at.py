@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.adversarial.context import StepContext
+from pipeline.adversarial.context import AdversarialContext
 from pipeline.adversarial.inner import Attack, perturb
 from pipeline.config import AdversarialConfig
 
@@ -17,7 +17,7 @@ def pgd_attack(cfg: AdversarialConfig) -> Attack:
     return Attack(eps=eps, steps=cfg.steps, step_size=cfg.step_size * eps, init="uniform")
 
 
-def adversarial_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+def adversarial_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: AdversarialContext) -> torch.Tensor:
     """x_adv = argmax_{||d|| <= eps} CE(model(x + d), y) by `ctx.attack`; returns CE(model(x_adv), y).
 
     Shapes: x (N,C,H,W) or (N,C,T,H,W) in [0, 1]; y (N,). The clean input is not trained on.

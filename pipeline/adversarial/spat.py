@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from pipeline.adversarial.context import StepContext
+from pipeline.adversarial.context import AdversarialContext
 from pipeline.adversarial.inner import perturb
 from pipeline.classifier import CosineClassifier
 
@@ -35,7 +35,7 @@ def spat_consistency(cos_clean: torch.Tensor, cos_adv: torch.Tensor, *, scale: f
     return (kappa * (kappa + n)).sum(1).mean()
 
 
-def spat(model: CosineClassifier, x: torch.Tensor, y: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+def spat(model: CosineClassifier, x: torch.Tensor, y: torch.Tensor, ctx: AdversarialContext) -> torch.Tensor:
     """SPAT loss of one batch; x (N,C,H,W) or (N,C,T,H,W) in [0, 1], y (N,)."""
     s = ctx.cfg.spat
     with ctx.attack_mode(model):

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.adversarial.context import StepContext
+from pipeline.adversarial.context import AdversarialContext
 from pipeline.adversarial.inner import Attack, perturb
 from pipeline.config import AdversarialConfig
 
@@ -32,7 +32,7 @@ def trades_kl(logits_clean: torch.Tensor, logits_adv: torch.Tensor) -> torch.Ten
     return (p_log.exp() * (p_log - q_log)).sum(1).mean()
 
 
-def trades(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+def trades(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: AdversarialContext) -> torch.Tensor:
     """TRADES loss of one batch; x (N,C,H,W) or (N,C,T,H,W) in [0, 1], y (N,)."""
     with ctx.attack_mode(model):
         with torch.no_grad(), ctx.rt.autocast():

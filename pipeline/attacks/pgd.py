@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.linf_pgd import pgd_linf, uniform_start
+from pipeline.linf_pgd import pgd_linf
 
 Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_adv, grad) -> next x_adv, projected
 
@@ -78,7 +78,6 @@ def pgd(
     loss = lambda xa: F.cross_entropy(model(xa).float(), y)  # noqa: E731
 
     def attempt() -> torch.Tensor:
-        start = uniform_start(x, eps, generator) if random_start else x.clamp(0, 1)
-        return pgd_linf(loss, x, eps=eps, step_size=alpha, steps=steps, start=start)
+        return pgd_linf(loss, x, eps=eps, step_size=alpha, steps=steps, start="uniform" if random_start else "none", generator=generator)
 
     return best_of_restarts(model, x, y, restarts, attempt)

@@ -23,7 +23,6 @@ from pipeline.losses.false_negatives import (
     simulated_miner_mask,
 )
 from pipeline.losses.focal_infonce import focal_infonce
-from pipeline.losses.inner_attack import linf_pgd
 from pipeline.losses.nt_xent import nt_xent
 from pipeline.losses.rocl import rocl
 from pipeline.losses.supcon import supcon
@@ -57,7 +56,6 @@ __all__ = [
     "clae",
     "expand_views",
     "focal_infonce",
-    "linf_pgd",
     "neighbour_mask",
     "nt_xent",
     "rocl",

@@ -64,3 +64,23 @@ def same_sample_mask(n: int, views: int, device: torch.device) -> torch.Tensor:
 def off_diagonal(m: int, device: torch.device) -> torch.Tensor:
     """Bool (M, M), True everywhere except the diagonal (an anchor is never its own negative)."""
     return ~torch.eye(m, dtype=torch.bool, device=device)
+
+
+FN_MODES = ("eliminate", "attract")
+
+
+def with_false_negatives(
+    positives: torch.Tensor, denominator: torch.Tensor, fn_mask: torch.Tensor | None, fn_mode: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The false-negative treatment every contrastive loss shares; bool masks of one shape (M, M).
+
+    "eliminate" drops the flagged pairs from the denominator (they are no longer negatives);
+    "attract" counts them as extra positives (SupCon-style, with the given mask). No mask: unchanged.
+    """
+    if fn_mask is None:
+        return positives, denominator
+    if fn_mode == "eliminate":
+        return positives, denominator & ~fn_mask
+    if fn_mode == "attract":
+        return positives | fn_mask, denominator
+    raise ValueError(f"fn_mode must be 'eliminate' or 'attract', got {fn_mode!r}")

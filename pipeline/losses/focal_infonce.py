@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.losses.contrastive import masked_info_nce, off_diagonal, partner_mask
+from pipeline.losses.contrastive import masked_info_nce, off_diagonal, partner_mask, with_false_negatives
 
 
 def focal_infonce(
@@ -28,10 +28,6 @@ def focal_infonce(
     sim = z @ z.T  # (2N, 2N) cosine similarities
     positives = partner_mask(n, z.device)
     denominator = off_diagonal(2 * n, z.device)
-    if fn_mask is not None:
-        if fn_mode == "eliminate":
-            denominator = denominator & ~fn_mask
-        else:
-            positives = positives | fn_mask
+    positives, denominator = with_false_negatives(positives, denominator, fn_mask, fn_mode)
     logits = torch.where(positives, sim * sim, sim * (sim + margin)) / temperature
     return masked_info_nce(logits, positive_mask=positives, denominator_mask=denominator)

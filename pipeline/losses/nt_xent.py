@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.losses.contrastive import masked_info_nce, off_diagonal, partner_mask, two_view_logits
+from pipeline.losses.contrastive import masked_info_nce, off_diagonal, partner_mask, two_view_logits, with_false_negatives
 
 
 def nt_xent(
@@ -32,11 +32,5 @@ def nt_xent(
     logits = two_view_logits(z1, z2, temperature)  # (2N, 2N)
     positives = partner_mask(n, logits.device)
     denominator = off_diagonal(2 * n, logits.device)
-    if fn_mask is not None:
-        if fn_mode == "eliminate":
-            denominator = denominator & ~fn_mask
-        elif fn_mode == "attract":
-            positives = positives | fn_mask
-        else:
-            raise ValueError(f"fn_mode must be 'eliminate' or 'attract', got {fn_mode!r}")
+    positives, denominator = with_false_negatives(positives, denominator, fn_mask, fn_mode)
     return masked_info_nce(logits, positive_mask=positives, denominator_mask=denominator)

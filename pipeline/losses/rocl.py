@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.losses.contrastive import masked_info_nce, off_diagonal, same_sample_mask
+from pipeline.losses.contrastive import masked_info_nce, off_diagonal, same_sample_mask, with_false_negatives
 from pipeline.losses.false_negatives import expand_views
 
 
@@ -38,12 +38,6 @@ def rocl(
     logits = z @ z.T / temperature
     positives = same_sample_mask(n, 3, z.device)
     denominator = off_diagonal(3 * n, z.device)
-    if fn_mask is not None:
-        fn3 = expand_views(fn_mask, 3)
-        if fn_mode == "eliminate":
-            denominator = denominator & ~fn3
-        elif fn_mode == "attract":
-            positives = positives | fn3
-        else:
-            raise ValueError(f"fn_mode must be 'eliminate' or 'attract', got {fn_mode!r}")
+    fn3 = None if fn_mask is None else expand_views(fn_mask, 3)
+    positives, denominator = with_false_negatives(positives, denominator, fn3, fn_mode)
     return masked_info_nce(logits, positive_mask=positives, denominator_mask=denominator)

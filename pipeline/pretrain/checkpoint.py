@@ -10,13 +10,10 @@ from pathlib import Path
 from torch import nn
 
 from pipeline.config import PretrainConfig
+from pipeline.errors import NonFiniteLoss
 from pipeline.health import Diverged, non_finite_entries, require_finite
 from pipeline.io import load_torch, save_torch
 from pipeline.models.dual_bn import branch_state_dict, has_dual_bn
-
-
-class NonFiniteLoss(RuntimeError):
-    """The loss, a weight or a BatchNorm statistic became NaN or inf; the last good checkpoint is kept."""
 
 
 def require_finite_nets(nets: nn.ModuleDict, epoch: int) -> None:

@@ -2,30 +2,25 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from pipeline import distributed
 from pipeline.config import PretrainConfig, from_json
-from pipeline.logs import log_header
+from pipeline.logs import stage_cli
 from pipeline.pretrain.loop import run
 
 
 def main(argv: list[str] | None = None) -> None:
     """Parse the arguments and run the stage; a job with several GPUs first relaunches itself under torchrun."""
-    log_header("pretrain", argv)  # the log starts with the command and a timestamp
-    distributed.relaunch_if_multi_gpu("pipeline.pretrain", sys.argv[1:] if argv is None else argv)
     stage_doc = sys.modules[__package__].__doc__  # the package's docstring describes the stage
-    parser = argparse.ArgumentParser(prog="python -m pipeline.pretrain", description=stage_doc,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cfg", required=True, help="JSON: device, precision, budget_mb, model, method")
+    parser = stage_cli("pretrain", stage_doc, argv, "JSON: device, precision, budget_mb, model, method")
+    distributed.relaunch_if_multi_gpu("pipeline.pretrain", sys.argv[1:] if argv is None else argv)
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--data", type=Path, required=True, help="decode output folder")
     parser.add_argument("--mined", type=Path, default=None, help="mine output (.npz) for false_negatives: mined")
     parser.add_argument("--out-encoder", type=Path, required=True)
     parser.add_argument("--out-metrics", type=Path, required=True)
-    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     cfg = from_json(PretrainConfig, args.cfg, "pretrain")
     if cfg.method.false_negatives == "mined" and args.mined is None:

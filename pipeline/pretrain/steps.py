@@ -3,38 +3,34 @@
 Each step maps (ctx, x (B,C,[T,]H,W) float in [0, 1], labels y (B,), dataset indices idx (B,))
 to the scalar loss; `STEPS` is the registry (keys: the schema's `loss` enum). The
 adversarial methods first build their adversarial views with `inner_attack`, Linf PGD on
-a contrastive loss (`pipeline.losses.inner_attack.linf_pgd`, the package's one PGD core).
+a contrastive loss (`pipeline.linf_pgd.pgd_linf`, the package's one PGD core).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 from pipeline.augment import augment
-from pipeline.losses import LOSSES, acl, clae, linf_pgd, nt_xent, rocl, supcon
+from pipeline.linf_pgd import pgd_linf
+from pipeline.losses import LOSSES, acl, clae, nt_xent, rocl, supcon
+from pipeline.models.modes import module_mode
 from pipeline.pretrain.context import StepContext, gather_batch, project
 
 
-@contextlib.contextmanager
-def attack_mode(ctx: StepContext) -> Iterator[None]:
+def attack_mode(ctx: StepContext) -> contextlib.AbstractContextManager[None]:
     """The BatchNorm mode of the inner attack (config `attack.bn_mode`), restored afterwards."""
-    was_training = ctx.nets.training
-    ctx.nets.train(ctx.cfg.method.attack.bn_mode == "train")
-    try:
-        yield
-    finally:
-        ctx.nets.train(was_training)
+    return module_mode(ctx.nets, ctx.cfg.method.attack.bn_mode == "train")
 
 
 def inner_attack(ctx: StepContext, objective: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """x_adv maximising `objective` within the configured Linf ball (runs in the caller's autocast)."""
     a = ctx.cfg.method.attack
-    return linf_pgd(objective, x, eps=a.eps, steps=a.steps, step_size=a.step_size * a.eps,  # step: fraction of eps -> pixels
-                    random_start=a.random_start, generator=ctx.gen)
+    return pgd_linf(objective, x.detach(), eps=a.eps, steps=a.steps, step_size=a.step_size * a.eps,  # step: fraction of eps -> pixels
+                    start="uniform_like" if a.random_start else None, generator=ctx.gen)
 
 
 def ce_step(ctx: StepContext, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:

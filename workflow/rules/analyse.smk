@@ -6,17 +6,19 @@ rule analyse:
         encoders=dataset_encoders,
     output:
         stats=f"{RESULTS}/analyse/{{dataset}}/representation.json",
+    log:
+        f"{RESULTS}/logs/analyse/{{dataset}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/analyse/{{dataset}}.tsv"
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 1
     params:
         cfg=section_cfg("analyse"),
         code=code_hash("analyse"),
         data=data_dir,
         encoders=encoder_args,
         bn_branch=config["finetune"]["dual_bn_branch"],  # dual-BN encoders: the branch the classifiers use
-    threads: 1
-    log:
-        f"{RESULTS}/logs/analyse/{{dataset}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/analyse/{{dataset}}.tsv"
     shell:
-        "{PYTHON:q} -m pipeline.warm pipeline.analyse --cfg {params.cfg:q} --data {params.data:q} {params.encoders} "
+        "$PIPELINE_PYTHON -m pipeline.warm pipeline.analyse --cfg {params.cfg:q} --data {params.data:q} {params.encoders} "
         "--bn-branch {params.bn_branch} --out-json {output.stats:q} --threads {threads} > {log:q} 2>&1"

@@ -2,24 +2,37 @@
 # the cross-key checks) lives in the torch-free `pipeline.grid`, shared with the report stage.
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
+
+from snakemake.settings.types import DeploymentMethod
 
 sys.path.insert(0, workflow.basedir)  # this checkout's `pipeline`, even if another is installed
 
 from pipeline import grid as study
 from pipeline.provenance import source_hash
-from pipeline.validation import ConfigError, check_duplicate_keys, validate_config
-
+from pipeline.errors import ConfigError
+from pipeline.validation import check_duplicate_keys, validate_config
 
 try:
     check_duplicate_keys(workflow.configfiles)  # YAML keeps the last of two equal keys silently
     validate_config(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))  # short errors naming the key
     study.check_references(config)
-except (ConfigError, study.GridError) as error:
+except ConfigError as error:  # GridError too
     sys.exit(f"{error}")  # the message names the key and the fix; a traceback into the validator would only bury it
 
-PYTHON = sys.executable  # the interpreter running Snakemake, so jobs see the same packages
+# Every job runs `$PIPELINE_PYTHON -m pipeline.warm pipeline.<stage>`: the interpreter running Snakemake, so jobs
+# see the same packages; with `--sdm conda`, the rule's environment (workflow/envs/pipeline.yaml), which has no
+# `pipeline` installed, so this checkout goes on PYTHONPATH. Set in Snakemake's shell prefix rather than as a
+# {PYTHON} placeholder, as `snakemake --lint` asks (shell commands name no variable from outside the rule); a
+# cluster job re-parses this file on its node and sets it there again.
+IN_CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+PYTHON = "python" if IN_CONDA else sys.executable
+_exports = [f"export PIPELINE_PYTHON={shlex.quote(PYTHON)}"]
+if IN_CONDA:
+    _exports.append(f"export PYTHONPATH={shlex.quote(workflow.basedir)}${{PYTHONPATH:+:$PYTHONPATH}}")
+shell.prefix(("set -euo pipefail; " + "; ".join(_exports) + "; ").replace("{", "{{").replace("}", "}}"))  # formatted once
 RESULTS = study.RESULTS
 GRID = study.Grid.from_config(config)
 DATASETS = list(GRID.datasets)
@@ -238,9 +251,17 @@ def report_description():
 # Dry runs, --touch, cluster executors and jobs on other hosts run fresh, as does PIPELINE_WARM=0.
 from pipeline import warm as warm_interpreter  # torch-free
 
+# ---- the terminal (pipeline/terminal.py) ---------------------------------------------------------
+# One line per job start and end with an ETA instead of Snakemake's per-job banners; dry runs keep them.
+from pipeline import terminal  # torch-free
+
+if workflow.is_main_process and not workflow.dryrun:
+    terminal.install(Path(RESULTS) / "benchmarks")
+
 
 onstart:
-    warm_interpreter.start_for_workflow(workflow, PYTHON)
+    if not IN_CONDA:  # the server runs Snakemake's interpreter, not the rules' environment
+        warm_interpreter.start_for_workflow(workflow, PYTHON)
 
 
 onsuccess:
@@ -255,4 +276,6 @@ onsuccess:
 
 onerror:
     warm_interpreter.stop()
-    print(f"\nA job failed: its log is named above (the first line of each log is the job's command; {RESULTS}/logs/).", file=sys.stderr)
+    print(
+        f"\nA job failed: its log is named above (the first line of each log is the job's command; {RESULTS}/logs/).", file=sys.stderr
+    )

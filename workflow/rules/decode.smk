@@ -8,14 +8,16 @@ rule decode:
         test_x=f"{RESULTS}/decode/{{dataset}}/test_x.npy",
         test_y=f"{RESULTS}/decode/{{dataset}}/test_y.npy",
         meta=f"{RESULTS}/decode/{{dataset}}/meta.json",
-    params:
-        cfg=decode_cfg,
-        code=code_hash("decode"),
-        out=output_dir("meta"),
-    threads: all_cores
     log:
         f"{RESULTS}/logs/decode/{{dataset}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/decode/{{dataset}}.tsv"
+    conda:
+        "../envs/pipeline.yaml"
+    threads: all_cores
+    params:
+        cfg=decode_cfg,
+        code=code_hash("decode"),
+        out=output_dir("meta"),
     shell:
-        "{PYTHON:q} -m pipeline.warm pipeline.decode --cfg {params.cfg:q} --out {params.out:q} --threads {threads} > {log:q} 2>&1"
+        "$PIPELINE_PYTHON -m pipeline.warm pipeline.decode --cfg {params.cfg:q} --out {params.out:q} --threads {threads} > {log:q} 2>&1"

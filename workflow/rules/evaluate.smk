@@ -10,15 +10,17 @@ rule evaluate:
         model=classifier_input,
     output:
         f"{RESULTS}/evaluate/{{dataset}}/{{method}}/seed{{seed}}/{{protocol}}/robustness.json",
-    params:
-        cfg=section_cfg("evaluate"),
-        code=code_hash("evaluate"),
-        data=data_dir,
-    threads: 1
     log:
         f"{RESULTS}/logs/evaluate/{{dataset}}/{{method}}/seed{{seed}}/{{protocol}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/evaluate/{{dataset}}/{{method}}/seed{{seed}}/{{protocol}}.tsv"
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 1
+    params:
+        cfg=section_cfg("evaluate"),
+        code=code_hash("evaluate"),
+        data=data_dir,
     shell:
-        "{PYTHON:q} -m pipeline.warm pipeline.evaluate --cfg {params.cfg:q} --seed {wildcards.seed} --data {params.data:q} "
+        "$PIPELINE_PYTHON -m pipeline.warm pipeline.evaluate --cfg {params.cfg:q} --seed {wildcards.seed} --data {params.data:q} "
         "--model {input.model:q} --out {output:q} --threads {threads} > {log:q} 2>&1"

@@ -7,16 +7,18 @@ rule mine:
     output:
         mined=f"{RESULTS}/mine/{{dataset}}/seed{{seed}}/false_negatives.npz",
         quality=f"{RESULTS}/mine/{{dataset}}/seed{{seed}}/quality.json",
+    log:
+        f"{RESULTS}/logs/mine/{{dataset}}/seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/mine/{{dataset}}/seed{{seed}}.tsv"
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 1
     params:
         cfg=section_cfg("mine"),
         code=code_hash("mine"),
         data=data_dir,
         out=output_dir("quality"),
-    threads: 1
-    log:
-        f"{RESULTS}/logs/mine/{{dataset}}/seed{{seed}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/mine/{{dataset}}/seed{{seed}}.tsv"
     shell:
-        "{PYTHON:q} -m pipeline.warm pipeline.mine --cfg {params.cfg:q} --seed {wildcards.seed} --data {params.data:q} "
+        "$PIPELINE_PYTHON -m pipeline.warm pipeline.mine --cfg {params.cfg:q} --seed {wildcards.seed} --data {params.data:q} "
         "--encoder {input.encoder:q} --out {params.out:q} --threads {threads} > {log:q} 2>&1"

@@ -8,17 +8,37 @@ rule report:
         **report_inputs(),
     output:
         markdown=report(f"{RESULTS}/report/report.md", caption="../report/tables.rst", category="Tables", labels={"file": "report.md"}),
-        robustness=report(f"{RESULTS}/report/robustness.csv", caption="../report/tables.rst", category="Tables", labels={"file": "robustness.csv"}),
+        robustness=report(
+            f"{RESULTS}/report/robustness.csv", caption="../report/tables.rst", category="Tables", labels={"file": "robustness.csv"}
+        ),
         summary=report(f"{RESULTS}/report/summary.csv", caption="../report/tables.rst", category="Tables", labels={"file": "summary.csv"}),
         gap=report(f"{RESULTS}/report/gap.csv", caption="../report/gap.rst", category="Tables", labels={"file": "gap.csv"}),
-        representation=report(f"{RESULTS}/report/representation.csv", caption="../report/tables.rst", category="Tables", labels={"file": "representation.csv"}),
+        representation=report(
+            f"{RESULTS}/report/representation.csv",
+            caption="../report/tables.rst",
+            category="Tables",
+            labels={"file": "representation.csv"},
+        ),
         cost=report(f"{RESULTS}/report/cost.csv", caption="../report/tables.rst", category="Tables", labels={"file": "cost.csv"}),
         claims=report(f"{RESULTS}/report/claims.csv", caption="../report/tables.rst", category="Tables", labels={"file": "claims.csv"}),
-        training_checks=report(f"{RESULTS}/report/training.csv", caption="../report/tables.rst", category="Tables", labels={"file": "training.csv"}),
-        sensitivity=report(f"{RESULTS}/report/sensitivity.csv", caption="../report/mechanism.rst", category="Tables", labels={"file": "sensitivity.csv"}),
-        dose_response=report(f"{RESULTS}/report/dose_response.csv", caption="../report/mechanism.rst", category="Tables", labels={"file": "dose_response.csv"}),
-        chain_slopes=report(f"{RESULTS}/report/chain_slopes.csv", caption="../report/mechanism.rst", category="Tables", labels={"file": "chain_slopes.csv"}),
-        miner_grid=report(f"{RESULTS}/report/miner_grid.csv", caption="../report/mechanism.rst", category="Tables", labels={"file": "miner_grid.csv"}),
+        training_checks=report(
+            f"{RESULTS}/report/training.csv", caption="../report/tables.rst", category="Tables", labels={"file": "training.csv"}
+        ),
+        sensitivity=report(
+            f"{RESULTS}/report/sensitivity.csv", caption="../report/mechanism.rst", category="Tables", labels={"file": "sensitivity.csv"}
+        ),
+        dose_response=report(
+            f"{RESULTS}/report/dose_response.csv",
+            caption="../report/mechanism.rst",
+            category="Tables",
+            labels={"file": "dose_response.csv"},
+        ),
+        chain_slopes=report(
+            f"{RESULTS}/report/chain_slopes.csv", caption="../report/mechanism.rst", category="Tables", labels={"file": "chain_slopes.csv"}
+        ),
+        miner_grid=report(
+            f"{RESULTS}/report/miner_grid.csv", caption="../report/mechanism.rst", category="Tables", labels={"file": "miner_grid.csv"}
+        ),
         accuracy=report(
             expand(f"{RESULTS}/report/{{dataset}}_accuracy_vs_eps.png", dataset=DATASETS),
             caption="../report/accuracy.rst",
@@ -34,7 +54,9 @@ rule report:
             caption="../report/training.rst",
             category="Training",
         ),
-        corruptions=report(f"{RESULTS}/report/corruptions.csv", caption="../report/tables.rst", category="Tables", labels={"file": "corruptions.csv"}),
+        corruptions=report(
+            f"{RESULTS}/report/corruptions.csv", caption="../report/tables.rst", category="Tables", labels={"file": "corruptions.csv"}
+        ),
         corruption_plot=report(
             expand(f"{RESULTS}/report/{{dataset}}_corruptions.png", dataset=DATASETS),
             caption="../report/corruptions.rst",
@@ -60,16 +82,18 @@ rule report:
             caption="../report/mechanism.rst",
             category="Mechanism",
         ),
+    log:
+        f"{RESULTS}/logs/report/report.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/report/report.tsv"
+    conda:
+        "../envs/pipeline.yaml"
     params:
         cfg=section_cfg("report"),
         grid=GRID.to_json(),
         code=code_hash("report"),
         out=output_dir("markdown"),
         results=results_root,
-    log:
-        f"{RESULTS}/logs/report/report.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/report/report.tsv"
     shell:
-        "{PYTHON:q} -m pipeline.warm pipeline.report --cfg {params.cfg:q} --grid {params.grid:q} --results {params.results:q} "
+        "$PIPELINE_PYTHON -m pipeline.warm pipeline.report --cfg {params.cfg:q} --grid {params.grid:q} --results {params.results:q} "
         "--out {params.out:q} > {log:q} 2>&1"
