@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipeline.environment import cpu_model  # noqa: E402
 from pipeline.models import Encoder  # noqa: E402
 
 # (backbone, width, input shape of one sample, batch): the embedded studies' digits and clips (width 8) and
@@ -51,7 +52,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     rates = {f"{b} width {w}": round(samples_per_second(b, w, s, n, args.rounds), 1) for b, w, s, n in CASES}
-    print(json.dumps({"cpu": platform.processor() or platform.machine(), "threads": 1, "samples_per_s": rates}, indent=1))
+    print(json.dumps({"cpu": cpu_model(), "cores": os.cpu_count(), "threads": 1, "samples_per_s": rates}, indent=1))
 
 
 if __name__ == "__main__":

@@ -83,6 +83,7 @@ class ModelConfig:
     checkpoint_every: int
     knn_every: int
     knn_k: int
+    knn_temperature: float
     compile: bool
     augment: AugmentSpec
 

@@ -1,4 +1,4 @@
-"""Weighted cosine kNN classifier on frozen features (Wu et al. 2018's monitor, tau = 0.07)."""
+"""Weighted cosine kNN classifier on frozen features (Wu et al. 2018's monitor; tau from `pretrain.<modality>.knn_temperature`)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,6 @@ def knn_predict(
     return torch.cat(preds)
 
 
-def knn_accuracy(train_feats, train_labels, test_feats, test_labels, k: int, num_classes: int) -> float:
-    pred = knn_predict(train_feats, train_labels, test_feats, k, num_classes)
+def knn_accuracy(train_feats, train_labels, test_feats, test_labels, k: int, num_classes: int, temperature: float = 0.07) -> float:
+    pred = knn_predict(train_feats, train_labels, test_feats, k, num_classes, temperature=temperature)
     return float((pred == test_labels).float().mean())

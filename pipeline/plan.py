@@ -66,12 +66,28 @@ _H100_BF16 = {
 }
 REFERENCE_INPUT = {"resnet18": (1, 32), "r3d_18": (16, 112), "r2plus1d_18": (16, 112)}  # (frames, side) of the anchors
 
-# Per GPU: factor on the H100 figures, and whether it is measured.
+# CPU (the embedded studies): forward+backward samples/s of ONE thread (every job runs with
+# `threads: 1`), fp32, at the input sizes (frames, side) given; (backbone, width) -> (rate, input).
+# benchmarks/cpu_anchors.py, fastest of 5 rounds (benchmarks/RESULTS.md).
+CPU_ANCHORS = {("resnet_small", 8): (2961.4, (1, 16)), ("r3d_small", 8): (351.3, (8, 16)),
+               ("resnet_small", 4): (4431.0, (1, 16)), ("r3d_small", 4): (494.9, (8, 16))}
+CPU_SOURCE = "2-core Intel Xeon VM, one thread per job, 2026-12-04 (benchmarks/cpu_anchors.py)"
+# A CPU job's wall seconds = CPU_PASS_FACTOR[stage] x (its backbone passes / the anchor) + CPU_JOB_SECONDS[stage]:
+# least squares per stage over every job's benchmark file of two measured runs on that machine, 2 jobs at a
+# time (the default study, 14 min 38 s, and the mechanism study, 13 min 35 s). Factors well under 1 say what
+# the fit found: at these tiny sizes a job is not bound by backbone passes (data, augmentation, heads, k-means,
+# Python per batch, two jobs sharing the memory bus). Forecast wall: +7 % and -10 % of the two runs.
+CPU_PASS_FACTOR = {"pretrain": 0.21, "mine": 1.0, "finetune": 0.22, "match": 0.05, "evaluate": 0.27, "analyse": 0.39}
+CPU_JOB_SECONDS = {"embed": 2.2, "decode": 1.4, "pretrain": 13.6, "mine": 8.5, "finetune": 0.4, "match": 9.2, "evaluate": 7.0,
+                   "analyse": 14.5, "report": 5.6}
+
+# Per GPU: factor on the H100 figures, and whether it is measured ("cpu": CPU_ANCHORS, one job per core).
 GPUS = {
     "h100": {"factor": 1.0, "memory_gb": 80, "note": "measured anchors (H100 SXM)"},
     # H200: the H100's compute with 141 GB HBM3e at 4.8 TB/s (vs 3.35): 1.1x is ASSUMED, not measured,
     # until benchmarks/gpu_check.sh runs on one (its figures replace this entry).
     "h200": {"factor": 1.1, "memory_gb": 141, "note": "ASSUMED: H100 figures x 1.1 (memory bandwidth), not measured"},
+    "cpu": {"factor": None, "memory_gb": None, "note": f"CPU anchors: {CPU_SOURCE}"},
 }
 
 # AutoAttack (standard): per clean-correct sample APGD-CE's 100 iterations; per sample still robust
@@ -394,7 +410,7 @@ def study_jobs(config: dict) -> list[dict]:
         add("embed", name)
     for d in grid.datasets:
         root = config["decode"][d].get("root", "")
-        decode = add("decode", d, deps=[f"embed:{n}::::" for n in grid.embeds if root == f"{RESULTS}/embed/{n}"])
+        decode = add("decode", d, deps=[f"embed:{n}:::" for n in grid.embeds if root == f"{RESULTS}/embed/{n}"])
         for s in grid.mined_seeds():
             report_deps.append(add("mine", d, seed=s, deps=[pid(d, grid.warmup_method, s)]))
         for m, s in grid.runs():
@@ -468,7 +484,7 @@ def dataset_info(config: dict, name: str, sizes: dict) -> dict:
     clips = section["clips_per_video"] if video else 1
     model = config["pretrain"]["video" if video else "image"]
     backbone = model["backbone"]
-    if backbone not in _H100_BF16:
+    if backbone not in _H100_BF16 and backbone not in {b for b, _ in CPU_ANCHORS}:
         raise ValueError(f"pretrain.{'video' if video else 'image'}.backbone: no throughput anchor for {backbone!r} "
                          f"(have {sorted(_H100_BF16)}); add its measured figure to pipeline/plan.py")
     frames = section["frames"] if video else 1
@@ -480,6 +496,16 @@ def dataset_info(config: dict, name: str, sizes: dict) -> dict:
 
 def rate(info: dict, precision: str, gpu: str) -> float:
     """Forward+backward samples/s of the dataset's backbone at its input size (pixels scale the anchor)."""
+    if gpu == "cpu":
+        key = (info["backbone"], info["model"]["width"])
+        if key not in CPU_ANCHORS:
+            raise ValueError(f"pretrain.{'video' if info['video'] else 'image'}: no CPU anchor for {key[0]} width {key[1]} "
+                             f"(have {sorted(CPU_ANCHORS)}); run benchmarks/cpu_anchors.py and add it to pipeline/plan.py")
+        cpu_rate, (frames, side) = CPU_ANCHORS[key]
+        return cpu_rate * (frames * side**2) / (info["frames"] * info["size"] ** 2)  # fp32 on CPU, whatever `precision`
+    if info["backbone"] not in _H100_BF16:
+        raise ValueError(f"pretrain.{'video' if info['video'] else 'image'}.backbone: no GPU throughput anchor for "
+                         f"{info['backbone']!r} (have {sorted(_H100_BF16)}); the small CPU backbones forecast with --gpu cpu")
     frames, side = REFERENCE_INPUT[info["backbone"]]
     scale = (frames * side**2) / (info["frames"] * info["size"] ** 2)
     bf16 = _H100_BF16[info["backbone"]] * GPUS[gpu]["factor"] * scale
@@ -493,6 +519,8 @@ def training_precision(section: dict) -> str:
 def memory_gb(info: dict, graph_samples: float, precision: str, trained: bool, resident_mb: float) -> float:
     """Peak device memory: activations of the samples in one backward graph, weights (+ grads and
     SGD momentum when trained), data kept on the device, and the CUDA context."""
+    if info["backbone"] not in SAVED_MB_FP32:  # the small CPU backbones: not measured, not forecast
+        return math.nan
     act = SAVED_MB_FP32[info["backbone"]] * (0.5 if precision == "bf16" else 1.0) * graph_samples / 1024
     weights = PARAMS[info["backbone"]] * (12 if trained else 4) / 2**30
     return act + weights + resident_mb / 1024 + CUDA_CONTEXT_GB
@@ -510,8 +538,9 @@ def seconds(p: Passes, info: dict, precision: str, gpu: str) -> float:
 def cost_job(job: dict, config: dict, gpu: str, sizes: dict, aa_video_samples: int | None = None) -> Costed:
     """GPU-hours, peak memory and a one-line derivation of one job."""
     stage = job["stage"]
-    if stage in ("decode", "report"):
-        return Costed(job, 0.0, 0.0, "CPU job (not forecast)", job["deps"])
+    if stage in ("embed", "decode", "report"):
+        fixed = CPU_JOB_SECONDS[stage] if gpu == "cpu" else 0.0
+        return Costed(job, fixed / 3600, 0.0, "measured seconds per job" if gpu == "cpu" else "CPU job (not forecast)", job["deps"])
     info = dataset_info(config, job["dataset"], sizes)
     budget = config["pretrain"]["budget_mb"]
     if stage == "pretrain":
@@ -572,6 +601,8 @@ def cost_job(job: dict, config: dict, gpu: str, sizes: dict, aa_video_samples: i
         detail = f"attacks+corruptions {seconds(ec.passes, info, prec, gpu) / 3600:.2f} h, AutoAttack {aa_s / 3600:.2f} h"
     else:
         raise ValueError(f"unknown stage {stage!r}")
+    if gpu == "cpu":
+        return Costed(job, (CPU_PASS_FACTOR[stage] * s + CPU_JOB_SECONDS[stage]) / 3600, mem, detail, job["deps"])
     return Costed(job, (s + JOB_OVERHEAD_S) / 3600, mem, detail, job["deps"])
 
 
@@ -633,6 +664,9 @@ def forecast(config: dict, gpu: str, sizes: dict | None = None, aa_video_samples
 
 
 def summary_lines(costed: list[Costed], gpu: str, gpus: Iterable[int] = (1, 8, 64)) -> list[str]:
+    """Totals per stage, peak memory and wall times on N GPUs (or, for --gpu cpu, N cores in minutes)."""
+    if gpu == "cpu":
+        return cpu_summary_lines(costed, gpus)
     total = sum(c.gpu_hours for c in costed)
     lines = [f"total: {len(costed)} jobs, {total:,.1f} GPU-hours on {gpu} ({GPUS[gpu]['note']})"]
     by_stage: dict[str, list[float]] = {}
@@ -650,7 +684,35 @@ def summary_lines(costed: list[Costed], gpu: str, gpus: Iterable[int] = (1, 8, 6
     return lines
 
 
+def cpu_summary_lines(costed: list[Costed], cores: Iterable[int]) -> list[str]:
+    """The CPU forecast in minutes: every job takes one core (`threads: 1`), decode and report included."""
+    total = 60 * sum(c.gpu_hours for c in costed)
+    lines = [f"total: {len(costed)} jobs, {total:,.1f} core-minutes ({GPUS['cpu']['note']})"]
+    by_stage: dict[str, list[float]] = {}
+    for c in costed:
+        by_stage.setdefault(c.job["stage"], []).append(60 * c.gpu_hours)
+    for stage, minutes in by_stage.items():
+        lines.append(f"  {stage:9s} {len(minutes):4d} jobs {sum(minutes):8,.1f} core-min   (max {max(minutes):.2f} min per job)")
+    cp = 60 * critical_path_hours(costed)
+    for n in cores:
+        lines.append(f"wall time on {n:3d} core(s): {60 * wall_hours(costed, n):7,.1f} min   "
+                     f"(lower bounds: total/N {total / n:,.1f} min, critical path {cp:,.1f} min)")
+    return lines
+
+
 def assumption_lines(gpu: str) -> list[str]:
+    if gpu == "cpu":
+        return [f"anchors: {CPU_SOURCE}"] + [
+            f"  {b} width {w}: {r:g} samples/s forward+backward at {f} x {side}^2, fp32, one thread"
+            for (b, w), (r, (f, side)) in CPU_ANCHORS.items()] + [
+            "a job: CPU_PASS_FACTOR[stage] x its backbone seconds + CPU_JOB_SECONDS[stage] (start-up, data, heads, "
+            "augmentation, k-means, writing); embed, decode and report: measured seconds per job",
+            f"  factors {CPU_PASS_FACTOR}",
+            f"  seconds {CPU_JOB_SECONDS}",
+            "fitted on every job of the default and mechanism studies measured on that machine; forecast wall +7 % / -10 % "
+            "of the two runs (benchmarks/RESULTS.md). Another CPU: rerun benchmarks/cpu_anchors.py; the factors are this one's",
+            "every job takes one core; Snakemake's own scheduling and the report's plots are in the report job's seconds",
+        ]
     lines = [f"anchors: {ANCHOR_SOURCE}"]
     lines += [f"  {text}: {value:g}" for value, text in ANCHORS_H100.values()]
     lines += [
@@ -686,7 +748,7 @@ def parse_sizes(items: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.plan", description=__doc__.split("\n\n")[0])
     parser.add_argument("--configfile", required=True, help="study file (config/<study>.yaml)")
-    parser.add_argument("--gpu", default="h100", choices=sorted(GPUS))
+    parser.add_argument("--gpu", default="h100", choices=sorted(GPUS), help="cpu: the embedded studies on a CPU, one job per core")
     parser.add_argument("--jobs", action="store_true", help="list every job (default: one line per job group)")
     parser.add_argument("--size", action="append", default=[], help="NAME=TRAIN,TEST,CLASSES for a dataset of unknown size")
     parser.add_argument("--video-autoattack-samples", type=int, default=None,
@@ -698,21 +760,22 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as error:
         raise SystemExit(f"{args.configfile}: {error}") from None
     print(f"# forecast for {args.configfile} on {args.gpu}")
+    unit, scale = ("core-min", 60) if args.gpu == "cpu" else ("GPU-h", 1)
     if args.jobs:
-        print(f"{'job':60s} {'GPU-h':>8s} {'peak GB':>8s}  derivation")
+        print(f"{'job':60s} {unit:>8s} {'peak GB':>8s}  derivation")
         for c in costed:
-            print(f"{c.job['id']:60s} {c.gpu_hours:8.3f} {c.peak_gb:8.1f}  {c.detail}")
+            print(f"{c.job['id']:60s} {scale * c.gpu_hours:8.3f} {c.peak_gb:8.1f}  {c.detail}")
     else:
         groups: dict[tuple, list[Costed]] = {}
         for c in costed:
             j = c.job
             groups.setdefault((j["stage"], j["dataset"], j["method"], j["protocol"]), []).append(c)
-        print(f"{'stage:dataset:method:protocol':60s} {'jobs':>4s} {'GPU-h each':>10s} {'peak GB':>8s}  derivation")
+        print(f"{'stage:dataset:method:protocol':60s} {'jobs':>4s} {unit + ' each':>11s} {'peak GB':>8s}  derivation")
         for (stage, d, m, p), cs in groups.items():
             name = ":".join(str(v) for v in (stage, d, m, p) if v is not None)
-            print(f"{name:60s} {len(cs):4d} {cs[0].gpu_hours:10.3f} {cs[0].peak_gb:8.1f}  {cs[0].detail}")
+            print(f"{name:60s} {len(cs):4d} {scale * cs[0].gpu_hours:11.3f} {cs[0].peak_gb:8.1f}  {cs[0].detail}")
     print()
-    print("\n".join(summary_lines(costed, args.gpu)))
+    print("\n".join(summary_lines(costed, args.gpu, (1, 2, 4, 16) if args.gpu == "cpu" else (1, 8, 64))))
     print("\nassumptions:")
     print("\n".join(f"- {line}" for line in assumption_lines(args.gpu)))
 

@@ -267,3 +267,26 @@ def test_defaults_without_snakemake_equal_snakemakes(study):
     config = yaml.safe_load((REPO / study).read_text())
     plan.fill_defaults(config)
     assert config == plan.load_study(REPO / study)
+
+
+def test_embedded_split_sizes_equal_what_decode_writes(digits_dir, clips_dir):
+    """The sizes plan computes for the embedded studies are the decoded splits' sizes (9 videos per class here)."""
+    config = {"decode": {"digits": {"source": "sklearn_digits", "test_fraction": 0.3},
+                         "clips": {"source": "ucf101", "root": "results/embed/clips"}},
+              "embed": {"clips": {"videos_per_class": 9}}}
+    for name, folder in (("digits", digits_dir), ("clips", clips_dir)):
+        train, test, classes = plan.computed_sizes(config, name)
+        assert (train, test, classes) == (len(np.load(folder / "train_y.npy")), len(np.load(folder / "test_y.npy")), 10)
+    assert plan.computed_sizes({"decode": {"x": {"source": "cifar10"}}}, "x") is None
+
+
+@pytest.mark.parametrize("study", ["config/config.yaml", "config/mechanism.yaml", ".test/config.yaml"])
+def test_the_embedded_studies_forecast_on_cpu(study):
+    config = plan.load_study(REPO / study)
+    costed = plan.forecast(config, "cpu")
+    assert {c.job["stage"] for c in costed} >= {"embed", "decode", "pretrain", "finetune", "evaluate", "analyse", "report"}
+    assert all(c.gpu_hours > 0 for c in costed)  # every job, decode and report included, takes time on a CPU
+    one, two = plan.wall_hours(costed, 1), plan.wall_hours(costed, 2)
+    assert two < one == pytest.approx(sum(c.gpu_hours for c in costed)) and two >= plan.critical_path_hours(costed)
+    lines = plan.summary_lines(costed, "cpu", (1, 2))
+    assert "core-minutes" in lines[0] and any("wall time on   2 core(s)" in line for line in lines)

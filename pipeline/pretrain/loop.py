@@ -43,7 +43,8 @@ COMPILE_BACKEND = "inductor"  # tests switch to "eager": inductor needs a C++ to
 def monitor_knn(nets: nn.ModuleDict, train: Split, test: Split, cfg: PretrainConfig, classes: int) -> float:
     """Weighted kNN test accuracy of the encoder's features (clean BatchNorm, eval mode)."""
     bs = 4 * cfg.model.batch_size
-    return knn_accuracy(embed(nets["encoder"], train, bs), train.y, embed(nets["encoder"], test, bs), test.y, cfg.model.knn_k, classes)
+    return knn_accuracy(embed(nets["encoder"], train, bs), train.y, embed(nets["encoder"], test, bs), test.y, cfg.model.knn_k, classes,
+                        temperature=cfg.model.knn_temperature)
 
 
 def fn_stats(counts: torch.Tensor | None) -> dict:
