@@ -92,8 +92,9 @@ def gap_closed(gaps: list[dict], dataset: str, colours: dict[str, tuple], path: 
         err = None if single else [0 if math.isnan(vals[e]["share_closed_std"]) else 100 * vals[e]["share_closed_std"]
                                    for e in eps_list]
         ax.bar(xs, ys, width, yerr=err, color=colours[method], label=f"{method} (n=1)" if single else method, capsize=2)
-    ax.axhline(0, color="black", lw=0.8)
-    ax.axhline(100, color="grey", lw=0.8, ls="--")
+    if rows:  # 0 % and 100 % (as robust as supervised) as reference lines
+        ax.axhline(0, color="black", lw=0.8)
+        ax.axhline(100, color="grey", lw=0.8, ls="--")
     ax.set_xticks([j + width * (len(methods) - 1) / 2 for j in range(len(eps_list))], [f"{e:g}/255" for e in eps_list])
     ax.set_ylabel("gap closed (%)")
     ax.set_title(f"{dataset}: share of the worst-case robustness gap closed (100% = supervised; mean ± sd over seeds)",

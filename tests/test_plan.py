@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from pipeline import plan
+from pipeline.grid import Grid
 from pipeline.models import backbones
 from tests.conftest import REPO, pretrain_cfg, schema_defaults, validated
 
@@ -284,7 +285,9 @@ def test_embedded_split_sizes_equal_what_decode_writes(digits_dir, clips_dir):
 def test_the_embedded_studies_forecast_on_cpu(study):
     config = plan.load_study(REPO / study)
     costed = plan.forecast(config, "cpu")
-    assert {c.job["stage"] for c in costed} >= {"embed", "decode", "pretrain", "finetune", "evaluate", "analyse", "report"}
+    embeds = Grid.from_config(config).embeds
+    assert [c.job["dataset"] for c in costed if c.job["stage"] == "embed"] == embeds
+    assert {c.job["stage"] for c in costed} >= {"decode", "pretrain", "finetune", "evaluate", "analyse", "report"}
     assert all(c.gpu_hours > 0 for c in costed)  # every job, decode and report included, takes time on a CPU
     one, two = plan.wall_hours(costed, 1), plan.wall_hours(costed, 2)
     assert two < one == pytest.approx(sum(c.gpu_hours for c in costed)) and two >= plan.critical_path_hours(costed)

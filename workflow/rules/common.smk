@@ -255,7 +255,7 @@ from pipeline import warm as warm_interpreter  # torch-free
 # One line per job start and end with an ETA instead of Snakemake's per-job banners; dry runs keep them.
 from pipeline import terminal  # torch-free
 
-if workflow.is_main_process and not workflow.dryrun:
+if workflow.is_main_process and not getattr(workflow.output_settings, "dryrun", True):  # workflow.dryrun is unset at parse time
     terminal.install(Path(RESULTS) / "benchmarks")
 
 
