@@ -92,3 +92,17 @@ def test_a_flag_the_extra_text_states_is_not_repeated(tmp_path):
         'digits,C3,a - b,8.0,True,0.03,-0.02,0.09,inconclusive,3,540,"share 26% (share 1.2 outside [0, 1])",'
         '"share 1.2 outside [0, 1]; seed 2 did not level off"\n', encoding="utf-8")
     assert table_rows(results_block(tmp_path))[0][-1] == "share 26% (share 1.2 outside [0, 1]); seed 2 did not level off"
+
+
+def test_landing_page_table_has_a_row_per_claim_and_a_column_per_dataset(tmp_path):
+    """The HTML report's first screen: one compact list-table, the verdict and estimate per dataset, primary rows only."""
+    from pipeline.readme_results import landing_rst
+
+    (tmp_path / "claims.csv").write_text(CLAIMS, encoding="utf-8")
+    rst = landing_rst(tmp_path)
+    rows = [block.strip().splitlines() for block in rst.split("   * - ")[1:]]
+    cells = [[row[0]] + [line.strip().removeprefix("- ") for line in row[1:]] for row in rows]
+    assert cells[0] == ["claim", "A - B", "digits (16/255)", "moving\\_digits (8/255)"]  # RST-escaped underscore
+    assert cells[1] == ["C1a", "supervised - simclr", "supported: +12.9 [+9.4, +16.4]", "—"]
+    assert cells[-1] == ["C5", "acl\\_mined\\_elim - acl", "—", "estimate only, 1 seed: +6.4 [-0.7, +13.6]"]
+    assert len(cells) == 1 + 4 and "uncorrected" not in rst  # header + the 4 primary claims

@@ -161,9 +161,9 @@ def test_snakemake_html_report(study):
     page = " ".join(html.replace("\\n", " ").split())  # the page embeds the description as a JS string
     assert "attacked with fgsm, pgd, apgd_ce, apgd_t, fab_t, square, autoattack, pgd_l2, cw_l2" in page
     # the verdicts on the landing page, as tables (docutils renders the list-tables to HTML inside the page's JS)
-    landing = page[page.index("Claims, digits"):]
-    assert "<table" in page and "estimate only, 1 seed" in landing and "supervised - simclr" in landing
-    assert page.index("Claims, digits") < page.index("This study ran on")  # the verdicts come before the details
+    landing = page[page.index("The primary claims"):]
+    assert "<table" in page and "estimate only, 1 seed" in landing and "supervised - simclr" in landing and "digits (8/255)" in landing
+    assert page.index("The primary claims") < page.index("Ran on ")  # the verdicts come before the details
 
 
 def test_misspelt_key_stops_before_any_job(tmp_path):
