@@ -3,7 +3,7 @@
 Times forward + backward (input and weight gradients, as in training and attacks) of the small
 backbones at the embedded studies' sizes, fp32, on ONE thread (every study job runs with
 `threads: 1`), fastest of several rounds so that a busy machine disturbs the figure as little
-as possible. Prints samples/s per backbone; pipeline/plan.py's CPU_ANCHORS holds the figures
+as possible. Prints samples/s per backbone; pipeline/plan/anchors.py's CPU_ANCHORS holds the figures
 of the machine named in benchmarks/RESULTS.md.
 
     python benchmarks/cpu_anchors.py [--rounds 5]

@@ -18,7 +18,7 @@
 #
 # Files in $OUT (the device returns at most 8): summary.tsv (part, rc, seconds, limit), gpu_check.log
 # (every part's output), pretrain.json, paper_scale.json, env.txt, plan.txt. The RESULTS.md rows
-# and pipeline/plan.py's throughput table are filled from them.
+# and pipeline/plan/anchors.py's throughput table are filled from them.
 #
 # Packages the device image lacks travel as wheels in .whl/ (carry: [".whl"]); fetch them here once:
 #   bash benchmarks/gpu_check.sh fetch-wheels

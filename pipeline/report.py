@@ -390,7 +390,8 @@ def gap_markdown(gaps: list[dict], dataset: str, rep: list[dict]) -> str:
         if r["dataset"] == dataset:
             unif[r["method"]].append(r["uniformity"])
     header = ["method", "protocol", "attack", "eps/255", "RA sup", "RA csl", "RA method", "gap closed", "uniformity (test)"]
-    body = [[g["method"], g["protocol"], "worst case" if g["attack"] == "any" else g["attack"], f"{g['eps']:g}", f"{100 * g['ra_supervised']:.1f}", f"{100 * g['ra_csl']:.1f}",
+    body = [[g["method"], g["protocol"], "worst case" if g["attack"] == "any" else g["attack"],
+             f"{g['eps']:g}", f"{100 * g['ra_supervised']:.1f}", f"{100 * g['ra_csl']:.1f}",
              f"{100 * g['ra_method']:.1f}",
              share_text(g),
              f"{mean_std(unif[g['method']])[0]:.3f}"]

@@ -1,0 +1,5 @@
+"""`python -m pipeline.plan`."""
+
+from pipeline.plan.summary import main
+
+main()
