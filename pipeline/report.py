@@ -40,19 +40,20 @@ from pipeline.config import ReportConfig, from_json
 from pipeline.grid import Grid
 from pipeline.io import atomic_path, read_sealed
 from pipeline.logs import stage_cli
-from pipeline.tables import markdown_table
-from pipeline.warm import worker_usage
+from pipeline.report_costs import cost_rows, peak_gpu_memory
+from pipeline.tables import (
+    accuracy_markdown,
+    corruption_markdown,
+    cost_markdown,
+    gap_markdown,
+    markdown_table,
+    mean_std,
+    method_cost_markdown,
+    mining_markdown,
+    representation_markdown,
+)
 
 MIN_GAP = 0.005  # below this supervised-vs-CSL gap, "share closed" is not reported
-
-
-def mean_std(values: list[float]) -> tuple[float, float, int]:
-    n = len(values)
-    if n == 0:
-        return math.nan, math.nan, 0
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    return mean, std, n
 
 
 def plot_grid(grid: Grid) -> dict:
@@ -175,86 +176,6 @@ def representation_rows(results: Path, grid: Grid) -> list[dict]:
     return out
 
 
-def tsv_number(record: dict[str, str], key: str) -> float:
-    """A number from a Snakemake benchmark row; NaN where Snakemake wrote NA or -."""
-    value = record.get(key, "NA")
-    return math.nan if value in ("NA", "-") else float(value)
-
-
-def job_device(results: Path, stage: str, job: str) -> str:
-    """The device a job ran on, from its own result file (Snakemake's benchmark does not know it)."""
-    for name in ("metrics.json", "robustness.json", "quality.json"):
-        path = results / stage / job / name
-        if path.exists():
-            return read_sealed(path, stage).get("runtime", {}).get("device", "cpu")
-    return "cpu"
-
-
-def cost_rows(results: Path, grid: Grid) -> list[dict]:
-    """One row per job of the current grid from Snakemake's `benchmark:` files: wall time, max RSS, CPU
-    time, device. Files left over from jobs of an older grid are not counted; the report job itself is
-    still running, so it has no row."""
-    rows = []
-    for stage, job in sorted(grid.jobs(), key=lambda j: grid_paths.benchmark_path(*j)):  # the order of the files
-        tsv = Path(grid_paths.benchmark_path(stage, job, results))
-        if stage == "report" or not tsv.exists():
-            continue
-        # finetune: one line per protocol in the cost table (ALF/AFF cost far more than SLF)
-        label = f"finetune_{Path(job).name}" if stage == "finetune" else stage
-        header, *lines = tsv.read_text().splitlines()
-        rec = dict(zip(header.split("\t"), lines[-1].split("\t"), strict=True))
-        row = {"stage": label, "job": job, "seconds": tsv_number(rec, "s"), "max_rss_mb": tsv_number(rec, "max_rss"),
-               "cpu_seconds": tsv_number(rec, "cpu_time"), "device": job_device(results, stage, job)}
-        log = results / "logs" / stage / f"{job}.log"
-        usage = worker_usage(log.read_text(errors="replace")) if log.exists() else None
-        if usage is not None:  # a warm-interpreter job: the benchmark measured only its client process
-            row.update(max_rss_mb=usage["max_rss_mb"], cpu_seconds=usage["cpu_s"])
-        rows.append(row)
-    return rows
-
-
-def peak_gpu_memory(results: Path, grid: Grid) -> dict[str, float]:
-    """Largest `peak_memory_mb` per stage over the grid's pretrain/finetune metrics (0 on CPU)."""
-    peaks: dict[str, float] = defaultdict(float)
-    for stage, job in grid.jobs():
-        path = results / stage / job / "metrics.json"
-        if stage in ("pretrain", "finetune") and path.exists():
-            peaks[stage] = max(peaks[stage], float(read_sealed(path, stage).get("peak_memory_mb", 0.0)))
-    return peaks
-
-
-def cost_markdown(rows: list[dict], peaks: dict[str, float]) -> str:
-    stages = list(dict.fromkeys(r["stage"] for r in rows))
-    body = []
-    for stage in stages:
-        rs = [r for r in rows if r["stage"] == stage]
-        secs = [r["seconds"] for r in rs]
-        gpu_hours = sum(r["seconds"] for r in rs if r["device"].startswith("cuda")) / 3600
-        body.append([stage, str(len(rs)), f"{sum(secs):.1f}", f"{sum(secs) / len(secs):.1f}", f"{max(secs):.1f}",
-                     f"{max(r['max_rss_mb'] for r in rs):.0f}", f"{gpu_hours:.3f}", f"{peaks.get(stage.split('_')[0], 0.0):.0f}"])
-    return markdown_table(["stage", "jobs", "total s", "mean s", "max s", "max RSS MB", "GPU-hours", "peak GPU MB"], body)
-
-
-def method_cost_markdown(rows: list[dict], grid: Grid) -> str:
-    """Pretraining CPU/GPU seconds per seed and method; a mined method also pays its warm-up run and the mining."""
-    def mean_of(prefix: str, stage: str) -> float:
-        secs = [r["seconds"] for r in rows if r["stage"] == stage and r["job"].startswith(prefix)]
-        return sum(secs) / len(secs) if secs else math.nan
-
-    body = []
-    for dataset in grid.datasets:
-        for method in grid.methods:
-            own = mean_of(f"{dataset}/{method}/", "pretrain")
-            if math.isnan(own):
-                continue
-            if grid.uses_mined(method):
-                warm, mine = mean_of(f"{dataset}/{grid.warmup_method}/", "pretrain"), mean_of(f"{dataset}/", "mine")
-                body.append([dataset, method, f"{own:.1f}", f"{warm:.1f} + {mine:.1f}", f"{own + warm + mine:.1f}"])
-            else:
-                body.append([dataset, method, f"{own:.1f}", "—", f"{own:.1f}"])
-    return markdown_table(["dataset", "method", "pretrain s per seed", "+ warm-up + mining s", "total s per seed"], body)
-
-
 def mining_rows(results: Path, grid: Grid) -> list[dict]:
     out = []
     for dataset in grid.datasets:
@@ -268,13 +189,6 @@ def mining_rows(results: Path, grid: Grid) -> list[dict]:
                                 "pair_precision": c["pair_precision"], "pair_recall": c["pair_recall"],
                                 "x_chance": c.get("x_chance") or math.nan, "chance": q.get("chance", math.nan)})
     return out
-
-
-def mining_markdown(mining: list[dict]) -> str:
-    """Precision and recall of every mining algorithm on the same warm-up embeddings; * = the one pretraining used."""
-    body = [[m["dataset"], str(m["seed"]), m["algorithm"] + (" *" if m["used"] else ""), f"{m['pair_precision']:.3f}",
-             f"{m['pair_recall']:.3f}", f"{m['x_chance']:.1f}x", f"{m['chance']:.3f}"] for m in mining]
-    return markdown_table(["dataset", "seed", "algorithm", "pair precision", "pair recall", "precision / chance", "chance"], body)
 
 
 def checks(rows: list[dict], eval_warnings: list[str], grid: Grid) -> list[str]:
@@ -291,28 +205,6 @@ def checks(rows: list[dict], eval_warnings: list[str], grid: Grid) -> list[str]:
     return found
 
 
-def fmt(mean: float, std: float, n: int = 2) -> str:
-    """Mean ± std over seeds in %; one seed has no spread, so it shows n = 1 instead."""
-    if math.isnan(mean):
-        return "n/a"
-    return f"{100 * mean:.1f} (n=1)" if n == 1 else f"{100 * mean:.1f} ± {100 * std:.1f}"
-
-
-def column_name(attack: str, eps: float, cascade: bool, order: list[str]) -> str:
-    """What the number is: an attack alone, an attack after the ones before it in the cascade, or the
-    per-sample worst case over all attacks of a norm."""
-    budget = eps_label(attack, eps)
-    if attack in ("any", "any_l2"):
-        return f"worst case {budget}"
-    before = order[: order.index(attack)] if cascade and attack in order else []
-    return f"{attack} after {'+'.join(before)} {budget}" if before else f"{attack} {budget}"
-
-
-def eps_label(attack: str, eps: float) -> str:
-    """Linf budgets are in units of 1/255; L2 attacks (names ending in _l2) use input units."""
-    return f"L2 {eps:g}" if attack.endswith("_l2") else f"{eps:g}/255"
-
-
 def corruption_rows(results: Path, grid: Grid) -> list[dict]:
     """Long-format corruption accuracies from the evaluate outputs (absent when none were run)."""
     rows = []
@@ -327,26 +219,6 @@ def corruption_rows(results: Path, grid: Grid) -> list[dict]:
     return rows
 
 
-def corruption_markdown(rows: list[dict], dataset: str, grid: Grid) -> str:
-    """Mean corruption accuracy per method, then per corruption and per severity (mean ± std over seeds)."""
-    rows = [r for r in rows if r["dataset"] == dataset]
-    corruptions = list(dict.fromkeys(r["corruption"] for r in rows))
-    severities = sorted({r["severity"] for r in rows})
-
-    def cell(method: str, protocol: str, keep) -> str:  # mean over the matching cells per seed, then over seeds
-        seeds = defaultdict(list)
-        for r in rows:
-            if r["method"] == method and r["protocol"] == protocol and keep(r):
-                seeds[r["seed"]].append(r["accuracy"])
-        return fmt(*mean_std([sum(v) / len(v) for v in seeds.values()]))
-
-    header = ["method", "protocol", "mean"] + corruptions + [f"severity {s}" for s in severities]
-    body = [[m, p, cell(m, p, lambda r: True)] + [cell(m, p, lambda r, c=c: r["corruption"] == c) for c in corruptions]
-            + [cell(m, p, lambda r, s=s: r["severity"] == s) for s in severities]
-            for m in grid.evaluated_methods() for p in grid.protocols_of(m) if any(r["method"] == m for r in rows)]
-    return markdown_table(header, body)
-
-
 def cascade_of(results: Path, grid: Grid, dataset: str) -> tuple[bool, list[str]]:
     """Whether the dataset's attacks ran as a cascade, and in which order (from its first robustness file)."""
     for method in grid.evaluated_methods():
@@ -357,69 +229,6 @@ def cascade_of(results: Path, grid: Grid, dataset: str) -> tuple[bool, list[str]
                     r = read_sealed(path, "evaluate")
                     return bool(r.get("cascade")), list(r.get("cascade_order", []))
     return False, []
-
-
-def accuracy_markdown(summary: dict, dataset: str, grid: Grid, cascade: tuple[bool, list[str]] = (False, [])) -> str:
-    summary = defaultdict(lambda: (math.nan, math.nan, 0), summary)
-    # columns: the (attack, eps) pairs that exist (L2 attacks have their own eps), L2 and worst cases last
-    cols = sorted({(k[3], k[4]) for k in summary if k[0] == dataset and k[3] != "clean"},
-                  key=lambda c: (c[0].endswith("_l2"), c[0].startswith("any"), c))
-    header = ["method", "protocol", "seeds", "clean"] + [column_name(a, e, *cascade) for a, e in cols]
-    body = []
-    for method in grid.evaluated_methods():
-        for protocol in grid.protocols_of(method):
-            clean = summary[(dataset, method, protocol, "clean", 0.0)]
-            cells = [fmt(*summary[(dataset, method, protocol, a, e)]) for a, e in cols]
-            body.append([method, protocol, str(clean[2]), fmt(*clean), *cells])
-    return markdown_table(header, body)
-
-
-def share_text(g: dict) -> str:
-    """The share closed, with its per-seed spread (n=1 says so), or why there is none."""
-    if not g.get("gap_established", True):
-        return "n/a (gap not established, C1a)"
-    if math.isnan(g["share_closed"]):
-        return "n/a (gap < 0.5%)"
-    spread = "(n=1)" if g["seeds"] < 2 else f"± {100 * g['share_closed_std']:.0f}"
-    return f"{100 * g['share_closed']:.0f}% {spread}"
-
-
-def gap_markdown(gaps: list[dict], dataset: str, rep: list[dict]) -> str:
-    unif = defaultdict(list)
-    for r in rep:
-        if r["dataset"] == dataset:
-            unif[r["method"]].append(r["uniformity"])
-    header = ["method", "protocol", "attack", "eps/255", "RA sup", "RA csl", "RA method", "gap closed", "uniformity (test)"]
-    body = [[g["method"], g["protocol"], "worst case" if g["attack"] == "any" else g["attack"],
-             f"{g['eps']:g}", f"{100 * g['ra_supervised']:.1f}", f"{100 * g['ra_csl']:.1f}",
-             f"{100 * g['ra_method']:.1f}",
-             share_text(g),
-             f"{mean_std(unif[g['method']])[0]:.3f}"]
-            for g in gaps if g["dataset"] == dataset and g["attack"] in ("pgd", "any")]
-    return markdown_table(header, body)
-
-
-def representation_markdown(rep: list[dict], dataset: str, grid: Grid) -> str:
-    """Mean ± std over seeds per method; uniformity and margins in every feature space (the claims read the centred one)."""
-    columns = [("alignment", "alignment"), ("uniformity_backbone", "unif. backbone"), ("uniformity_centred", "unif. centred"),
-               ("uniformity_projection", "unif. projection"), ("within_class_uniformity_centred", "within-class unif. centred"),
-               ("margin_backbone", "margin backbone"), ("margin_centred", "margin centred"), ("margin_projection", "margin projection"),
-               ("intra_class_distance", "intra-class dist"), ("inter_class_distance", "inter-class dist")]
-    body = []
-    for method in grid.evaluated_methods():
-        rs = [r for r in rep if r["dataset"] == dataset and r["method"] == method]
-        if not rs:
-            continue
-        cells = []
-        for key, _ in columns:
-            mean, std, n = mean_std([r[key] for r in rs if not math.isnan(r[key])])
-            cells.append("—" if n == 0 else f"{mean:.3f} (n=1)" if n == 1 else f"{mean:.3f} ± {std:.3f}")
-        body.append([method] + cells)
-    note = ("Test split; uniformity is Wang and Isola's (t = 2, lower = more uniform), margins the leave-one-out centroid "
-            "margin (cosine). Spaces: backbone (normalised, after the final ReLU), centred (backbone minus its mean, "
-            "normalised: what a linear head with a bias sees; the claims' space), projection (the pretraining head's "
-            "output; none for CE). Mean ± std over seeds.\n\n")
-    return note + markdown_table(["method"] + [label for _, label in columns], body)
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:

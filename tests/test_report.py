@@ -13,7 +13,8 @@ import pytest
 from pipeline.config import ReportConfig
 from pipeline.grid import Grid
 from pipeline.io import IntegrityError, sealed
-from pipeline.report import MIN_GAP, gap_rows, load_rows, run, share_text
+from pipeline.report import MIN_GAP, gap_rows, load_rows, run
+from pipeline.tables import share_text
 
 # RA at PGD eps 8 per (method, seed); clean is 0.9 everywhere.
 RA = {("supervised", 0): 0.60, ("supervised", 1): 0.70, ("simclr", 0): 0.20, ("simclr", 1): 0.30,
