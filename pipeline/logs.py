@@ -46,6 +46,23 @@ def stage_cli(stage: str, doc: str | None, argv: list[str] | None, cfg_help: str
     return parser
 
 
+USAGE_LINE = "warm: worker cpu_s="  # how the usage line that `_finish` prints begins
+
+
+def worker_usage(log_text: str) -> dict[str, float] | None:
+    """{"cpu_s", "max_rss_mb"} from the last `warm: worker ...` line of a job's log (None: ran fresh).
+
+    Printed by the warm client (pipeline/warm/client.py), read by the report's cost table: with the warm
+    interpreter Snakemake's benchmark CPU and RSS columns measure only the client; these are the worker's
+    (wall time is the same either way).
+    """
+    lines = [line for line in log_text.splitlines() if line.startswith(USAGE_LINE)]
+    if not lines:
+        return None
+    fields = dict(item.split("=", 1) for item in lines[-1].split()[2:] if "=" in item)
+    return {"cpu_s": float(fields["cpu_s"]), "max_rss_mb": float(fields["max_rss_mb"])}
+
+
 def format_seconds(seconds: float) -> str:
     """3725.4 -> '1:02:05'."""
     seconds = int(round(seconds))

@@ -10,7 +10,7 @@ from pathlib import Path
 from pipeline import grid as grid_paths
 from pipeline.grid import Grid
 from pipeline.io import read_sealed
-from pipeline.warm import worker_usage
+from pipeline.logs import worker_usage
 
 
 def tsv_number(record: dict[str, str], key: str) -> float:

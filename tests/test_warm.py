@@ -479,7 +479,7 @@ class _Workflow:
 @pytest.mark.parametrize("overrides", [{"local_exec": False}, {"is_main_process": False}, {"dryrun": True},
                                        {"touch": True}])
 def test_no_server_for_cluster_subprocess_dry_or_touch_runs(overrides, monkeypatch):
-    monkeypatch.setattr(warm, "start", lambda *a, **k: pytest.fail("started a server"))
+    monkeypatch.setattr(warm.server, "start", lambda *a, **k: pytest.fail("started a server"))
     assert warm.start_for_workflow(_Workflow(**overrides), sys.executable) is None
 
 

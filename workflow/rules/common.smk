@@ -245,7 +245,7 @@ def report_description():
     return str(landing.resolve())
 
 
-# ---- warm interpreter (pipeline/warm.py) -------------------------------------------------------
+# ---- warm interpreter (pipeline/warm/) -------------------------------------------------------
 # A local run starts one server that has imported torch once; each job's
 # `python -m pipeline.warm pipeline.<stage>` forks from it instead of paying ~3.5 s of imports.
 # Dry runs, --touch, cluster executors and jobs on other hosts run fresh, as does PIPELINE_WARM=0.
