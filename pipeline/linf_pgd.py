@@ -5,8 +5,9 @@ Callers supply only the loss (and the start point): the evaluation attacks `pgd`
 adversarial CSL (`pipeline.pretrain.steps.inner_attack`, a contrastive loss of views), the inner
 attack of adversarial training (`pipeline.adversarial.inner.perturb`: CE, TRADES KL, SPAT
 consistency) and the feature-space attacks of `pipeline.sensitivity`. Every random start is
-drawn here too (`start_point`, the `start=` option). One convention: eps and the step size are absolute, in [0, 1] pixel units; a
-caller whose config gives the step as a fraction of eps multiplies once (`fraction * eps`).
+drawn here too (`start_point`, the `start=` option). One convention: eps and the step size are
+absolute, in [0, 1] pixel units; a caller whose config gives the step as a fraction of eps
+multiplies once (`fraction * eps`).
 
 A module of its own, outside `pipeline.attacks`, because importing any module of a package
 runs its `__init__`: pretrain and finetune would otherwise import (and, through

@@ -46,7 +46,7 @@ def stage_cli(stage: str, doc: str | None, argv: list[str] | None, cfg_help: str
     return parser
 
 
-USAGE_LINE = "warm: worker cpu_s="  # how the usage line that `_finish` prints begins
+USAGE_LINE = "warm: worker cpu_s="  # how the warm client's usage line begins (pipeline/warm/client.py, `_finish`)
 
 
 def worker_usage(log_text: str) -> dict[str, float] | None:

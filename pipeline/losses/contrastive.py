@@ -66,9 +66,6 @@ def off_diagonal(m: int, device: torch.device) -> torch.Tensor:
     return ~torch.eye(m, dtype=torch.bool, device=device)
 
 
-FN_MODES = ("eliminate", "attract")
-
-
 def with_false_negatives(
     positives: torch.Tensor, denominator: torch.Tensor, fn_mask: torch.Tensor | None, fn_mode: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
