@@ -18,6 +18,7 @@ jobs exist, not what a job computes, so editing them never reruns an existing jo
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -273,6 +274,18 @@ def finetune_slice(config: dict, protocol: str) -> dict:
     section = config["finetune"]
     entry = section["protocols"][protocol]
     return {**section, "protocols": {protocol: {**entry, "methods": [], "seeds": []}}}
+
+
+def evaluate_slice(config: dict, dataset: str) -> dict:
+    """The evaluate section as one dataset's job receives it: `pgd_steps_check.epsilons: primary` becomes
+    the dataset's `report.primary_eps` (none listed: [], the largest eps). The check is read where the
+    claims are; checking every eps would double the stage's cost for figures no claim reads."""
+    section = copy.deepcopy(config["evaluate"])
+    check = section["pgd_steps_check"]
+    if check.get("epsilons") == "primary":
+        primary = config["report"]["primary_eps"].get(dataset)
+        check["epsilons"] = [primary] if primary is not None else []
+    return section
 
 
 # ---- cross-key checks -------------------------------------------------------------------

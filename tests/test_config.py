@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from pipeline import config as C
+from pipeline import grid
 from tests.conftest import REPO, SCHEMA, schema_defaults, validated
 
 
@@ -47,7 +48,8 @@ def test_default_and_test_configs_validate_and_build():
                  REPO / ".test" / "config.yaml"):
         cfg = validated(yaml.safe_load(path.read_text()))
         C.from_dict(C.MineConfig, cfg["mine"])
-        C.from_dict(C.EvaluateConfig, cfg["evaluate"])
+        for dataset in cfg["datasets"]:  # what each evaluate job receives
+            C.from_dict(C.EvaluateConfig, grid.evaluate_slice(cfg, dataset))
         for method in cfg["pretrain"]["methods"].values():
             C.from_dict(C.PretrainConfig, {"device": "cpu", "precision": "auto", "budget_mb": 1.0,
                                            "model": cfg["pretrain"]["image"], "method": method})

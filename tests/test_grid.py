@@ -98,6 +98,26 @@ def test_slices_change_with_a_real_setting(config):
     assert G.pretrain_slice(config, "digits", "simclr") == G.pretrain_slice(copy.deepcopy(config), "digits", "simclr")
 
 
+def test_evaluate_slice_checks_steps_at_each_datasets_primary_eps(config):
+    """`epsilons: primary` becomes the job's dataset's report.primary_eps; a dataset without one gets [] (the
+    largest); an explicit list reaches every dataset unchanged; the config itself is left as it was."""
+    config["report"]["primary_eps"] = {"digits": 16}
+    config["evaluate"]["pgd_steps_check"]["epsilons"] = "primary"
+    assert G.evaluate_slice(config, "digits")["pgd_steps_check"]["epsilons"] == [16]
+    assert G.evaluate_slice(config, "moving_digits")["pgd_steps_check"]["epsilons"] == []
+    assert config["evaluate"]["pgd_steps_check"]["epsilons"] == "primary"
+    config["evaluate"]["pgd_steps_check"]["epsilons"] = [8, 32]
+    assert G.evaluate_slice(config, "moving_digits")["pgd_steps_check"]["epsilons"] == [8, 32]
+    rest = {k: v for k, v in G.evaluate_slice(config, "digits").items() if k != "pgd_steps_check"}
+    assert rest == {k: v for k, v in config["evaluate"].items() if k != "pgd_steps_check"}
+
+
+def test_default_study_checks_steps_where_its_claims_are_read():
+    default = validated(yaml.safe_load((REPO / "config" / "config.yaml").read_text()))
+    for dataset, eps in default["report"]["primary_eps"].items():
+        assert G.evaluate_slice(default, dataset)["pgd_steps_check"]["epsilons"] == [eps]
+
+
 @pytest.mark.parametrize("edit,key", [
     (lambda c: c.update(datasets=["digits", "cifar"]), "datasets[1]"),
     (lambda c: c["report"].update(csl_method="byol"), "report.csl_method"),

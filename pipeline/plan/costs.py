@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field
 
-from pipeline.grid import RESULTS
+from pipeline.grid import RESULTS, evaluate_slice
 from pipeline.plan.anchors import (
     _H100_BF16,
     AA_CE_PASSES,
@@ -196,7 +195,7 @@ def cost_job(job: dict, config: dict, gpu: str, sizes: dict, aa_video_samples: i
             mem = memory_gb(info, graph, prec, kind == "aff", 0)
             detail = f"{adv['training']} {adv['epochs']} ep, PGD-{adv['steps']}"
     elif stage == "evaluate":
-        section = copy.deepcopy(config["evaluate"])
+        section = evaluate_slice(config, job["dataset"])
         if info["video"] and aa_video_samples is not None and "autoattack" in section["attacks"]:
             section["attacks"]["autoattack"]["max_samples"] = aa_video_samples
         method = config["report"]["supervised_method"] if job["method"] == matched_method(config) else job["method"]

@@ -135,6 +135,10 @@ def encoder_args(wildcards):
     return " ".join(f"--encoder {m}:{s}:{path}" for m, s, path in analysed_encoders(wildcards.dataset))
 
 
+def evaluate_cfg(wildcards):
+    return as_json(study.evaluate_slice(config, wildcards.dataset))
+
+
 def finetune_cfg(wildcards):
     return as_json(study.finetune_slice(config, wildcards.protocol))
 

@@ -18,7 +18,7 @@ rule evaluate:
         "../envs/pipeline.yaml"
     threads: 1
     params:
-        cfg=section_cfg("evaluate"),
+        cfg=evaluate_cfg,
         code=code_hash("evaluate"),
         data=data_dir,
     shell:
