@@ -4,8 +4,8 @@ In one process, on one device, with one model (the stage's `Classifier`), a PGD-
 training step (Madry: x_adv by PGD-10 at eps 8/255, step 2/255, random start, model in eval
 mode during the attack; then CE(model(x_adv)) forward + backward + SGD step, train mode):
 
-  (a) this stage: `pipeline.adversarial.loop.train_step` with the `pgd_at` method, i.e. the
-      inner attack of `pipeline.adversarial.inner.perturb` under `runtime.autocast()` (bf16 on
+  (a) this stage: `pipeline.finetune.adversarial.loop.train_step` with the `pgd_at` method, i.e. the
+      inner attack of `pipeline.finetune.adversarial.inner.perturb` under `runtime.autocast()` (bf16 on
       CUDA) on channels_last inputs;
   (b) the same loop with the attack made by `torchattacks.PGD(model, eps, alpha, steps=10,
       random_start=True)` called as documented (it runs in float32; it has no autocast option),
@@ -38,10 +38,10 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's `pipeline`
 
 from pipeline import runtime  # noqa: E402
-from pipeline.adversarial import TRAINING, AdversarialContext, module_mode  # noqa: E402
-from pipeline.adversarial.inner import to_layout  # noqa: E402
-from pipeline.adversarial.loop import train_step  # noqa: E402
 from pipeline.config import AdversarialConfig, from_dict  # noqa: E402
+from pipeline.finetune.adversarial import TRAINING, AdversarialContext, module_mode  # noqa: E402
+from pipeline.finetune.adversarial.inner import to_layout  # noqa: E402
+from pipeline.finetune.adversarial.loop import train_step  # noqa: E402
 from pipeline.models import Classifier, Encoder  # noqa: E402
 
 EPS, ALPHA, STEPS = 8 / 255, 2 / 255, 10

@@ -43,6 +43,38 @@ def embedded_name(root: str) -> str | None:
 
 
 @dataclass(frozen=True)
+class Job:
+    """One job of the study's DAG. Embed jobs carry their entry's name in `dataset`."""
+
+    stage: str
+    dataset: str | None = None
+    method: str | None = None
+    seed: int | None = None
+    protocol: str | None = None
+    deps: tuple[str, ...] = ()  # ids of the jobs whose outputs it reads
+
+    @property
+    def id(self) -> str:
+        """`stage:dataset:method:seed:protocol`, empty where the stage has no such wildcard."""
+        return ":".join("" if v is None else str(v) for v in (self.stage, self.dataset, self.method, self.seed, self.protocol))
+
+    @property
+    def name(self) -> str:
+        """The job's path under its stage, as its log and benchmark files are named."""
+        if self.stage == "report":
+            return "report"
+        seed = None if self.seed is None else f"seed{self.seed}"
+        return "/".join(v for v in (self.dataset, self.method, seed, self.protocol) if v is not None)
+
+    def record(self, results: str | Path = RESULTS) -> str | None:
+        """The file of this job that the report reads (None: embed and report)."""
+        if self.stage in ("embed", "report"):
+            return None
+        files = {"decode": "meta.json", "mine": "quality.json", "analyse": "representation.json", "evaluate": "robustness.json"}
+        return f"{results}/{self.stage}/{self.name}/{files.get(self.stage, 'metrics.json')}"
+
+
+@dataclass(frozen=True)
 class Grid:
     """Which dataset x method x seed x protocol jobs a study runs. Lists keep config order."""
 
@@ -59,6 +91,8 @@ class Grid:
     matched_method: str | None = None  # supervised at the CSL model's clean accuracy (stage `match`), if run
     matched_seeds: list[int] = field(default_factory=list)
     mechanism: dict = field(default_factory=dict)  # the manipulations' methods (`mechanism_methods`); {} = none
+    embed_of: dict[str, str] = field(default_factory=dict)  # dataset -> the embed entry its decode reads
+    matched_from: list[str] = field(default_factory=list)  # [supervised, csl]: what the match stage reads
 
     @classmethod
     def from_config(cls, config: dict) -> Grid:
@@ -70,6 +104,8 @@ class Grid:
             datasets={ds: SOURCE_MODALITY[config["decode"][ds]["source"]] for ds in config["datasets"] if ds in config["decode"]},
             embeds=[name for ds in config["datasets"] if ds in config["decode"]
                     if (name := embedded_name(config["decode"][ds]["root"])) is not None],
+            embed_of={ds: name for ds in config["datasets"] if ds in config["decode"]
+                      if (name := embedded_name(config["decode"][ds]["root"])) is not None},
             methods=methods,
             seeds=list(config["seeds"]),
             method_seeds={m: list(methods_cfg[m].get("seeds") or config["seeds"]) for m in methods},
@@ -129,19 +165,35 @@ class Grid:
         """Every evaluate job: the finetune jobs plus the matched supervised classifier (protocol slf)."""
         return self.protocol_runs() + [(self.matched_method, s, "slf") for s in self.matched_seeds if self.matched_method]
 
-    def jobs(self) -> list[tuple[str, str]]:
-        """Every job as (stage, job id); the id is the path of its log and benchmark under the stage."""
-        out = [("embed", name) for name in self.embeds]
-        for ds in self.datasets:
-            out.append(("decode", ds))
-            out += [("pretrain", f"{ds}/{m}/seed{s}") for m, s in self.runs()]
-            out += [("mine", f"{ds}/seed{s}") for s in self.mined_seeds()]
-            out += [("finetune", f"{ds}/{m}/seed{s}/{p}") for m, s, p in self.protocol_runs()]
-            out += [("match", f"{ds}/seed{s}") for s in self.matched_seeds]
-            out += [("evaluate", f"{ds}/{m}/seed{s}/{p}") for m, s, p in self.evaluate_runs()]
-            out.append(("analyse", ds))
-        out.append(("report", "report"))
+    def jobs(self) -> list[Job]:
+        """The study's job graph, the one enumeration of it: every job the rules make, each with the ids
+        of the jobs whose outputs it reads, in an order where a job follows its dependencies. The
+        Snakefile's report inputs, the cost table and the forecast (`pipeline.plan`) all read it."""
+        out = [Job("embed", name) for name in self.embeds]
+        pid = lambda d, m, s: Job("pretrain", d, m, s).id  # noqa: E731
+        for d in self.datasets:
+            embed = [Job("embed", self.embed_of[d]).id] if d in self.embed_of else []
+            out.append(decode := Job("decode", d, deps=tuple(embed)))
+            out += [Job("pretrain", d, m, s, deps=(decode.id,)) for m, s in self.runs() if not self.uses_mined(m)]
+            out += [Job("mine", d, seed=s, deps=(pid(d, self.warmup_method, s),)) for s in self.mined_seeds()]
+            out += [Job("pretrain", d, m, s, deps=(decode.id, Job("mine", d, seed=s).id)) for m, s in self.runs() if self.uses_mined(m)]
+            out += [Job("finetune", d, m, s, p, deps=(pid(d, m, s),)) for m, s, p in self.protocol_runs()]
+            if self.matched_method:
+                sup, csl = self.matched_from
+                out += [Job("match", d, seed=s, deps=(pid(d, sup, s), Job("finetune", d, csl, s, "slf").id)) for s in self.matched_seeds]
+            model = lambda d, m, s, p: Job("match", d, seed=s) if m == self.matched_method else Job("finetune", d, m, s, p)  # noqa: E731
+            out += [Job("evaluate", d, m, s, p, deps=(model(d, m, s, p).id,)) for m, s, p in self.evaluate_runs()]
+            out.append(Job("analyse", d, deps=tuple(pid(d, m, s) for m, s in self.runs())))
+        out.append(Job("report", deps=tuple(j.id for j in out if j.stage not in ("embed", "decode"))))
         return out
+
+    def report_inputs(self, results: str | Path = RESULTS) -> dict[str, list[str]]:
+        """stage -> the files of the graph's jobs the report reads (decode's meta.json: the test split's size)."""
+        inputs: dict[str, list[str]] = {}
+        for job in self.jobs():
+            if (path := job.record(results)) is not None:
+                inputs.setdefault(job.stage, []).append(path)
+        return inputs
 
     def plot_view(self) -> tuple[str, list[str]]:
         """The protocol the plots show and its methods: the first protocol covering every method (so
@@ -158,7 +210,7 @@ def matched_part(config: dict) -> dict:
     sup, csl = config["report"]["supervised_method"], config["report"]["csl_method"]
     methods_cfg = config["pretrain"]["methods"]
     seeds = [s for s in (methods_cfg[sup].get("seeds") or config["seeds"]) if s in (methods_cfg[csl].get("seeds") or config["seeds"])]
-    return {"matched_method": f"{sup}_matched", "matched_seeds": seeds}
+    return {"matched_method": f"{sup}_matched", "matched_seeds": seeds, "matched_from": [sup, csl]}
 
 
 # ---- paths ------------------------------------------------------------------------------
@@ -286,86 +338,3 @@ def evaluate_slice(config: dict, dataset: str) -> dict:
         primary = config["report"]["primary_eps"].get(dataset)
         check["epsilons"] = [primary] if primary is not None else []
     return section
-
-
-# ---- cross-key checks -------------------------------------------------------------------
-def check_references(config: dict) -> None:
-    """Cross-key checks the JSON schema cannot express; each error names the offending key."""
-    methods_cfg = config["pretrain"]["methods"]
-    methods = list(methods_cfg)
-    seeds = config["seeds"]
-    for i, ds in enumerate(config["datasets"]):
-        if ds not in config["decode"]:
-            config_error(f"datasets[{i}]", f"'{ds}' has no entry under decode: (have {sorted(config['decode'])})")
-    if not methods:
-        config_error("pretrain.methods", "no pretraining method configured")
-    for key in ("supervised_method", "csl_method"):
-        if config["report"][key] not in methods:
-            config_error(f"report.{key}", f"'{config['report'][key]}' is not one of pretrain.methods {methods}")
-    for name, m in methods_cfg.items():
-        if (m.get("fn_recall", 1) != 1 or m.get("fn_precision", 1) != 1) and m.get("false_negatives") != "oracle":
-            config_error(f"pretrain.methods.{name}.fn_recall",
-                         "fn_recall / fn_precision thin and dilute the oracle's mask: they need false_negatives: oracle")
-    _check_mining(config, methods_cfg, seeds)
-    _check_claims(config, methods)
-    for ds in config["datasets"]:
-        root = config["decode"][ds]["root"]
-        name = embedded_name(root)
-        if name is not None and name not in config["embed"]:
-            config_error(f"decode.{ds}.root", f"{root} is under {RESULTS}/embed but embed: has no '{name}'")
-    run_seeds = {s for m in methods_cfg.values() for s in m.get("seeds") or seeds}
-    for name, entry in config["finetune"]["protocols"].items():
-        unknown = [m for m in entry.get("methods", []) if m not in methods]
-        if unknown:
-            config_error(f"finetune.protocols.{name}.methods", f"{unknown} are not pretrain.methods {methods}")
-        unused = set(entry.get("seeds", [])) - run_seeds
-        if unused:
-            config_error(f"finetune.protocols.{name}.seeds", f"seeds {sorted(unused)} are not run by any pretraining method")
-
-
-def _check_mining(config: dict, methods_cfg: dict, seeds: list[int]) -> None:
-    """Mined methods need a warm-up method that is configured, not itself mined, and runs their seeds."""
-    if not any(m.get("false_negatives") == "mined" for m in methods_cfg.values()):
-        return
-    warmup = config["mine"]["warmup_method"]
-    if warmup not in methods_cfg:
-        config_error("mine.warmup_method", f"'{warmup}' is not one of pretrain.methods {list(methods_cfg)}")
-    if methods_cfg[warmup].get("false_negatives") == "mined":
-        config_error("mine.warmup_method", f"'{warmup}' itself uses mined false negatives (a cycle)")
-    warm_seeds = set(methods_cfg[warmup].get("seeds") or seeds)
-    for name, m in methods_cfg.items():
-        missing = set(m.get("seeds") or seeds) - warm_seeds
-        if m.get("false_negatives") == "mined" and missing:
-            config_error(f"pretrain.methods.{name}.seeds", f"seeds {sorted(missing)} have no {warmup} warm-up run to mine from")
-
-
-def _check_claims(config: dict, methods: list[str]) -> None:
-    """The claims' roles name configured methods; the match stage has snapshots to match from."""
-    report = config["report"]
-    for key in ("oracle_methods", "mined_methods"):
-        for i, m in enumerate(report[key]):
-            if m not in methods:
-                config_error(f"report.{key}[{i}]", f"'{m}' is not one of pretrain.methods {methods}")
-    for variant, base in report["adversarial_pairs"].items():
-        for m in (variant, base):
-            if m not in methods:
-                config_error(f"report.adversarial_pairs.{variant}", f"'{m}' is not one of pretrain.methods {methods}")
-    for key in ("supcon_method", "random_init_method"):
-        if report.get(key) is not None and report[key] not in methods:
-            config_error(f"report.{key}", f"'{report[key]}' is not one of pretrain.methods {methods}")
-    protocol = report.get("adversarial_protocol")
-    if protocol is not None and protocol not in config["finetune"]["protocols"]:
-        config_error("report.adversarial_protocol",
-                     f"'{protocol}' is not one of finetune.protocols {list(config['finetune']['protocols'])}")
-    if report["claims_protocol"] not in config["finetune"]["protocols"]:
-        config_error("report.claims_protocol", f"'{report['claims_protocol']}' is not one of finetune.protocols "
-                                               f"{list(config['finetune']['protocols'])}")
-    sup = report["supervised_method"]
-    if config["match"]["enabled"]:
-        if config["pretrain"]["methods"][sup].get("snapshots", 0) < 2:
-            config_error(f"pretrain.methods.{sup}.snapshots", "the match stage (match.enabled) needs at least 2 snapshots of the "
-                                                              "supervised pretraining to choose from")
-        if "slf" not in config["finetune"]["protocols"]:
-            config_error("match.enabled", "the match stage compares SLF clean accuracies: finetune.protocols needs slf")
-        if f"{sup}_matched" in methods:
-            config_error(f"pretrain.methods.{sup}_matched", "the name is taken by the match stage's pseudo-method")

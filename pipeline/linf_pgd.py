@@ -3,7 +3,7 @@
 Callers supply only the loss (and the start point): the evaluation attacks `pgd` and `fgsm`
 (`pipeline.attacks`, cross-entropy of a classifier), the contrastive inner attack of
 adversarial CSL (`pipeline.pretrain.steps.inner_attack`, a contrastive loss of views), the inner
-attack of adversarial training (`pipeline.adversarial.inner.perturb`: CE, TRADES KL, SPAT
+attack of adversarial training (`pipeline.finetune.adversarial.inner.perturb`: CE, TRADES KL, SPAT
 consistency) and the feature-space attacks of `pipeline.sensitivity`. Every random start is
 drawn here too (`start_point`, the `start=` option). One convention: eps and the step size are
 absolute, in [0, 1] pixel units; a caller whose config gives the step as a fraction of eps

@@ -1,10 +1,11 @@
 """Hash the source files a stage imports, so Snakemake reruns a stage when its code changes.
 
 Snakemake tracks only the text of `shell:`/`run:` blocks, not imported modules. Each rule
-therefore gets `params: code=source_hash("pipeline.<stage>")`: a hash over the stage module
-and every `pipeline.*` module it imports, transitively, found by parsing imports with `ast`
-(no import, so the Snakefile stays free of torch). Editing a file only the evaluate stage
-imports changes only evaluate's hash.
+therefore gets `params: code=source_hash("pipeline.<stage>")`: a hash over every file of the
+stage's package (`pipeline/<stage>/`, imported or not, so a stage's files can be arranged
+freely inside it) and every `pipeline.*` module those files import, transitively, found by
+parsing imports with `ast` (no import, so the Snakefile stays free of torch). Editing a file
+only the evaluate stage imports changes only evaluate's hash.
 
 The hash covers what the code does, not how it reads: each file is hashed as its syntax tree
 without docstrings (`normalised_source`), so a comment, a docstring, blank lines or a line break
@@ -51,10 +52,21 @@ def imported_modules(path: Path, module: str) -> set[str]:
     return {m for m in found if m == PACKAGE or m.startswith(PACKAGE + ".")}
 
 
+def package_modules(module: str) -> list[str]:
+    """`module` and, when it is a package, every module in its folder tree (dotted names)."""
+    path = module_file(module)
+    if path is None or path.name != "__init__.py":
+        return [module]
+    folder = path.parent
+    return [module] + sorted(".".join([module, *f.relative_to(folder).with_suffix("").parts]).removesuffix(".__init__")
+                             for f in folder.rglob("*.py") if f != path)
+
+
 def stage_sources(module: str) -> list[Path]:
-    """Every pipeline source file `module` depends on, itself and parent packages included."""
+    """Every pipeline source file `module` depends on: the whole of its package when it is one,
+    what those files import (transitively), and the parent packages."""
     seen: dict[str, Path] = {}
-    todo = [module]
+    todo = package_modules(module)
     while todo:
         name = todo.pop()
         parts = name.split(".")

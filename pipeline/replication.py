@@ -2,7 +2,7 @@
 
     python -m pipeline.compare --claims A B [--strict]
 
-A and B are each a claims.csv (written by pipeline.claims), a folder holding `claims.csv`
+A and B are each a claims.csv (written by pipeline.report.claims), a folder holding `claims.csv`
 (docs/default_study/) or a results folder holding `report/claims.csv`. Only primary rows are
 compared, matched by (dataset, claim, comparison). For each matched claim
 
@@ -164,7 +164,7 @@ def read_claims(path: Path) -> dict[Key, Claim]:
 
 
 def fmt_interval(c: Claim) -> str:
-    """Accuracy differences in points (x100), representation differences as they are (as pipeline.claims)."""
+    """Accuracy differences in points (x100), representation differences as they are (as pipeline.report.claims)."""
     scale, digits = (100, 1) if c.eps else (1, 3)
     return f"{scale * c.estimate:+.{digits}f} [{scale * c.low:+.{digits}f}, {scale * c.high:+.{digits}f}]"
 

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError
+from pipeline.grid import RESULTS, embedded_name
+from pipeline.grid import config_error as reference_error  # raises a GridError naming the key
 
 # The image backbones; the schema's backbone enum holds both kinds. `test_validation` checks
 # the video set against pipeline.models.backbones.VIDEO_BACKBONES (which needs torch).
@@ -227,3 +229,86 @@ def validate_config(config: dict, schema_path: str | Path) -> None:
     expand_mechanism(config)  # the manipulations become ordinary methods before any check reads the methods
     for check in CROSS_KEY_CHECKS:
         check(config)
+
+
+# ---- cross-key checks -------------------------------------------------------------------
+def check_references(config: dict) -> None:
+    """Cross-key checks the JSON schema cannot express; each error names the offending key."""
+    methods_cfg = config["pretrain"]["methods"]
+    methods = list(methods_cfg)
+    seeds = config["seeds"]
+    for i, ds in enumerate(config["datasets"]):
+        if ds not in config["decode"]:
+            reference_error(f"datasets[{i}]", f"'{ds}' has no entry under decode: (have {sorted(config['decode'])})")
+    if not methods:
+        reference_error("pretrain.methods", "no pretraining method configured")
+    for key in ("supervised_method", "csl_method"):
+        if config["report"][key] not in methods:
+            reference_error(f"report.{key}", f"'{config['report'][key]}' is not one of pretrain.methods {methods}")
+    for name, m in methods_cfg.items():
+        if (m.get("fn_recall", 1) != 1 or m.get("fn_precision", 1) != 1) and m.get("false_negatives") != "oracle":
+            reference_error(f"pretrain.methods.{name}.fn_recall",
+                         "fn_recall / fn_precision thin and dilute the oracle's mask: they need false_negatives: oracle")
+    _check_mining(config, methods_cfg, seeds)
+    _check_claims(config, methods)
+    for ds in config["datasets"]:
+        root = config["decode"][ds]["root"]
+        name = embedded_name(root)
+        if name is not None and name not in config["embed"]:
+            reference_error(f"decode.{ds}.root", f"{root} is under {RESULTS}/embed but embed: has no '{name}'")
+    run_seeds = {s for m in methods_cfg.values() for s in m.get("seeds") or seeds}
+    for name, entry in config["finetune"]["protocols"].items():
+        unknown = [m for m in entry.get("methods", []) if m not in methods]
+        if unknown:
+            reference_error(f"finetune.protocols.{name}.methods", f"{unknown} are not pretrain.methods {methods}")
+        unused = set(entry.get("seeds", [])) - run_seeds
+        if unused:
+            reference_error(f"finetune.protocols.{name}.seeds", f"seeds {sorted(unused)} are not run by any pretraining method")
+
+
+def _check_mining(config: dict, methods_cfg: dict, seeds: list[int]) -> None:
+    """Mined methods need a warm-up method that is configured, not itself mined, and runs their seeds."""
+    if not any(m.get("false_negatives") == "mined" for m in methods_cfg.values()):
+        return
+    warmup = config["mine"]["warmup_method"]
+    if warmup not in methods_cfg:
+        reference_error("mine.warmup_method", f"'{warmup}' is not one of pretrain.methods {list(methods_cfg)}")
+    if methods_cfg[warmup].get("false_negatives") == "mined":
+        reference_error("mine.warmup_method", f"'{warmup}' itself uses mined false negatives (a cycle)")
+    warm_seeds = set(methods_cfg[warmup].get("seeds") or seeds)
+    for name, m in methods_cfg.items():
+        missing = set(m.get("seeds") or seeds) - warm_seeds
+        if m.get("false_negatives") == "mined" and missing:
+            reference_error(f"pretrain.methods.{name}.seeds", f"seeds {sorted(missing)} have no {warmup} warm-up run to mine from")
+
+
+def _check_claims(config: dict, methods: list[str]) -> None:
+    """The claims' roles name configured methods; the match stage has snapshots to match from."""
+    report = config["report"]
+    for key in ("oracle_methods", "mined_methods"):
+        for i, m in enumerate(report[key]):
+            if m not in methods:
+                reference_error(f"report.{key}[{i}]", f"'{m}' is not one of pretrain.methods {methods}")
+    for variant, base in report["adversarial_pairs"].items():
+        for m in (variant, base):
+            if m not in methods:
+                reference_error(f"report.adversarial_pairs.{variant}", f"'{m}' is not one of pretrain.methods {methods}")
+    for key in ("supcon_method", "random_init_method"):
+        if report.get(key) is not None and report[key] not in methods:
+            reference_error(f"report.{key}", f"'{report[key]}' is not one of pretrain.methods {methods}")
+    protocol = report.get("adversarial_protocol")
+    if protocol is not None and protocol not in config["finetune"]["protocols"]:
+        reference_error("report.adversarial_protocol",
+                     f"'{protocol}' is not one of finetune.protocols {list(config['finetune']['protocols'])}")
+    if report["claims_protocol"] not in config["finetune"]["protocols"]:
+        reference_error("report.claims_protocol", f"'{report['claims_protocol']}' is not one of finetune.protocols "
+                                               f"{list(config['finetune']['protocols'])}")
+    sup = report["supervised_method"]
+    if config["match"]["enabled"]:
+        if config["pretrain"]["methods"][sup].get("snapshots", 0) < 2:
+            reference_error(f"pretrain.methods.{sup}.snapshots", "the match stage (match.enabled) needs at least 2 snapshots of the "
+                                                              "supervised pretraining to choose from")
+        if "slf" not in config["finetune"]["protocols"]:
+            reference_error("match.enabled", "the match stage compares SLF clean accuracies: finetune.protocols needs slf")
+        if f"{sup}_matched" in methods:
+            reference_error(f"pretrain.methods.{sup}_matched", "the name is taken by the match stage's pseudo-method")

@@ -11,7 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from pipeline import runtime
-from pipeline.adversarial import (
+from pipeline.config import AdversarialConfig, DynamicConfig, from_dict
+from pipeline.data import Split
+from pipeline.finetune.adversarial import (
     TRAINING,
     CollapseGuard,
     DynamicAdversary,
@@ -22,11 +24,9 @@ from pipeline.adversarial import (
     spat_logits,
     trades_kl,
 )
-from pipeline.adversarial.inner import Attack
-from pipeline.classifier import CosineClassifier
-from pipeline.config import AdversarialConfig, DynamicConfig, from_dict
-from pipeline.data import Split
+from pipeline.finetune.adversarial.inner import Attack
 from pipeline.models import Classifier, Encoder
+from pipeline.models.classifier import CosineClassifier
 from tests.conftest import schema_defaults
 
 RT = runtime.setup("cpu", "fp32", 1)

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
+from pipeline.analyse.representation import alignment, centroid_margins, class_distance_matrix, intra_inter, uniformity
 from pipeline.config import AnalyseConfig, PretrainConfig, from_dict
-from pipeline.representation import alignment, centroid_margins, class_distance_matrix, intra_inter, uniformity
 from tests.conftest import pretrain_cfg, schema_defaults
 
 
@@ -104,7 +104,7 @@ def test_subset_covers_every_class_of_a_class_sorted_split():
 def test_per_sample_uniformity_matches_a_naive_loop():
     import math
 
-    from pipeline.representation import uniformity, uniformity_per_sample
+    from pipeline.analyse.representation import uniformity, uniformity_per_sample
 
     torch.manual_seed(0)
     f = torch.nn.functional.normalize(torch.randn(30, 5), dim=1)
@@ -116,7 +116,7 @@ def test_per_sample_uniformity_matches_a_naive_loop():
 def test_heatmaps_are_a_grid_with_integer_class_ticks_and_one_panel_per_method(tmp_path, monkeypatch):
     import matplotlib.figure
 
-    from pipeline.report_plots import class_distance_grid
+    from pipeline.report.plots import class_distance_grid
 
     figures = []
     real = matplotlib.figure.Figure.savefig

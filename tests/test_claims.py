@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import claims
 from pipeline.grid import Grid
+from pipeline.report import claims, power
 
 METHODS = ["supervised", "simclr", "simclr_oracle_elim"]
 N = 400
@@ -107,14 +107,14 @@ def test_needed_size_uses_the_seed_variance_the_holm_level_and_the_dataset():
     """The sizes printed decide the effect at the claim's Holm level, with the measured seed variance, within the test set."""
     rng = np.random.default_rng(0)
     values = rng.choice([-1.0, 0.0, 1.0], p=[0.1, 0.8, 0.1], size=(3, 3000)) + rng.normal(0, 0.02, (3, 1))
-    text = claims.needed_size(values, 0.03, alpha=0.01, max_samples=3000)
+    text = power.needed_size(values, 0.03, alpha=0.01, max_samples=3000)
     found = re.match(r"(\d+) seeds x ([\d,]+) samples", text)
     s, n = int(found.group(1)), int(found.group(2).replace(",", ""))
     vc = claims.st.variance_components(values)
     assert s >= 3 and n <= 3000 and "Holm level 0.01" in text
-    assert claims.st.half_width(s, n, vc, 0.99) < 0.03 <= claims.st.half_width(s, n - 1, vc, 0.99)
-    assert "not reachable" in claims.needed_size(values, 0.001, alpha=0.01, max_samples=3000)
-    assert "needs >= 2 seeds" in claims.needed_size(values[:1], 0.03, alpha=0.05, max_samples=3000)
+    assert power.half_width(s, n, vc, 0.99) < 0.03 <= power.half_width(s, n - 1, vc, 0.99)
+    assert "not reachable" in power.needed_size(values, 0.001, alpha=0.01, max_samples=3000)
+    assert "needs >= 2 seeds" in power.needed_size(values[:1], 0.03, alpha=0.05, max_samples=3000)
 
 
 @pytest.mark.parametrize("seeds", [(0,), (0, 1)])

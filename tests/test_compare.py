@@ -174,7 +174,7 @@ CLAIM_COLUMNS = ["dataset", "claim", "statement", "comparison", "eps", "primary"
 
 def claim(name: str, estimate: float, se: float, verdict: str, n_seeds: int = 5, primary: bool = True,
           comparison: str = "supervised - simclr") -> dict:
-    """One claims.csv row (as pipeline.claims.as_record writes it) with a symmetric 95 % interval."""
+    """One claims.csv row (as pipeline.report.claims.as_record writes it) with a symmetric 95 % interval."""
     return {"dataset": "digits", "claim": name, "statement": "s", "comparison": comparison, "eps": 8.0, "primary": primary,
             "direction": 1, "estimate": estimate, "low": estimate - Z_95 * se, "high": estimate + Z_95 * se,
             "verdict": verdict, "p_holm": 0.01, "seeds": " ".join(map(str, range(n_seeds))), "n_seeds": n_seeds,

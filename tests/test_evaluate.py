@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from pipeline import evaluate, finetune
-from pipeline.classifier import load_classifier, load_encoder
 from pipeline.config import EvaluateConfig, FinetuneConfig, from_dict
 from pipeline.data import load_split, num_classes
+from pipeline.evaluate import attacking
 from pipeline.io import read_json, save_torch
 from pipeline.models import Classifier, build_encoder
+from pipeline.models.classifier import load_classifier, load_encoder
 from pipeline.models.dual_bn import BATCH_NORMS, adversarial_bn, branch_state_dict, convert_dual_bn
 from tests.conftest import schema_defaults
 
@@ -116,7 +117,7 @@ def test_resumed_evaluation_equals_uninterrupted(tmp_path, digits_dir, classifie
             raise KeyboardInterrupt("killed")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(evaluate, "attack_samples", dies_on_the_fourth_unit)
+    monkeypatch.setattr(attacking, "attack_samples", dies_on_the_fourth_unit)
     with pytest.raises(KeyboardInterrupt):
         evaluate.run(cfg, 0, digits_dir, classifier, out)
     monkeypatch.undo()
@@ -124,7 +125,7 @@ def test_resumed_evaluation_equals_uninterrupted(tmp_path, digits_dir, classifie
     resumed = evaluate.run(cfg, 0, digits_dir, classifier, out)
     assert resumed["resumed_units"] == 3 and accuracies(resumed) == accuracies(full)
     other = eval_cfg({"fgsm": {}}, epsilons=[2])  # a different config ignores stale partial results
-    monkeypatch.setattr(evaluate, "attack_samples", dies_on_the_fourth_unit)
+    monkeypatch.setattr(attacking, "attack_samples", dies_on_the_fourth_unit)
     calls.clear()
     with pytest.raises(KeyboardInterrupt):
         evaluate.run(cfg, 0, digits_dir, classifier, out)

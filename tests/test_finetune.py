@@ -11,10 +11,10 @@ import torch
 import yaml
 
 from pipeline import config as C
-from pipeline.classifier import CosineClassifier, load_classifier
 from pipeline.config import FinetuneConfig, PretrainConfig, from_dict
 from pipeline.finetune import protocol_kind, run, train_linear_head, weights_digest
 from pipeline.io import load_torch
+from pipeline.models.classifier import CosineClassifier, load_classifier
 from tests.conftest import SCHEMA, pretrain_cfg, schema_defaults
 
 

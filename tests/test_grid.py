@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from pipeline import grid as G
+from pipeline import validation
 from tests.conftest import REPO, validated
 
 
@@ -29,6 +30,10 @@ def default_config() -> dict:
 @pytest.fixture()
 def config(default_config) -> dict:
     return copy.deepcopy(default_config)
+
+
+def naive_runs(config: dict) -> set[tuple[str, int]]:
+    return {(m, s) for m, mcfg in config["pretrain"]["methods"].items() for s in mcfg["seeds"] or config["seeds"]}
 
 
 def naive_protocol_runs(config: dict) -> set[tuple[str, int, str]]:
@@ -61,15 +66,33 @@ def test_grid_of_the_default_study_matches_a_naive_enumeration(config):
 def test_jobs_list_every_stage_once_per_job(config):
     grid = G.Grid.from_config(config)
     jobs = grid.jobs()
-    assert len(jobs) == len(set(jobs))
-    count = {stage: sum(1 for s, _ in jobs if s == stage) for stage, _ in jobs}
+    assert len({j.id for j in jobs}) == len({(j.stage, j.name) for j in jobs}) == len(jobs)
+    count = {stage: sum(1 for j in jobs if j.stage == stage) for stage in {j.stage for j in jobs}}
     n_ds = len(grid.datasets)
-    assert count["pretrain"] == n_ds * len(grid.runs())
-    assert count["finetune"] == n_ds * len(grid.protocol_runs())
-    assert count["evaluate"] == n_ds * (len(grid.protocol_runs()) + len(grid.matched_seeds))
+    assert count["pretrain"] == n_ds * len(naive_runs(config))
+    assert count["finetune"] == n_ds * len(naive_protocol_runs(config))
+    assert count["evaluate"] == n_ds * (len(naive_protocol_runs(config)) + len(grid.matched_seeds))
     assert count["match"] == n_ds * len(grid.matched_seeds) and grid.matched_method == "supervised_matched"
-    assert count["mine"] == n_ds * len(grid.mined_seeds())
+    assert count["mine"] == n_ds * len({s for m, s in naive_runs(config) if config["pretrain"]["methods"][m]["false_negatives"] == "mined"})
     assert count["embed"] == 1 and count["decode"] == count["analyse"] == n_ds and count["report"] == 1
+
+
+def test_jobs_follow_their_dependencies_and_name_the_files_the_report_reads(config):
+    grid = G.Grid.from_config(config)
+    seen: set[str] = set()
+    for job in grid.jobs():
+        assert set(job.deps) <= seen, job.id  # a topological order: every dependency listed before
+        seen.add(job.id)
+    jobs = {j.id: j for j in grid.jobs()}
+    assert jobs["evaluate:digits:simclr:0:slf"].deps == ("finetune:digits:simclr:0:slf",)
+    assert jobs["evaluate:digits:supervised_matched:0:slf"].deps == ("match:digits::0:",)
+    assert jobs["match:digits::0:"].deps == ("pretrain:digits:supervised:0:", "finetune:digits:simclr:0:slf")
+    assert jobs["decode:moving_digits:::"].deps == ("embed:moving_digits:::",)
+    inputs = grid.report_inputs()
+    first = next(j for j in grid.jobs() if j.stage == "evaluate")
+    assert inputs["evaluate"][0] == G.eval_path(first.dataset, first.method, first.seed, first.protocol)
+    assert "results/pretrain/digits/simclr/seed0/metrics.json" in inputs["pretrain"]
+    assert "results/decode/digits/meta.json" in inputs["decode"] and "embed" not in inputs and "report" not in inputs
 
 
 def test_grid_round_trips_through_json(config):
@@ -131,11 +154,11 @@ def test_default_study_checks_steps_where_its_claims_are_read():
 def test_reference_checks_name_the_key(config, edit, key):
     edit(config)
     with pytest.raises(G.GridError, match=re.escape(f"config error at '{key}'")):
-        G.check_references(config)
+        validation.check_references(config)
 
 
 def test_default_study_passes_the_reference_checks(config):
-    G.check_references(config)
+    validation.check_references(config)
 
 
 def test_grid_module_does_not_import_torch():

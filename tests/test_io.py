@@ -75,8 +75,8 @@ def test_flipped_or_swapped_encoder_is_detected(tmp_path, digits_dir):
     import torch
 
     from pipeline import pretrain
-    from pipeline.classifier import load_encoder
     from pipeline.config import PretrainConfig, from_dict
+    from pipeline.models.classifier import load_encoder
     from tests.conftest import pretrain_cfg
 
     cfg = pretrain_cfg({"loss": "nt_xent"}, {"epochs": 1})

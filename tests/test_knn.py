@@ -1,4 +1,4 @@
-"""The weighted cosine kNN monitor (pipeline/knn.py) against a naive per-sample loop."""
+"""The weighted cosine kNN monitor (pipeline/pretrain/knn.py) against a naive per-sample loop."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from pipeline.knn import knn_accuracy, knn_predict
+from pipeline.pretrain.knn import knn_accuracy, knn_predict
 
 
 def naive_knn(train, labels, test, k, classes, temperature):

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.adversarial.inner import Attack, perturb
 from pipeline.attacks import fgsm, pgd
+from pipeline.finetune.adversarial.inner import Attack, perturb
 from pipeline.linf_pgd import pgd_linf
 from pipeline.runtime import Runtime
 

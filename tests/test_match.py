@@ -62,8 +62,8 @@ def test_match_picks_the_snapshot_closest_to_the_target(tmp_path, supervised_sna
     m = match.run(finetune, cfg, 0, digits_dir, supervised_snapshots / "snapshots.pt", target, tmp_path / "c.pt", tmp_path / "m.json")
     assert m["difference"] == 0 and m["within_tolerance"]
     # the written classifier is evaluate's format and scores what the stage says on the test split
-    from pipeline.classifier import load_classifier
     from pipeline.data import load_split
+    from pipeline.models.classifier import load_classifier
 
     model = load_classifier(tmp_path / "c.pt", torch.device("cpu"))
     test = load_split(digits_dir, "test", torch.device("cpu"))

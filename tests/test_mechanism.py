@@ -12,13 +12,14 @@ import pytest
 import torch
 
 from pipeline import grid as study
+from pipeline import validation
+from pipeline.analyse.representation import between_class_distance, centred, centroid_margins, uniformity, within_class_uniformity
 from pipeline.config import PretrainConfig, from_dict
 from pipeline.io import load_torch
 from pipeline.losses import same_label_mask, simulated_miner_mask
 from pipeline.losses.contrastive import off_diagonal, partner_mask
-from pipeline.mechanism import MethodValues, per_seed_means, slope_interval, within_seed_slopes
 from pipeline.pretrain import run
-from pipeline.representation import between_class_distance, centred, centroid_margins, uniformity, within_class_uniformity
+from pipeline.report.mechanism import MethodValues, per_seed_means, slope_interval, within_seed_slopes
 from pipeline.sensitivity import feature_displacement, logit_margin, minimal_radius
 from tests.conftest import pretrain_cfg
 
@@ -223,4 +224,4 @@ def test_a_dose_without_the_oracle_is_a_config_error_naming_the_key():
     config["pretrain"]["methods"]["simclr_half"] = {"loss": "nt_xent", "fn_recall": 0.5}  # no false_negatives: oracle
     validate_config(config, SCHEMA)
     with pytest.raises(study.GridError, match=r"pretrain.methods.simclr_half.fn_recall"):
-        study.check_references(config)
+        validation.check_references(config)

@@ -11,9 +11,9 @@ import torch
 
 from pipeline.config import MineConfig, PretrainConfig, from_dict
 from pipeline.mine import ALGORITHMS, mine_candidates, quality_of, run
-from pipeline.mining.algorithms import fnc_table, kmeans_labels, knn_table, threshold_table
-from pipeline.mining.embeddings import base_embeddings, windows
-from pipeline.mining.quality import chance_precision, label_pair_quality, neighbour_pair_quality
+from pipeline.mine.algorithms import fnc_table, kmeans_labels, knn_table, threshold_table
+from pipeline.mine.embeddings import base_embeddings, windows
+from pipeline.mine.quality import chance_precision, label_pair_quality, neighbour_pair_quality
 from tests.conftest import as_json, pretrain_cfg, schema_defaults
 
 
@@ -217,14 +217,14 @@ def test_stage_writes_the_pretrain_contract_and_the_comparison(tmp_path, digits_
 
 
 def test_projection_features_need_an_mlp_head():
-    from pipeline.mining.embeddings import projection_from_state
+    from pipeline.mine.embeddings import projection_from_state
 
     with pytest.raises(ValueError, match="mine.features"):
         projection_from_state({"head": {"weight": torch.zeros(10, 4), "bias": torch.zeros(10)}}, torch.device("cpu"))
 
 
 def test_select_k_finds_the_neighbourhood_that_augmentations_do_not_change():
-    from pipeline.mining.algorithms import select_k, split_half_agreement
+    from pipeline.mine.algorithms import select_k, split_half_agreement
 
     g = torch.Generator().manual_seed(0)
     centres = torch.eye(16)[:4]  # equidistant blobs: which other blob's members come next is the draw's noise
@@ -259,7 +259,7 @@ def test_stage_choice_of_k_is_the_same_with_shuffled_labels(tmp_path, digits_dir
 
 
 def test_split_half_agreement_is_one_for_fixed_neighbourhoods_and_near_zero_for_noise():
-    from pipeline.mining.algorithms import split_half_agreement
+    from pipeline.mine.algorithms import split_half_agreement
 
     g = torch.Generator().manual_seed(0)
     z = torch.nn.functional.normalize(torch.randn(60, 8, generator=g), dim=1)

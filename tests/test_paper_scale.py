@@ -243,8 +243,8 @@ def relabel_test_with_predictions(data_dir: Path, classifier: Path, n: int) -> N
     right by chance only), so that the attacks and AutoAttack have clean-correct clips to attack."""
     import torch
 
-    from pipeline.classifier import load_classifier
     from pipeline.data import load_split
+    from pipeline.models.classifier import load_classifier
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = load_classifier(classifier, device).eval()

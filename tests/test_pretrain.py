@@ -10,13 +10,13 @@ import torch
 import yaml
 
 from pipeline import runtime
-from pipeline.classifier import load_encoder
 from pipeline.config import PretrainConfig, from_dict
 from pipeline.data import load_split
 from pipeline.health import non_finite_entries
 from pipeline.io import load_torch, read_json
 from pipeline.losses import nt_xent, same_label_mask, similarity_threshold_mask
 from pipeline.models import Encoder
+from pipeline.models.classifier import load_encoder
 from pipeline.pretrain import (
     STEPS,
     MinedFalseNegatives,

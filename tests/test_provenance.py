@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from pipeline import provenance
 from pipeline.provenance import PACKAGE_DIR, module_file, stage_sources
+from tests.conftest import REPO
 
 
 def names(module: str) -> set[str]:
@@ -11,14 +13,14 @@ def names(module: str) -> set[str]:
 
 def test_evaluate_depends_on_attacks_not_on_pretrain_or_losses():
     deps = names("pipeline.evaluate")
-    assert {"evaluate.py", "attacks/__init__.py", "attacks/pgd.py", "attacks/fgsm.py", "models/__init__.py", "__init__.py"} <= deps
-    assert not any(d.startswith("pretrain") for d in deps) and "losses/nt_xent.py" not in deps and "report.py" not in deps
+    assert {"evaluate/__init__.py", "attacks/__init__.py", "attacks/pgd.py", "attacks/fgsm.py", "models/__init__.py", "__init__.py"} <= deps
+    assert not any(d.startswith(("pretrain", "report/")) for d in deps) and "losses/nt_xent.py" not in deps
 
 
 def test_pretrain_depends_on_losses_and_augment_not_attacks():
     deps = names("pipeline.pretrain")
     assert {"losses/nt_xent.py", "losses/contrastive.py", "augment.py", "optim.py"} <= deps
-    assert not any(d.startswith("attacks/") for d in deps) and "evaluate.py" not in deps
+    assert not any(d.startswith(("attacks/", "evaluate/")) for d in deps)
 
 
 def test_pretrain_package_covers_its_files():
@@ -41,9 +43,34 @@ def test_decode_does_not_depend_on_models():
     assert "datasets/video_io.py" in deps and not any(d.startswith("models/") for d in deps)
 
 
-def test_every_stage_module_parses():
-    for stage in ("embed", "decode", "pretrain", "mine", "finetune", "evaluate", "analyse", "report"):
+STAGES = ("embed", "decode", "pretrain", "mine", "finetune", "match", "evaluate", "analyse", "report")
+
+
+def test_every_rule_has_its_stage_package_and_test():
+    """One name per stage: workflow/rules/<stage>.smk = pipeline/<stage>/ (run as python -m) = tests/test_<stage>.py."""
+    rules = {p.stem for p in (REPO / "workflow" / "rules").glob("*.smk")} - {"common"}
+    assert rules == set(STAGES)
+    for stage in STAGES:
+        assert (PACKAGE_DIR / stage / "__init__.py").is_file() and (PACKAGE_DIR / stage / "__main__.py").is_file(), stage
+        assert (REPO / "tests" / f"test_{stage}.py").is_file(), stage
+        assert f"pipeline.{stage}" in (REPO / "workflow" / "rules" / f"{stage}.smk").read_text(), stage
         assert module_file(f"pipeline.{stage}") in stage_sources(f"pipeline.{stage}")
+
+
+def test_a_stage_hash_covers_every_file_of_its_package(tmp_path, monkeypatch):
+    """A file of the stage's package counts even when nothing imports it; a library file only when imported."""
+    pkg = tmp_path / "pipeline"
+    (pkg / "stage" / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "lib.py").write_text("X = 1\n")
+    (pkg / "unused_lib.py").write_text("Y = 1\n")
+    (pkg / "stage" / "__init__.py").write_text("from pipeline.lib import X\n")
+    (pkg / "stage" / "helper.py").write_text("Z = 2\n")
+    (pkg / "stage" / "sub" / "__init__.py").write_text("")
+    (pkg / "stage" / "sub" / "deep.py").write_text("W = 3\n")
+    monkeypatch.setattr(provenance, "PACKAGE_DIR", pkg)
+    found = {str(p.relative_to(pkg)) for p in provenance.stage_sources("pipeline.stage")}
+    assert found == {"__init__.py", "lib.py", "stage/__init__.py", "stage/helper.py", "stage/sub/__init__.py", "stage/sub/deep.py"}
 
 
 def test_augmentation_is_not_in_the_embed_or_decode_hash():
@@ -56,7 +83,7 @@ def test_augmentation_is_not_in_the_embed_or_decode_hash():
 
 def test_report_hash_covers_the_grid_but_not_the_dataset_readers():
     deps = names("pipeline.report")
-    assert {"grid.py", "modalities.py", "report_plots.py"} <= deps
+    assert {"grid.py", "modalities.py", "report/plots.py", "report/claims.py", "report/statistics.py"} <= deps
     assert not any(d.startswith("datasets/") for d in deps)
 
 

@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 import yaml
 
-from pipeline.adversarial import TRAINING
 from pipeline.attacks import ATTACKS
+from pipeline.finetune.adversarial import TRAINING
 from pipeline.losses import LOSSES
 from tests.conftest import SCHEMA
 

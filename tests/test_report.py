@@ -14,7 +14,7 @@ from pipeline.config import ReportConfig
 from pipeline.grid import Grid
 from pipeline.io import IntegrityError, sealed
 from pipeline.report import MIN_GAP, gap_rows, load_rows, run
-from pipeline.tables import share_text
+from pipeline.report.tables import share_text
 
 # RA at PGD eps 8 per (method, seed); clean is 0.9 everywhere.
 RA = {("supervised", 0): 0.60, ("supervised", 1): 0.70, ("simclr", 0): 0.20, ("simclr", 1): 0.30,
@@ -162,7 +162,7 @@ def test_robust_above_clean_on_the_same_samples_is_flagged(tmp_path, results):
 
 def test_a_method_keeps_its_colour_in_every_plot():
     from pipeline.report import study_colours
-    from pipeline.report_plots import method_colours
+    from pipeline.report.plots import method_colours
 
     colours = study_colours(GRID)
     assert colours == method_colours(METHODS) and len(set(colours.values())) == len(METHODS)
@@ -175,7 +175,7 @@ def test_one_epoch_training_curve_shows_a_point(tmp_path, results):
     """A one-epoch history is drawn with a marker (a line of one point is invisible)."""
     import matplotlib.pyplot as plt
 
-    from pipeline import report_plots
+    from pipeline.report import plots as report_plots
 
     for (method, seed) in RA:
         p = results / f"pretrain/toy/{method}/seed{seed}/metrics.json"
@@ -194,14 +194,14 @@ def test_one_epoch_training_curve_shows_a_point(tmp_path, results):
     plt.close("all")
 
 
-# ---- training checks (pipeline.trained) ------------------------------------------------------
+# ---- training checks (pipeline.report.trained) ------------------------------------------------------
 def history(losses, knn=None):
     """Per-epoch records as pretrain writes them; knn: {epoch: accuracy}."""
     return [{"epoch": e + 1, "loss": float(v), **({"knn_acc": knn[e + 1]} if knn and e + 1 in knn else {})} for e, v in enumerate(losses)]
 
 
 def test_a_run_that_has_flattened_is_levelled_and_one_still_falling_is_not():
-    from pipeline import trained
+    from pipeline.report import trained
 
     flat = 4.0 + 1.5 * np.exp(-np.arange(30) / 4)  # falls 1.5, then stays: the last 6 epochs move < 1 % of the fall
     p = trained.plateau(history(flat, {24: 0.93, 30: 0.94}), 0.94)
@@ -212,7 +212,7 @@ def test_a_run_that_has_flattened_is_levelled_and_one_still_falling_is_not():
 
 
 def test_a_rising_knn_accuracy_or_a_short_run_is_not_levelled():
-    from pipeline import trained
+    from pipeline.report import trained
 
     flat = 4.0 + 1.5 * np.exp(-np.arange(30) / 4)
     p = trained.plateau(history(flat, {24: 0.80, 30: 0.90}), 0.90)
@@ -223,7 +223,7 @@ def test_a_rising_knn_accuracy_or_a_short_run_is_not_levelled():
 
 
 def test_beating_random_init_needs_an_interval_above_zero_on_three_seeds():
-    from pipeline import trained
+    from pipeline.report import trained
 
     rng = np.random.default_rng(0)
     good = rng.random((3, 500)) < 0.9
@@ -259,8 +259,8 @@ def test_an_edited_or_truncated_result_stops_the_report_naming_the_file(tmp_path
 def test_a_share_is_kept_only_where_c1a_establishes_the_gap():
     from types import SimpleNamespace
 
-    from pipeline import statistics as st
     from pipeline.report import mask_unestablished_shares
+    from pipeline.report import statistics as st
 
     def c1a(eps, low, seeds=5):
         return SimpleNamespace(claim="C1a", eps=eps, interval=st.Interval(0.1, low, 0.2, 0.95, 0.02, 4.0, seeds, 540, True))
@@ -275,7 +275,7 @@ def test_a_share_is_kept_only_where_c1a_establishes_the_gap():
 def test_thirteen_or_more_methods_never_share_a_hue_and_style():
     from matplotlib.colors import to_hex
 
-    from pipeline.report_plots import method_styles
+    from pipeline.report.plots import method_styles
 
     methods = [f"m{i}" for i in range(16)]
     styles = method_styles(methods)
@@ -287,7 +287,7 @@ def test_thirteen_or_more_methods_never_share_a_hue_and_style():
 
 def captured_figures(monkeypatch):
     """Every figure a report_plots function saves, kept open for the test to read what it drew."""
-    from pipeline import report_plots
+    from pipeline.report import plots as report_plots
 
     figures = []
     monkeypatch.setattr(report_plots, "_save", lambda fig, path: figures.append(fig))
@@ -299,7 +299,7 @@ def test_a_one_seed_method_is_drawn_without_a_band_and_named_n1(monkeypatch):
     from matplotlib.collections import PolyCollection
     from matplotlib.container import BarContainer
 
-    from pipeline import report_plots
+    from pipeline.report import plots as report_plots
 
     figures = captured_figures(monkeypatch)
     summary = {("toy", "a", "slf", "clean", 0.0): (0.9, 0.02, 3), ("toy", "a", "slf", "pgd", 8.0): (0.5, 0.05, 3),
@@ -326,7 +326,7 @@ def test_a_one_seed_method_is_drawn_without_a_band_and_named_n1(monkeypatch):
 def test_corruption_severities_get_whole_number_ticks_and_n1_has_no_error_bar(monkeypatch):
     import matplotlib.pyplot as plt
 
-    from pipeline import report_plots
+    from pipeline.report import plots as report_plots
 
     figures = captured_figures(monkeypatch)
     rows = [{"dataset": "toy", "protocol": "slf", "method": m, "seed": s, "severity": sev, "accuracy": 0.9 - 0.1 * sev}

@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import statistics as st
+from pipeline.report import power
+from pipeline.report import statistics as st
 
 R = 1000  # repetitions of the coverage checks
 
@@ -165,14 +166,14 @@ def test_half_width_predicts_the_interval_and_required_size_decides():
     a, b = synthetic(rng, 5, 540, 0.05, 0.03)
     d = st.paired_difference(a, b)
     vc = st.variance_components(d)
-    assert st.half_width(5, 540, vc) == pytest.approx(st.mean_interval(d).half_width(), rel=0.35)
-    sizes = st.required_size(0.05, vc, alpha=0.01, max_samples=540)
+    assert power.half_width(5, 540, vc) == pytest.approx(st.mean_interval(d).half_width(), rel=0.35)
+    sizes = power.required_size(0.05, vc, alpha=0.01, max_samples=540)
     for s_, n_ in sizes:
-        assert st.half_width(s_, n_, vc, 0.99) < 0.05 <= st.half_width(s_, n_ - 1, vc, 0.99) or n_ == 2
+        assert power.half_width(s_, n_, vc, 0.99) < 0.05 <= power.half_width(s_, n_ - 1, vc, 0.99) or n_ == 2
         assert n_ <= 540 and s_ >= st.MIN_SEEDS
-    assert st.required_size(0.0, vc, max_samples=540) == []
+    assert power.required_size(0.0, vc, max_samples=540) == []
     huge = st.VarianceComponents(1.0, 0.0, 0.0, 5, 540)  # a seed variance no test set can beat within 20 seeds
-    assert st.required_size(0.05, huge, max_samples=540) == []
+    assert power.required_size(0.05, huge, max_samples=540) == []
 
 
 def test_bad_inputs_name_the_problem():

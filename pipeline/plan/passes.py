@@ -99,7 +99,7 @@ def analyse_job_passes(max_samples: int, n_train: int, n_test: int, encoders: in
 
 
 def holdout_split(n_train: int, holdout: int) -> tuple[int, int]:
-    """(trained, held-out) sample counts of `pipeline.adversarial.loop.split_holdout`."""
+    """(trained, held-out) sample counts of `pipeline.finetune.adversarial.loop.split_holdout`."""
     held = min(holdout, n_train // 4)
     return n_train - held, held
 

@@ -18,7 +18,6 @@ from pipeline.config import PretrainConfig
 from pipeline.data import Split, batch_indices, embed, load_split, prefetched
 from pipeline.environment import environment
 from pipeline.io import read_json, sealed, sha256_file, write_json
-from pipeline.knn import knn_accuracy
 from pipeline.logs import Progress
 from pipeline.losses import LOSSES
 from pipeline.models.dual_bn import has_dual_bn
@@ -35,6 +34,7 @@ from pipeline.pretrain.checkpoint import (
     try_resume,
 )
 from pipeline.pretrain.context import MinedFalseNegatives, Projector, StepContext, build_nets
+from pipeline.pretrain.knn import knn_accuracy
 from pipeline.pretrain.steps import method_loss
 
 COMPILE_BACKEND = "inductor"  # tests switch to "eager": inductor needs a C++ toolchain and minutes on CPU

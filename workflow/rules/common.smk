@@ -13,12 +13,12 @@ sys.path.insert(0, workflow.basedir)  # this checkout's `pipeline`, even if anot
 from pipeline import grid as study
 from pipeline.provenance import source_hash
 from pipeline.errors import ConfigError
-from pipeline.validation import check_duplicate_keys, validate_config
+from pipeline.validation import check_duplicate_keys, check_references, validate_config
 
 try:
     check_duplicate_keys(workflow.configfiles)  # YAML keeps the last of two equal keys silently
     validate_config(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))  # short errors naming the key
-    study.check_references(config)
+    check_references(config)
 except ConfigError as error:  # GridError too
     sys.exit(f"{error}")  # the message names the key and the fix; a traceback into the validator would only bury it
 
@@ -163,19 +163,8 @@ def match_cfg():
 
 
 def report_inputs():
-    runs = [(d, m, s, p) for d in DATASETS for m, s, p in GRID.protocol_runs()]
-    inputs = {
-        "evaluate": [study.eval_path(d, m, s, p) for d in DATASETS for m, s, p in GRID.evaluate_runs()],
-        "finetune": [f"{study.run_dir('finetune', d, m, s, p)}/metrics.json" for d, m, s, p in runs],
-        "pretrain": [f"{RESULTS}/pretrain/{d}/{m}/seed{s}/metrics.json" for d in DATASETS for m, s in GRID.runs()],
-        "analyse": [f"{RESULTS}/analyse/{d}/representation.json" for d in DATASETS],
-        "decode": [f"{RESULTS}/decode/{d}/meta.json" for d in DATASETS],  # the test split's size (training checks)
-    }
-    if GRID.matched_method:
-        inputs["match"] = [f"{RESULTS}/match/{d}/seed{s}/metrics.json" for d in DATASETS for s in GRID.matched_seeds]
-    if GRID.mined_seeds():
-        inputs["mine"] = [f"{RESULTS}/mine/{d}/seed{s}/quality.json" for d in DATASETS for s in GRID.mined_seeds()]
-    return inputs
+    """The files of the job graph (`Grid.jobs`) the report reads, by stage."""
+    return GRID.report_inputs()
 
 
 def final_outputs():

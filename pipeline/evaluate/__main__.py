@@ -1,0 +1,5 @@
+"""`python -m pipeline.evaluate ...`: the evaluate stage's command line."""
+
+from pipeline.evaluate import main
+
+main()
