@@ -142,13 +142,22 @@ def test_pretrain_setting_reruns_downstream_but_not_decode(study):
 
 
 def test_editing_evaluate_only_source_reruns_only_evaluate(study):
-    source = study / "pipeline" / "evaluate.py"
+    """A statement in a file of the evaluate package reruns evaluate and what reads it, a comment nothing; a new
+    file of the package counts although nothing imports it (the hash covers the whole stage package)."""
+    source = study / "pipeline" / "evaluate" / "checks.py"
+    added = study / "pipeline" / "evaluate" / "notes.py"
     original = source.read_text()
     try:
+        source.write_text(original + "\n# a comment changes nothing the stage does\n")
+        assert planned(study) == {}
         source.write_text(original + "\nEDITED = True  # a new statement changes the stage's code hash\n")
+        assert set(planned(study)) == {"evaluate", "report", "all"}
+        source.write_text(original)
+        added.write_text("UNUSED = 1\n")
         assert set(planned(study)) == {"evaluate", "report", "all"}
     finally:
         source.write_text(original)
+        added.unlink(missing_ok=True)
     assert planned(study) == {}
 
 
