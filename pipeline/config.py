@@ -112,6 +112,17 @@ def per_255(eps: float) -> float:
     return eps.per_255 if isinstance(eps, Eps) else eps
 
 
+def eps_key(eps: float) -> str:
+    """The one key format of a budget in results (robustness.json, partial units): its 1/255 label (Linf) or its
+    value (L2) as a float's text, "8.0" for 8/255, "0.5" for L2 0.5."""
+    return str(float(per_255(eps)))
+
+
+def eps_text(eps: float | str) -> str:
+    """The one display format of a Linf budget (a 1/255 label or a result key): "8/255"."""
+    return f"{float(eps):g}/255"
+
+
 PER_255 = {"unit": "1/255"}  # field metadata: the config gives this budget (or list) in 1/255; from_dict makes Eps
 
 

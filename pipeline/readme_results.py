@@ -20,6 +20,8 @@ import math
 import sys
 from pathlib import Path
 
+from pipeline.config import eps_text
+
 START = "<!-- results:start -->"
 END = "<!-- results:end -->"
 DASH = "—"
@@ -42,7 +44,7 @@ def _cell(text: str) -> str:
 
 def _eps(row: dict) -> str:
     eps = _number(row.get("eps"))
-    return DASH if eps is None else f"{eps:g}/255"
+    return DASH if eps is None else eps_text(eps)
 
 
 def _units(row: dict) -> tuple[float, int]:

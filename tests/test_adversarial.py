@@ -53,7 +53,7 @@ def test_inner_attack_stays_in_the_eps_ball_and_range(init, modality):
     x[0] = 0.0  # pixels at the borders of [0, 1]: the projection must clip, not wrap
     x[1] = 1.0
     y = torch.arange(6) % 3
-    attack = Attack(eps=8 / 255, steps=3, step_size=4 / 255, init=init)
+    attack = Attack(eps=8 / 255, steps=3, step_fraction=0.5, init=init)
     objective = lambda xa: F.cross_entropy(model(xa).float(), y)  # noqa: E731
     x_adv = perturb(objective, x, attack, RT, g)
     assert x_adv.shape == x.shape and not x_adv.requires_grad
@@ -67,13 +67,13 @@ def test_inner_attack_reaches_the_closed_form_maximiser_of_a_linear_objective():
     """max_{||d|| <= eps, x+d in [0,1]} <w, x+d> is clip(x + eps sign(w)); sign steps of size eps reach it."""
     g = torch.Generator().manual_seed(2)
     x, w = torch.rand(4, 3, 5, 5, generator=g), torch.randn(3, 5, 5, generator=g)
-    attack = Attack(eps=0.1, steps=2, step_size=0.1, init="uniform")
+    attack = Attack(eps=0.1, steps=2, step_fraction=1.0, init="uniform")
     x_adv = perturb(lambda xa: (xa * w).sum(), x, attack, RT, g)
     torch.testing.assert_close(x_adv, (x + 0.1 * w.sign()).clamp(0, 1), rtol=0, atol=1e-6)
 
 
 def test_attack_strength_scales_eps_and_steps():
-    full = Attack(eps=8 / 255, steps=10, step_size=2 / 255, init="uniform")
+    full = Attack(eps=8 / 255, steps=10, step_fraction=0.25, init="uniform")
     half = full.scaled(0.3, 10)
     assert half.steps == 3 and half.eps == pytest.approx(0.3 * 8 / 255) and half.step_size == pytest.approx(0.3 * 2 / 255)
     assert full.scaled(0.0, 10).steps == 0 and full.scaled(1.0, 10) == full
@@ -163,7 +163,7 @@ def test_fast_fgsm_training_stops_or_rolls_back_on_a_constructed_collapse(monkey
 def test_dynamic_adversary_raises_strength_while_clean_accuracy_holds():
     settings = from_dict(DynamicConfig, {"start": 0.25, "increase": 0.25, "backoff": 0.5, "tolerance": 0.02,
                                          "check_every": 1, "adv_weight": 0.5})
-    full = Attack(eps=8 / 255, steps=10, step_size=2 / 255, init="uniform")
+    full = Attack(eps=8 / 255, steps=10, step_fraction=0.25, init="uniform")
     adversary = DynamicAdversary(settings, full, reference_accuracy=0.90)
     assert adversary.attack.steps == 3 and adversary.attack.eps == pytest.approx(2 / 255)
     strengths = []
@@ -221,7 +221,7 @@ def test_cuda_inner_attack_runs_in_bf16_channels_last_within_bounds(modality):
         seen.append(logits.dtype)
         return F.cross_entropy(logits.float(), y)
 
-    x_adv = perturb(objective, x, Attack(eps=8 / 255, steps=2, step_size=4 / 255, init="uniform"), rt)
+    x_adv = perturb(objective, x, Attack(eps=8 / 255, steps=2, step_fraction=0.5, init="uniform"), rt)
     fmt = torch.channels_last if modality == "image" else torch.channels_last_3d
     assert seen == [torch.bfloat16] * 2 and x_adv.is_contiguous(memory_format=fmt)
     assert float((x_adv - x).abs().max()) <= 8 / 255 + 1e-6 and 0 <= float(x_adv.min()) and float(x_adv.max()) <= 1

@@ -93,3 +93,11 @@ def test_linf_budgets_turn_into_pixel_units_once_and_keep_their_1_255_label():
     raw["attack"]["eps"] = 4
     method = C.from_dict(C.MethodConfig, raw)
     assert method.attack.eps == 4 / 255 and method.attack.step_size == raw["attack"]["step_size"]  # still a fraction of eps
+
+
+def test_one_key_and_one_display_format_for_a_budget():
+    """Results are keyed by the config's 1/255 value and shown as 'N/255', whatever the budget's type."""
+    eps = C.Eps(8)
+    assert eps == 8 / 255 and C.eps_key(eps) == "8.0" and C.eps_key(0.5) == "0.5"  # L2 budgets are keyed as given
+    assert C.eps_text(C.eps_key(eps)) == C.eps_text(8) == C.eps_text(8.0) == "8/255"
+    assert C.eps_key(C.Eps(1 / 3)) == str(1 / 3)  # the label, not 255 * pixels (which need not round-trip)

@@ -123,7 +123,7 @@ def test_contrastive_inner_attack_matches_the_old_loop(eps, random_start, layout
 def test_training_inner_attack_matches_the_old_loop(init, eps):
     model, x, y = model_and_batch()
     rt = Runtime(device=torch.device("cpu"), dtype=torch.float32)
-    attack = Attack(eps=eps, steps=3, step_size=0.25 * eps, init=init)
+    attack = Attack(eps=eps, steps=3, step_fraction=0.25, init=init)
     objective = lambda xa: F.cross_entropy(model(xa).float(), y)  # noqa: E731
     assert torch.equal(perturb(objective, x, attack, rt, seeded()), old_training(objective, x, attack, rt, seeded()))
 

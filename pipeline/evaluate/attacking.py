@@ -13,7 +13,7 @@ import torch
 from pipeline.attacks import ATTACKS
 from pipeline.attacks.adapters import num_classes
 from pipeline.attacks.autoattack import state_robust_flags
-from pipeline.config import per_255
+from pipeline.config import eps_key, per_255
 from pipeline.data import batch_indices
 from pipeline.evaluate.units import Context, bits, library_warnings, predict, unit_seed
 
@@ -99,18 +99,13 @@ def attack_epsilons(ctx: Context, name: str, epsilons: list[float]) -> list[floa
     return [e for e in epsilons if per_255(e) in own] if own else list(epsilons)
 
 
-def result_key(eps: float) -> str:
-    """Result key of a budget: its value as the config wrote it ("8.0" for 8/255, "0.5" for L2 0.5)."""
-    return str(float(per_255(eps)))
-
-
 def run_group(ctx: Context, names: list[str], epsilons: list[float], clean: torch.Tensor, outcomes: dict) -> tuple[dict, dict]:
     """Every attack of one norm at every eps (input units): (per-attack records, worst-case records). Fills
     `outcomes` (attack -> eps key -> bits) with the per-sample outcome behind every accuracy."""
     results: dict = {name: {} for name in names}
     worst: dict = {}
     for e in epsilons:
-        robust, key = clean.clone(), result_key(e)
+        robust, key = clean.clone(), eps_key(e)
         active = [name for name in names if e in attack_epsilons(ctx, name, epsilons)]
         n_any = min(attack_limit(ctx, name) for name in active)
         for name in active:

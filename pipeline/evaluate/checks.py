@@ -8,7 +8,7 @@ from functools import partial
 import torch
 
 from pipeline.attacks import ATTACKS
-from pipeline.config import per_255
+from pipeline.config import eps_key, per_255
 from pipeline.evaluate import attacking  # attack_samples looked up at call time (the resume test replaces it)
 from pipeline.evaluate.units import Context, unit_seed
 
@@ -27,7 +27,7 @@ def sanity(results: dict, epsilons: dict[str, list[float]]) -> list[str]:
             if r["accuracy"] > r["clean_accuracy"] + 1e-9:
                 found.append(f"{name} eps {e}: robust accuracy {r['accuracy']:.4f} above clean {r['clean_accuracy']:.4f}")
             found += [f"{name} eps {e}: library check: {w}" for w in r.get("library_warnings", [])]
-        accs = [per_eps[str(float(e))]["accuracy"] for e in epsilons.get(name, []) if str(float(e)) in per_eps]
+        accs = [per_eps[eps_key(e)]["accuracy"] for e in epsilons.get(name, []) if eps_key(e) in per_eps]
         slack = 1 / max(1, min(r["samples"] for r in per_eps.values())) + 1e-9 if per_eps else 0.0  # one sample
         if any(b > a + slack for a, b in zip(accs, accs[1:], strict=False)):
             found.append(f"{name}: robust accuracy increases with eps {accs} (gradient masking or too few steps?)")
@@ -73,7 +73,7 @@ def steps_check(ctx: Context) -> tuple[dict, list[str]]:
     records, warnings = {}, []
     for eps in check_epsilons(ctx.cfg.epsilons, check.epsilons):
         record = steps_check_at(ctx, eps)
-        records[f"{float(record['eps'])}"] = record
+        records[eps_key(record["eps"])] = record
         (few, many), (a_few, a_many) = record["steps"], record["accuracy"]
         if abs(a_many - a_few) > check.tolerance + 1e-9:
             why = "more steps leave it more robust: a broken attack" if a_many > a_few else "the attack has not converged"

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import grid as grid_paths
-from pipeline.config import ReportConfig, from_json
+from pipeline.config import ReportConfig, eps_text, from_json
 from pipeline.grid import Grid
 from pipeline.io import atomic_path, read_sealed
 from pipeline.logs import stage_cli
@@ -276,7 +276,7 @@ def attack_strength_markdown(results: Path, grid: Grid, dataset: str, cfg: Repor
     body = []
     for eps, pairs in sorted(checks.items()):
         changes = [abs(a - b) for a, b in pairs]
-        body.append([f"{eps:g}/255", f"{len(pairs)}", f"{100 * np.mean([a for a, _ in pairs]):.1f}",
+        body.append([eps_text(eps), f"{len(pairs)}", f"{100 * np.mean([a for a, _ in pairs]):.1f}",
                      f"{100 * np.mean([b for _, b in pairs]):.1f}", f"{100 * np.mean(changes):.2f}", f"{100 * max(changes):.1f}"])
     return (f"{name} with {steps[0]} steps against {steps[1]} steps with the same seed, on the same samples, for every model "
             f"of the claims protocol; the claims' numbers use {steps[0]}. A mean change under 1 point says the attack has "
@@ -334,10 +334,10 @@ def run(cfg: ReportConfig, grid: Grid, results: Path, out: Path) -> dict:
         eps = cfg.primary_eps.get(dataset)
         md.append(f"\n### {dataset}\n\n{mechanism.markdown(mech[dataset], dataset, eps)}")
         if grid.mechanism:
-            eps_text = f"{eps:g}/255" if eps is not None else "the largest eps"
-            report_plots.dose_response(mech[dataset]["curves"], mech[dataset]["slopes"], dataset, mechanism.METRICS, eps_text,
+            at_eps = eps_text(eps) if eps is not None else "the largest eps"
+            report_plots.dose_response(mech[dataset]["curves"], mech[dataset]["slopes"], dataset, mechanism.METRICS, at_eps,
                                        out / f"{dataset}_mechanism.png")
-            report_plots.miner_grid(mech[dataset]["miners"], dataset, mech[dataset]["base"], eps_text, out / f"{dataset}_miner_grid.png")
+            report_plots.miner_grid(mech[dataset]["miners"], dataset, mech[dataset]["base"], at_eps, out / f"{dataset}_miner_grid.png")
     md.append("\n## Results by dataset\n\nAccuracies in %, mean ± std over seeds (n=1: one seed, no spread).\n")
     for dataset, modality in grid.datasets.items():
         cascade = cascade_of(results, grid, dataset)

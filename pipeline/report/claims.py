@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.config import eps_text
 from pipeline.grid import Grid
 from pipeline.io import read_sealed
 from pipeline.report import statistics as st
@@ -359,7 +360,7 @@ def markdown(rows: list[ClaimRow]) -> str:
     primary = [r for r in rows if r.primary]
     k = sum(r.interval.decidable() for r in primary)
     head = ["claim", "statement", "comparison", "eps", "estimate [95% CI]", "verdict", "Holm p", "seed sd", "rests on", "notes"]
-    body = [[r.claim, r.statement, f"`{r.comparison}`", "—" if r.eps is None else f"{r.eps:g}/255", fmt_points(r),
+    body = [[r.claim, r.statement, f"`{r.comparison}`", "—" if r.eps is None else eps_text(r.eps), fmt_points(r),
              f"**{r.verdict}**", fmt_p(r.p_holm), fmt_points(r, r.interval.seed_sd), rests_on(r),
              "; ".join(x for x in (r.extra, *r.flags, r.interval.note) if x)] for r in primary]
     text = (f"{k} claims tested at the primary eps (those on >= {st.MIN_SEEDS} seeds), Holm-corrected; accuracy differences in "
@@ -371,7 +372,7 @@ def markdown(rows: list[ClaimRow]) -> str:
     if others:
         text += "\nAt the other eps (uncorrected intervals, for the trend):\n\n" + markdown_table(
             ["claim", "comparison", "eps", "estimate [95% CI]", "verdict", "rests on", "notes"],
-            [[r.claim, f"`{r.comparison}`", f"{r.eps:g}/255", fmt_points(r), r.verdict, rests_on(r),
+            [[r.claim, f"`{r.comparison}`", eps_text(r.eps), fmt_points(r), r.verdict, rests_on(r),
               r.extra] for r in others])
     needs = [r for r in primary if r.needs]
     if needs:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.config import eps_text
 from pipeline.grid import Grid
 from pipeline.io import read_sealed
 from pipeline.report import claims
@@ -353,13 +354,13 @@ def section(results: Path, grid: Grid, dataset: str, protocol: str, primary_eps:
 
 
 def markdown(sec: dict, dataset: str, eps: float | None) -> str:
-    eps_text = f"{eps:g}/255" if eps is not None else "the largest eps"
+    at_eps = eps_text(eps) if eps is not None else "the largest eps"
     base = sec["base"]
     md = [f"Per method: each link of the chain on the same test samples, mean [95 % interval over seeds and samples]; "
           f"`vs base` is the paired difference to `{base}`. Displacement: how far a Linf perturbation moves the centred "
           "backbone features, in units of the mean distance between class means (PGD: the worst case; random sign: the "
           "typical case); radius: the smallest Linf eps at which PGD flips the classifier (bisection; capped at its "
-          f"maximum); robust accuracy: worst case at {eps_text}.\n\n", sensitivity_markdown(sec["sensitivity"], dataset, base)]
+          f"maximum); robust accuracy: worst case at {at_eps}.\n\n", sensitivity_markdown(sec["sensitivity"], dataset, base)]
     if sec["slopes"]:
         md.append("\nThe chain along each manipulation: the within-seed OLS slope across its levels (one slope per seed, then "
                   "a 95 % t interval over seeds; the seeds are the replicates). `per unit of` the manipulation is the total "

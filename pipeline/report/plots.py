@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from pipeline.config import eps_text
 from pipeline.grid import Grid  # noqa: E402
 from pipeline.io import atomic_path  # noqa: E402
 
@@ -95,7 +96,7 @@ def gap_closed(gaps: list[dict], dataset: str, colours: dict[str, tuple], path: 
     if rows:  # 0 % and 100 % (as robust as supervised) as reference lines
         ax.axhline(0, color="black", lw=0.8)
         ax.axhline(100, color="grey", lw=0.8, ls="--")
-    ax.set_xticks([j + width * (len(methods) - 1) / 2 for j in range(len(eps_list))], [f"{e:g}/255" for e in eps_list])
+    ax.set_xticks([j + width * (len(methods) - 1) / 2 for j in range(len(eps_list))], [eps_text(e) for e in eps_list])
     ax.set_ylabel("gap closed (%)")
     ax.set_title(f"{dataset}: share of the worst-case robustness gap closed (100% = supervised; mean ± sd over seeds)",
                  fontsize=10)
@@ -134,7 +135,7 @@ def uniformity_vs_robust(rep: list[dict], rows: list[dict], dataset: str, grid: 
                    label=None if seen[r["method"]] else r["method"], s=25)
         seen[r["method"]] = True
     ax.set_xlabel(f"uniformity of test features, {rep[0].get('space', 'backbone') if rep else 'backbone'} space (lower = more uniform)")
-    ax.set_ylabel(f"{'worst-case' if attack == 'any' else attack.upper()} accuracy at {eps:g}/255 (%)")
+    ax.set_ylabel(f"{'worst-case' if attack == 'any' else attack.upper()} accuracy at {eps_text(eps)} (%)")
     ax.set_title(f"{dataset}: uniformity vs robustness", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(**LEGEND)

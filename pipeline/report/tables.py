@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
+from pipeline.config import eps_text
 from pipeline.grid import Grid
 
 
@@ -81,7 +82,7 @@ def column_name(attack: str, eps: float, cascade: bool, order: list[str]) -> str
 
 def eps_label(attack: str, eps: float) -> str:
     """Linf budgets are in units of 1/255; L2 attacks (names ending in _l2) use input units."""
-    return f"L2 {eps:g}" if attack.endswith("_l2") else f"{eps:g}/255"
+    return f"L2 {eps:g}" if attack.endswith("_l2") else eps_text(eps)
 
 
 def corruption_markdown(rows: list[dict], dataset: str, grid: Grid) -> str:

@@ -14,4 +14,4 @@ from pipeline.finetune.adversarial.inner import Attack
 
 def fast_attack(cfg: AdversarialConfig) -> Attack:
     eps = cfg.eps  # pixel units (config: 1/255, converted by pipeline.config)
-    return Attack(eps=eps, steps=1, step_size=cfg.fgsm_rs.step_size * eps, init="uniform")
+    return Attack(eps=eps, steps=1, step_fraction=cfg.fgsm_rs.step_size, init="uniform")

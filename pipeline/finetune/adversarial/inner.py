@@ -29,15 +29,18 @@ class Attack:
 
     eps: float
     steps: int
-    step_size: float  # absolute step (not a fraction of eps)
+    step_fraction: float  # the step as a fraction of eps, as the config writes it
     init: str  # "uniform" (PGD, fast FGSM), "normal" (TRADES/SPAT: x + 0.001 N(0, I)) or "zero"
 
+    @property
+    def step_size(self) -> float:
+        """The absolute step in input units: the one place the config's fraction of eps is multiplied out."""
+        return self.step_fraction * self.eps
+
     def scaled(self, strength: float, full_steps: int) -> Attack:
-        """The attack at strength r in [0, 1]: eps r, steps ceil(r full_steps), same step/eps ratio."""
-        ratio = self.step_size / self.eps
-        eps = self.eps * strength
+        """The attack at strength r in [0, 1]: eps r, steps ceil(r full_steps), the same fraction of eps per step."""
         steps = math.ceil(round(strength * full_steps, 6))  # round: 0.3 * 10 must give 3, not 4
-        return replace(self, eps=eps, steps=steps, step_size=ratio * eps)
+        return replace(self, eps=self.eps * strength, steps=steps)
 
 
 def to_layout(x: torch.Tensor, rt: Runtime) -> torch.Tensor:

@@ -74,7 +74,7 @@ def monitor(model: nn.Module, hold: Holdout, ctx: AdversarialContext, gen: torch
     """Held-out clean and PGD-`monitor_steps` accuracy at the full eps, model in eval mode."""
     cfg = ctx.cfg
     eps = cfg.eps  # pixel units (config: 1/255, converted by pipeline.config)
-    attack = Attack(eps=eps, steps=cfg.monitor_steps, step_size=cfg.step_size * eps, init="uniform")
+    attack = Attack(eps=eps, steps=cfg.monitor_steps, step_fraction=cfg.step_size, init="uniform")
     with module_mode(model, False):
         return {"holdout_clean": count_correct(model, hold.x, hold.y, cfg.batch_size, ctx.rt) / max(1, len(hold.y)),
                 "holdout_pgd": robust_accuracy(model, hold, attack, cfg.batch_size, ctx.rt, gen)}

@@ -14,7 +14,7 @@ from pipeline.finetune.adversarial.inner import Attack, perturb
 def pgd_attack(cfg: AdversarialConfig) -> Attack:
     """PGD-`steps` from a uniform start, step `step_size` * eps."""
     eps = cfg.eps  # pixel units (config: 1/255, converted by pipeline.config)
-    return Attack(eps=eps, steps=cfg.steps, step_size=cfg.step_size * eps, init="uniform")
+    return Attack(eps=eps, steps=cfg.steps, step_fraction=cfg.step_size, init="uniform")
 
 
 def adversarial_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: AdversarialContext) -> torch.Tensor:

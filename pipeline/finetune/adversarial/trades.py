@@ -18,7 +18,7 @@ from pipeline.finetune.adversarial.inner import Attack, perturb
 
 def trades_attack(cfg: AdversarialConfig) -> Attack:
     eps = cfg.eps  # pixel units (config: 1/255, converted by pipeline.config)
-    return Attack(eps=eps, steps=cfg.steps, step_size=cfg.step_size * eps, init="normal")
+    return Attack(eps=eps, steps=cfg.steps, step_fraction=cfg.step_size, init="normal")
 
 
 def trades_kl(logits_clean: torch.Tensor, logits_adv: torch.Tensor) -> torch.Tensor:
