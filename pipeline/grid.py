@@ -183,7 +183,8 @@ class Grid:
                 out += [Job("match", d, seed=s, deps=(pid(d, sup, s), Job("finetune", d, csl, s, "slf").id)) for s in self.matched_seeds]
             model = lambda d, m, s, p: Job("match", d, seed=s) if m == self.matched_method else Job("finetune", d, m, s, p)  # noqa: E731
             out += [Job("evaluate", d, m, s, p, deps=(model(d, m, s, p).id,)) for m, s, p in self.evaluate_runs()]
-            out.append(Job("analyse", d, deps=tuple(pid(d, m, s) for m, s in self.runs())))
+            matched = [Job("match", d, seed=s).id for s in self.matched_seeds] if self.matched_method else []
+            out.append(Job("analyse", d, deps=tuple(pid(d, m, s) for m, s in self.runs()) + tuple(matched)))  # the matched snapshots too
         out.append(Job("report", deps=tuple(j.id for j in out if j.stage not in ("embed", "decode"))))
         return out
 

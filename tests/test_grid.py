@@ -88,6 +88,7 @@ def test_jobs_follow_their_dependencies_and_name_the_files_the_report_reads(conf
     assert jobs["evaluate:digits:supervised_matched:0:slf"].deps == ("match:digits::0:",)
     assert jobs["match:digits::0:"].deps == ("pretrain:digits:supervised:0:", "finetune:digits:simclr:0:slf")
     assert jobs["decode:moving_digits:::"].deps == ("embed:moving_digits:::",)
+    assert "match:digits::0:" in jobs["analyse:digits:::"].deps  # analyse describes the matched snapshots too
     inputs = grid.report_inputs()
     first = next(j for j in grid.jobs() if j.stage == "evaluate")
     assert inputs["evaluate"][0] == G.eval_path(first.dataset, first.method, first.seed, first.protocol)
