@@ -1,5 +1,5 @@
-"""Power: variance components of per-sample values over seeds x samples, the interval's expected
-half-width, and the (seeds x samples) a decisive verdict would need."""
+"""Power: the claims interval's expected half-width from the variance components of per-sample values
+(`statistics.variance_components`), and the (seeds x samples) a decisive verdict would need."""
 
 from __future__ import annotations
 
