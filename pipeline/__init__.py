@@ -8,8 +8,9 @@ package and the libraries it imports, `pipeline.provenance`):
 
 Libraries the stages share: models (backbones, classifier heads, dual BN), losses, attacks,
 corruptions, datasets (the real formats' readers and writers), data, augment, linf_pgd (the one
-Linf PGD), sensitivity, optim, health, config, grid, validation, errors, io, logs, runtime,
-environment, distributed, modalities, provenance.
+Linf PGD), sensitivity, optim, health, config (the typed config; attack_settings, one class per
+evaluation attack; budget, the Linf budget type with its one key and display format), grid,
+validation, errors, io, logs, runtime, environment, distributed, modalities, provenance.
 
 Tools, no stage: plan (the cost forecast), warm (the warm interpreter jobs run through), compare
 and replication (two runs side by side), readme_results (the README's generated results),

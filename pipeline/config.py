@@ -15,6 +15,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from pipeline.attack_settings import ATTACK_SETTINGS, AttackSettings
+from pipeline.budget import PER_255, Eps
 from pipeline.errors import ConfigError
 
 T = TypeVar("T")
@@ -88,44 +90,6 @@ class ModelConfig:
     augment: AugmentSpec
 
 
-class Eps(float):
-    """A Linf budget in [0, 1] pixel units that remembers the value the config wrote in units of 1/255.
-
-    The config says `eps: 8`; `from_dict` turns it into Eps(8) == 8 / 255 once, so stage
-    code computes in pixel units only. `per_255` (8.0) labels results (robustness.json keys,
-    report columns): 8 / 255 * 255 need not give back 8 exactly. Arithmetic gives plain floats.
-    """
-
-    per_255: float
-
-    def __new__(cls, per_255: float) -> Eps:
-        self = super().__new__(cls, per_255 / 255)
-        self.per_255 = float(per_255)
-        return self
-
-    def __getnewargs__(self) -> tuple[float]:  # copy/deepcopy/pickle rebuild from the label, not the pixels
-        return (self.per_255,)
-
-
-def per_255(eps: float) -> float:
-    """The 1/255 label of a Linf budget: Eps.per_255, or a plain float's value as given (L2, tests)."""
-    return eps.per_255 if isinstance(eps, Eps) else eps
-
-
-def eps_key(eps: float) -> str:
-    """The one key format of a budget in results (robustness.json, partial units): its 1/255 label (Linf) or its
-    value (L2) as a float's text, "8.0" for 8/255, "0.5" for L2 0.5."""
-    return str(float(per_255(eps)))
-
-
-def eps_text(eps: float | str) -> str:
-    """The one display format of a Linf budget (a 1/255 label or a result key): "8/255"."""
-    return f"{float(eps):g}/255"
-
-
-PER_255 = {"unit": "1/255"}  # field metadata: the config gives this budget (or list) in 1/255; from_dict makes Eps
-
-
 @dataclass(frozen=True)
 class InnerAttackConfig:
     eps: float = dataclasses.field(metadata=PER_255)  # config: units of 1/255; here Eps, pixel units
@@ -191,13 +155,37 @@ class MatchConfig:
     tolerance: float  # largest clean-accuracy difference (fraction) still called a match
 
 
+def parse_protocols(data: Any, where: str) -> dict[str, SlfProtocolConfig | AdversarialConfig]:
+    """`finetune.protocols`: `slf` -> SlfProtocolConfig, `alf[_suffix]` / `aff[_suffix]` -> AdversarialConfig."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+    return {name: from_dict(SlfProtocolConfig if name == "slf" else AdversarialConfig, entry, f"{where}.{name}")
+            for name, entry in data.items()}
+
+
+def parse_attacks(data: Any, where: str) -> dict[str, AttackSettings]:
+    """`evaluate.attacks`: each entry into its attack's settings class (`pipeline.attack_settings`)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+    unknown = sorted(set(data) - set(ATTACK_SETTINGS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown attack(s) {unknown}; known: {sorted(ATTACK_SETTINGS)}")
+    return {name: from_dict(ATTACK_SETTINGS[name], entry, f"{where}.{name}") for name, entry in data.items()}
+
+
+@dataclass(frozen=True)
+class SlfProtocolConfig:
+    methods: list[str]  # grid-only, as in AdversarialConfig
+    seeds: list[int]
+
+
 @dataclass(frozen=True)
 class FinetuneConfig:
     """The `finetune` section. A job receives it with `protocols` cut down to its own entry."""
 
     device: str
     precision: str
-    protocols: dict[str, dict[str, Any]]  # name -> entry; alf/aff entries parse into AdversarialConfig
+    protocols: dict[str, SlfProtocolConfig | AdversarialConfig] = dataclasses.field(metadata={"parse": parse_protocols})
     epochs: int  # epochs, batch_size, lr, weight_decay: the SLF head (and the clean start of `dynamic`)
     batch_size: int
     lr: float
@@ -290,9 +278,10 @@ class CorruptionsConfig:
 @dataclass(frozen=True)
 class EvaluateConfig:
     """The `evaluate` section. `epsilons` become Eps (pixel units, label `per_255`); L2 budgets
-    are in input units already. Inside `attacks`, settings reach the attacks as written: a
-    `step_size` is a fraction of eps, and an attack's own `epsilons` list selects values of
-    `evaluate.epsilons` by their 1/255 label."""
+    are in input units already. `attacks` holds each attack's typed settings
+    (`pipeline.attack_settings`): their `arguments(eps)` turn a relative `step_size` into the
+    absolute step, and an attack's own `epsilons` selects values of `evaluate.epsilons` by
+    their 1/255 label."""
 
     device: str
     precision: str
@@ -303,7 +292,7 @@ class EvaluateConfig:
     cascade: bool
     pgd_steps_check: StepsCheckConfig
     radius: RadiusConfig
-    attacks: dict[str, dict[str, Any]]
+    attacks: dict[str, AttackSettings] = dataclasses.field(metadata={"parse": parse_attacks})
     corruptions: CorruptionsConfig
 
 
@@ -351,7 +340,8 @@ def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
     if missing:
         raise ConfigError(f"{where}: missing key(s) {missing}")
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    values = {name: _coerce(hints[name], data[name], f"{where}.{name}") for name in names}
+    values = {name: fields[name].metadata["parse"](data[name], f"{where}.{name}") if "parse" in fields[name].metadata
+              else _coerce(hints[name], data[name], f"{where}.{name}") for name in names}
     return cls(**{name: _to_pixels(v) if fields[name].metadata.get("unit") == PER_255["unit"] else v
                   for name, v in values.items()})
 
@@ -359,6 +349,23 @@ def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
 def _to_pixels(value: float | list[float]) -> Eps | list[Eps]:
     """A 1/255 budget (or list of them) as Eps in pixel units; coerced to float already."""
     return [Eps(v) for v in value] if isinstance(value, list) else Eps(value)
+
+
+def to_dict(obj: Any) -> Any:
+    """The inverse of `from_dict`: plain JSON-ready values, budgets back in the config's 1/255 units.
+
+    For records of the configuration a stage ran with (metrics, robustness.json), which read
+    like the config file. `to_dict(from_dict(cls, d)) == d` for a complete, schema-valid `d`.
+    """
+    if isinstance(obj, Eps):
+        return obj.per_255
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {key: to_dict(value) for key, value in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_dict(value) for value in obj]
+    return obj
 
 
 def from_json(cls: type[T], text: str, where: str = "config") -> T:

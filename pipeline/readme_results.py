@@ -20,7 +20,7 @@ import math
 import sys
 from pathlib import Path
 
-from pipeline.config import eps_text
+from pipeline.budget import eps_text
 
 START = "<!-- results:start -->"
 END = "<!-- results:end -->"

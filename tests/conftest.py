@@ -41,6 +41,13 @@ def schema_defaults(defs_key: str, overrides: dict | None = None) -> dict:
     return deep_update(result, overrides or {})
 
 
+def schema_attack_defaults(name: str) -> dict:
+    """The schema's defaults of one evaluation attack (`evaluate.attacks.<name>`)."""
+    schema = yaml.safe_load(SCHEMA.read_text())
+    entry = schema["properties"]["evaluate"]["properties"]["attacks"]["properties"][name]
+    return {key: copy.deepcopy(prop["default"]) for key, prop in entry["properties"].items()}
+
+
 def deep_update(base: dict, overrides: dict) -> dict:
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):

@@ -12,8 +12,11 @@ import pytest
 import torch
 from torch import nn
 
+from pipeline.attack_settings import ATTACK_SETTINGS
 from pipeline.attacks import ATTACKS
 from pipeline.attacks.adapters import VideoAs4D, as_4d
+from pipeline.config import from_dict
+from tests.conftest import schema_attack_defaults
 
 
 class Linear(nn.Module):
@@ -52,14 +55,18 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         return float((model(x).argmax(1) == y).float().mean())
 
 
-SETTINGS = {  # small budgets: the suite must stay fast
-    "fgsm": {}, "pgd": {"steps": 20, "step_size": 0.1, "random_start": True, "restarts": 1},
-    "pgd_l2": {"steps": 20, "step_size": 0.1, "random_start": True, "restarts": 1},
-    "cw_l2": {"c": 1.0, "kappa": 0.0, "steps": 100, "lr": 0.01},
-    "apgd_ce": {"steps": 20, "restarts": 1}, "apgd_t": {"steps": 20, "restarts": 1, "n_target_classes": 9},
-    "fab_t": {"steps": 20, "restarts": 1, "n_target_classes": 9}, "square": {"queries": 50, "p_init": 0.8, "restarts": 1},
-    "autoattack": {"steps": 10, "square_queries": 20, "n_target_classes": 9, "batch_size": 500},
+SETTINGS = {  # small budgets over the schema's defaults: the suite must stay fast
+    "fgsm": {}, "pgd": {"steps": 20, "step_size": 0.1}, "pgd_l2": {"steps": 20, "step_size": 0.1},
+    "cw_l2": {"steps": 100}, "apgd_ce": {"steps": 20}, "apgd_t": {"steps": 20}, "fab_t": {"steps": 20}, "square": {"queries": 50},
+    "autoattack": {"steps": 10, "square_queries": 20},
 }
+EXTRA = {"autoattack": {"batch_size": 500}}  # runtime arguments the evaluate stage fills in
+
+
+def arguments(name: str, eps: float, **overrides) -> dict:
+    """The attack's keyword arguments at eps, through its typed settings as the evaluate stage builds them."""
+    entry = {**schema_attack_defaults(name), **SETTINGS[name], **overrides}
+    return {**from_dict(ATTACK_SETTINGS[name], entry, f"evaluate.attacks.{name}").arguments(eps), **EXTRA.get(name, {})}
 # (attack, classes): the attacks whose optimum on a linear model is the closed form. FGSM's single
 # signed step is optimal only for two classes; APGD-T needs four (the targeted DLR loss).
 EXACT = [("fgsm", 2), ("pgd", 2), ("apgd_ce", 2), ("pgd_l2", 2), ("apgd_t", 4), ("fab_t", 4), ("autoattack", 4)]
@@ -72,7 +79,7 @@ def test_attack_reaches_analytic_robust_accuracy(name, classes, shape, quantile)
     model, x, y, radius = linear_problem(shape, classes)
     eps = float(radius[ATTACKS[name].norm].quantile(quantile))
     analytic = float((radius[ATTACKS[name].norm] > eps).float().mean())
-    robust = accuracy(model, ATTACKS[name].fn(model, x, y, eps=eps, **SETTINGS[name]), y)
+    robust = accuracy(model, ATTACKS[name].fn(model, x, y, eps=eps, **arguments(name, eps)), y)
     assert 0.2 < analytic < 0.8
     assert robust == pytest.approx(analytic, abs=0.011)  # within one sample of 200 (the one on the boundary)
 
@@ -81,7 +88,7 @@ def test_cw_l2_never_beats_the_optimum_and_gets_close():
     model, x, y, radius = linear_problem((200, 3, 4, 4), classes=2)
     eps = float(radius["L2"].quantile(0.5))
     analytic = float((radius["L2"] > eps).float().mean())
-    robust = accuracy(model, ATTACKS["cw_l2"].fn(model, x, y, eps=eps, **SETTINGS["cw_l2"]), y)
+    robust = accuracy(model, ATTACKS["cw_l2"].fn(model, x, y, eps=eps, **arguments("cw_l2", eps)), y)
     assert analytic - 0.011 <= robust <= analytic + 0.03  # fixed c, no binary search: close, not exact
 
 
@@ -108,7 +115,7 @@ def test_attack_respects_norm_bound_and_range(name, shape):
         p.requires_grad_(False)
     y = torch.randint(0, 5, (shape[0],))
     eps = 8 / 255 if ATTACKS[name].norm == "Linf" else 0.5
-    x_adv = ATTACKS[name].fn(model, x, y, eps=eps, **SETTINGS[name])
+    x_adv = ATTACKS[name].fn(model, x, y, eps=eps, **arguments(name, eps))
     delta = (x_adv - x).flatten(1)
     size = delta.abs().amax(1) if ATTACKS[name].norm == "Linf" else delta.norm(dim=1)
     assert x_adv.shape == x.shape and x_adv.dtype == x.dtype
@@ -122,8 +129,10 @@ def test_attack_respects_norm_bound_and_range(name, shape):
 
 def test_pgd_restarts_never_hurt():
     model, x, y, _ = linear_problem((100, 3, 4, 4), classes=2, seed=3)
-    one = ATTACKS["pgd"].fn(model, x, y, eps=0.01, steps=2, step_size=0.3, restarts=1, generator=torch.Generator().manual_seed(0))
-    three = ATTACKS["pgd"].fn(model, x, y, eps=0.01, steps=2, step_size=0.3, restarts=3, generator=torch.Generator().manual_seed(0))
+    one = ATTACKS["pgd"].fn(model, x, y, eps=0.01, **arguments("pgd", 0.01, steps=2, step_size=0.3, restarts=1),
+                            generator=torch.Generator().manual_seed(0))
+    three = ATTACKS["pgd"].fn(model, x, y, eps=0.01, **arguments("pgd", 0.01, steps=2, step_size=0.3, restarts=3),
+                              generator=torch.Generator().manual_seed(0))
     assert accuracy(model, three, y) <= accuracy(model, one, y) + 1e-9
 
 
@@ -145,7 +154,7 @@ def test_autoattack_resumes_from_its_state_file(tmp_path, monkeypatch):
 
     model, x, y, radius = linear_problem((120, 3, 4, 4), classes=4, seed=1)
     eps = float(radius["Linf"].quantile(0.5))
-    settings = {**SETTINGS["autoattack"], "seed": 3}
+    settings = {**arguments("autoattack", eps), "seed": 3}
     full = accuracy(model, ATTACKS["autoattack"].fn(model, x, y, eps=eps, **settings), y)
 
     def killed(*args, **kwargs):

@@ -8,9 +8,12 @@ import dataclasses
 import pytest
 import yaml
 
+from pipeline import budget as B
 from pipeline import config as C
 from pipeline import grid
-from tests.conftest import REPO, SCHEMA, schema_defaults, validated
+from pipeline.attack_settings import ATTACK_SETTINGS
+from pipeline.attacks import ATTACKS
+from tests.conftest import REPO, SCHEMA, schema_attack_defaults, schema_defaults, validated
 
 
 def schema_props(*path: str) -> set[str]:
@@ -81,14 +84,14 @@ def test_linf_budgets_turn_into_pixel_units_once_and_keep_their_1_255_label():
     cfg = validated(yaml.safe_load((REPO / ".test" / "config.yaml").read_text()))
     ev = C.from_dict(C.EvaluateConfig, {**cfg["evaluate"], "epsilons": [2, 3, 8]})
     assert [float(e) for e in ev.epsilons] == [2 / 255, 3 / 255, 8 / 255]
-    assert [C.per_255(e) for e in ev.epsilons] == [2.0, 3.0, 8.0]  # labels are not 255 * (e / 255)
-    assert ev.epsilons_l2 == cfg["evaluate"]["epsilons_l2"] and C.per_255(0.5) == 0.5  # L2: input units, untouched
+    assert [B.per_255(e) for e in ev.epsilons] == [2.0, 3.0, 8.0]  # labels are not 255 * (e / 255)
+    assert ev.epsilons_l2 == cfg["evaluate"]["epsilons_l2"] and B.per_255(0.5) == 0.5  # L2: input units, untouched
     again = dataclasses.replace(ev, attacks={})  # no second conversion after the boundary
-    assert again.epsilons == ev.epsilons and [C.per_255(e) for e in again.epsilons] == [2.0, 3.0, 8.0]
+    assert again.epsilons == ev.epsilons and [B.per_255(e) for e in again.epsilons] == [2.0, 3.0, 8.0]
     copied = copy.deepcopy(dataclasses.asdict(ev))["epsilons"]  # deepcopy rebuilds from the label
     assert copied == ev.epsilons and [e.per_255 for e in copied] == [2.0, 3.0, 8.0]
     adv = C.from_dict(C.AdversarialConfig, schema_defaults("adversarial", {"eps": 8}))
-    assert adv.eps == 8 / 255 and C.per_255(adv.eps) == 8.0 and adv.step_size == schema_defaults("adversarial")["step_size"]
+    assert adv.eps == 8 / 255 and B.per_255(adv.eps) == 8.0 and adv.step_size == schema_defaults("adversarial")["step_size"]
     raw = schema_defaults("method", {"loss": "acl"})
     raw["attack"]["eps"] = 4
     method = C.from_dict(C.MethodConfig, raw)
@@ -97,7 +100,47 @@ def test_linf_budgets_turn_into_pixel_units_once_and_keep_their_1_255_label():
 
 def test_one_key_and_one_display_format_for_a_budget():
     """Results are keyed by the config's 1/255 value and shown as 'N/255', whatever the budget's type."""
-    eps = C.Eps(8)
-    assert eps == 8 / 255 and C.eps_key(eps) == "8.0" and C.eps_key(0.5) == "0.5"  # L2 budgets are keyed as given
-    assert C.eps_text(C.eps_key(eps)) == C.eps_text(8) == C.eps_text(8.0) == "8/255"
-    assert C.eps_key(C.Eps(1 / 3)) == str(1 / 3)  # the label, not 255 * pixels (which need not round-trip)
+    eps = B.Eps(8)
+    assert eps == 8 / 255 and B.eps_key(eps) == "8.0" and B.eps_key(0.5) == "0.5"  # L2 budgets are keyed as given
+    assert B.eps_text(B.eps_key(eps)) == B.eps_text(8) == B.eps_text(8.0) == "8/255"
+    assert B.eps_key(B.Eps(1 / 3)) == str(1 / 3)  # the label, not 255 * pixels (which need not round-trip)
+
+
+def test_attack_settings_mirror_the_schema_and_the_registry():
+    """One typed settings class per attack: the registry's names, each with its schema entry's properties."""
+    schema = yaml.safe_load(SCHEMA.read_text())
+    entries = schema["properties"]["evaluate"]["properties"]["attacks"]["properties"]
+    assert list(ATTACK_SETTINGS) == list(ATTACKS) and set(entries) == set(ATTACKS)
+    for name, cls in ATTACK_SETTINGS.items():
+        assert fields(cls) == set(entries[name]["properties"]), name
+        settings = C.from_dict(cls, schema_attack_defaults(name), name)
+        assert not (set(settings.arguments(8 / 255)) & {"max_samples", "epsilons"})  # the stage's, not the attack's
+
+
+def test_evaluation_attacks_are_typed_with_an_absolute_step_at_each_eps():
+    cfg = validated(yaml.safe_load((REPO / ".test" / "config.yaml").read_text()))
+    raw = {**cfg["evaluate"], "pgd_steps_check": {**cfg["evaluate"]["pgd_steps_check"], "epsilons": []},
+           "attacks": {"pgd": {**schema_attack_defaults("pgd"), "step_size": 0.25, "epsilons": [8]}, "fgsm": {"max_samples": 7}}}
+    ev = C.from_dict(C.EvaluateConfig, raw, "evaluate")
+    pgd = ev.attacks["pgd"]
+    assert isinstance(pgd, ATTACK_SETTINGS["pgd"]) and pgd.step_size == 0.25  # a fraction of eps, as written
+    assert pgd.arguments(B.Eps(8))["step_size"] == 0.25 * (8 / 255)  # the absolute step the attack takes, 2/255
+    assert pgd.arguments(B.Eps(4))["step_size"] == 0.25 * (4 / 255)
+    assert pgd.only_at() == [8.0] and ev.attacks["fgsm"].only_at() == [] and ev.attacks["fgsm"].arguments(0.1) == {}
+    assert C.to_dict(ev.attacks) == raw["attacks"]  # the record reads like the config
+    with pytest.raises(C.ConfigError, match=r"evaluate.attacks: unknown attack\(s\) \['pgdd'\]"):
+        C.from_dict(C.EvaluateConfig, {**raw, "attacks": {"pgdd": {}}}, "evaluate")
+    with pytest.raises(C.ConfigError, match=r"evaluate.attacks.pgd: missing key\(s\) \['restarts'\]"):
+        C.from_dict(C.EvaluateConfig, {**raw, "attacks": {"pgd": {k: v for k, v in raw["attacks"]["pgd"].items() if k != "restarts"}}},
+                    "evaluate")
+
+
+def test_protocols_are_typed_and_round_trip_in_1_255_units():
+    adv = schema_defaults("adversarial", {"eps": 8, "steps": 3})
+    raw = schema_defaults("finetune", {"protocols": {"slf": {"methods": [], "seeds": []}, "aff_trades": adv}})
+    ft = C.from_dict(C.FinetuneConfig, raw, "finetune")
+    assert isinstance(ft.protocols["slf"], C.SlfProtocolConfig) and isinstance(ft.protocols["aff_trades"], C.AdversarialConfig)
+    assert ft.protocols["aff_trades"].eps == 8 / 255 and ft.protocols["aff_trades"].steps == 3
+    assert C.to_dict(ft) == raw  # eps back as the config's 8, every other value as written
+    with pytest.raises(C.ConfigError, match=r"finetune.protocols.aff_trades: unknown key\(s\) \['stpes'\]"):
+        C.from_dict(C.FinetuneConfig, {**raw, "protocols": {"aff_trades": {**adv, "stpes": 1}}}, "finetune")

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.attack_settings import PgdSettings
 from pipeline.attacks import fgsm, pgd
 from pipeline.finetune.adversarial.inner import Attack, perturb
 from pipeline.linf_pgd import pgd_linf
@@ -96,7 +97,8 @@ EPSILONS = [8 / 255, 3 / 255, 0.3]  # 3/255: not a power of two times 1/255
 @pytest.mark.parametrize("clip", [False, True])
 def test_evaluation_pgd_and_fgsm_match_the_old_loops(eps, random_start, clip):
     model, x, y = model_and_batch(clip)
-    new = pgd(model, x, y, eps=eps, steps=4, step_size=0.4, random_start=random_start, generator=seeded())
+    new = pgd(model, x, y, eps=eps, **PgdSettings(max_samples=1, steps=4, step_size=0.4, random_start=random_start, restarts=1,
+                                                epsilons=[]).arguments(eps), generator=seeded())
     old = old_eval_pgd(model, x, y, eps=eps, steps=4, step_size=0.4, random_start=random_start, generator=seeded())
     assert torch.equal(new, old)
     assert torch.equal(fgsm(model, x, y, eps=eps), old_fgsm(model, x, y, eps=eps))

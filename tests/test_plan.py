@@ -8,7 +8,6 @@ Counting: the backbone registry entry is wrapped so that every forward adds its 
 
 from __future__ import annotations
 
-import copy
 import json
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import torch
 from torch import nn
 
 from pipeline import plan
-from pipeline.grid import Grid
+from pipeline.grid import Grid, evaluate_slice
 from pipeline.models import backbones
 from tests.conftest import REPO, pretrain_cfg, schema_defaults, validated
 
@@ -156,7 +155,7 @@ def test_evaluate_passes_equal_or_bound_the_counted_calls(tmp_path, digits_dir, 
     section = evaluate_section(cascade)
     evaluate.run(from_dict(EvaluateConfig, section), 0, digits_dir, tmp_path / "c.pt", tmp_path / "r.json")
     counted, (_, n_test) = counting(), split_sizes(digits_dir)
-    planned = plan.evaluate_job_passes(section, n_test, is_video=False).passes
+    planned = plan.evaluate_job_passes(from_dict(EvaluateConfig, section), n_test, is_video=False).passes
     if cascade:  # chained attacks see only the still-robust samples: the plan is an upper bound
         assert counted.fwd <= planned.fwd and counted.bwd <= planned.bwd and counted != planned
     else:
@@ -226,12 +225,17 @@ def test_wall_time_respects_dependencies_and_bounds():
 
 
 def test_attack_passes_and_accuracy_scaling():
-    assert plan.attack_passes("pgd", {"steps": 20}, 10) == plan.Passes(210, 200)
-    section = copy.deepcopy(plan.load_study(REPO / STUDIES[0])["evaluate"])
-    full = plan.evaluate_job_passes(section, 10_000, False, clean=0.8, robust=0.4)
+    from pipeline.attack_settings import PgdSettings
+    from pipeline.config import EvaluateConfig, from_dict
+
+    pgd = PgdSettings(max_samples=10, steps=20, step_size=0.25, random_start=True, restarts=1, epsilons=[])
+    assert plan.attack_passes("pgd", pgd, 10) == plan.Passes(210, 200)
+    study = plan.load_study(REPO / STUDIES[0])
+    section = evaluate_slice(study, study["datasets"][0])
+    full = plan.evaluate_job_passes(from_dict(EvaluateConfig, section), 10_000, False, clean=0.8, robust=0.4)
     assert full.autoattack_clean == 8_000 and full.autoattack_robust == 4_000
     section["attacks"]["autoattack"]["max_samples"] = 1000
-    assert plan.evaluate_job_passes(section, 10_000, False, clean=0.8, robust=0.4).autoattack_robust == 400
+    assert plan.evaluate_job_passes(from_dict(EvaluateConfig, section), 10_000, False, clean=0.8, robust=0.4).autoattack_robust == 400
 
 
 def test_aa_calibration_reproduces_its_anchor():

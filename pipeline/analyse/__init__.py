@@ -49,7 +49,8 @@ from pipeline.analyse.representation import (
     within_class_uniformity,
 )
 from pipeline.augment import augment
-from pipeline.config import AnalyseConfig, ModelConfig, from_dict, from_json, per_255
+from pipeline.budget import per_255
+from pipeline.config import AnalyseConfig, ModelConfig, from_dict, from_json
 from pipeline.data import Split, embed, load_split
 from pipeline.environment import environment
 from pipeline.io import read_json, sealed, write_json

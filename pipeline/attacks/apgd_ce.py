@@ -12,8 +12,8 @@ IMPLEMENTATION = "pyautoattack APGDAttack(loss='ce')"
 
 
 def apgd_ce(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int = 100, restarts: int = 1,
-    rho: float = 0.75, seed: int = 0,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int, restarts: int,
+    rho: float, seed: int = 0,
 ) -> torch.Tensor:
     """Step-size-free PGD on the cross-entropy loss, Linf ball of radius eps intersected with [0, 1].
 

@@ -12,8 +12,8 @@ IMPLEMENTATION = "pyautoattack APGDAttack_targeted (DLR-targeted loss)"
 
 
 def apgd_t(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int = 100, restarts: int = 1,
-    n_target_classes: int = 9, rho: float = 0.75, seed: int = 0,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int, restarts: int,
+    n_target_classes: int, rho: float, seed: int = 0,
 ) -> torch.Tensor:
     """APGD on the targeted DLR loss against each of the top `n_target_classes` other classes in turn.
 

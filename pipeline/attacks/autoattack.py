@@ -61,8 +61,8 @@ def describe(aa: AutoAttack) -> dict:
             "fab_target_classes": aa.fab.n_target_classes, "square_queries": aa.square.n_queries, "seed": aa.seed}
 
 
-def parameters(classes: int, *, version: str = "standard", n_target_classes: int = 9, steps: int = 100,
-               square_queries: int = 5000, **_: object) -> dict:
+def parameters(classes: int, *, version: str, n_target_classes: int, steps: int, square_queries: int,
+               **_: object) -> dict:
     """What `autoattack(...)` with these settings runs on a `classes`-way model (no attack is run)."""
     aa = build(nn.Identity(), classes, torch.device("cpu"), eps=0.0, version=version, n_target_classes=n_target_classes,
                steps=steps, square_queries=square_queries, seed=0)
@@ -117,8 +117,8 @@ def track_progress(aa: AutoAttack, samples: int, batch_size: int) -> Progress:
 
 
 def autoattack(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, version: str = "standard", n_target_classes: int = 9,
-    steps: int = 100, square_queries: int = 5000, seed: int = 0, batch_size: int = 250, state_path: Path | None = None,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, version: str, n_target_classes: int,
+    steps: int, square_queries: int, seed: int = 0, batch_size: int = 250, state_path: Path | None = None,
 ) -> torch.Tensor:
     """AutoAttack's cascade through pyautoattack, resumable through `state_path`.
 

@@ -26,8 +26,8 @@ def cw_margin(logits: torch.Tensor, y: torch.Tensor, kappa: float) -> torch.Tens
 
 
 def cw_l2(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, c: float = 1.0, kappa: float = 0.0,
-    steps: int = 50, lr: float = 0.01,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, c: float, kappa: float,
+    steps: int, lr: float,
 ) -> torch.Tensor:
     """Minimise ||x' - x||_2^2 + c * margin(x') with Adam in tanh space (no binary search over c).
 

@@ -12,8 +12,8 @@ IMPLEMENTATION = "pyautoattack FABAttack_PT(targeted=True)"
 
 
 def fab_t(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int = 100, restarts: int = 1,
-    n_target_classes: int = 9, seed: int = 0,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int, restarts: int,
+    n_target_classes: int, seed: int = 0,
 ) -> torch.Tensor:
     """Minimum-norm targeted attack (linearise the decision boundary, project, extrapolate); kept if within eps.
 

@@ -54,8 +54,8 @@ def best_of_restarts(
 
 
 def pgd(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int = 10, step_size: float = 0.25,
-    random_start: bool = True, restarts: int = 1, generator: torch.Generator | None = None,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int, step_size: float,
+    random_start: bool, restarts: int, generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Maximise CE(model(x_adv), y) over the Linf ball of radius eps intersected with [0, 1].
 
@@ -65,8 +65,8 @@ def pgd(
         y: labels (N,).
         eps: Linf budget in [0, 1] pixel units.
         steps: gradient steps per restart.
-        step_size: step as a fraction of eps, as `evaluate.attacks.pgd.step_size` gives it
-            (0.25 = eps/4, i.e. 2/255 at eps 8/255); `pgd_linf` gets the absolute step.
+        step_size: the absolute step in pixel units (2/255 at eps 8/255 with the config's
+            fraction 0.25; `PgdSettings.arguments` converts it).
         random_start: start each restart from a uniform point of the ball.
         restarts: independent restarts; a sample keeps the first restart that fools the model.
         generator: RNG for the random starts (defaults to the global one).
@@ -74,10 +74,10 @@ def pgd(
     Returns:
         x_adv, same shape as x, ||x_adv - x||_inf <= eps, in [0, 1].
     """
-    alpha = step_size * eps
     loss = lambda xa: F.cross_entropy(model(xa).float(), y)  # noqa: E731
 
     def attempt() -> torch.Tensor:
-        return pgd_linf(loss, x, eps=eps, step_size=alpha, steps=steps, start="uniform" if random_start else "none", generator=generator)
+        start = "uniform" if random_start else "none"
+        return pgd_linf(loss, x, eps=eps, step_size=step_size, steps=steps, start=start, generator=generator)
 
     return best_of_restarts(model, x, y, restarts, attempt)

@@ -26,8 +26,8 @@ def project_l2(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor
 
 
 def pgd_l2(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int = 10, step_size: float = 0.25,
-    random_start: bool = True, restarts: int = 1, generator: torch.Generator | None = None,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int, step_size: float,
+    random_start: bool, restarts: int, generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Maximise CE(model(x_adv), y) over the L2 ball of radius eps intersected with [0, 1].
 
@@ -36,8 +36,8 @@ def pgd_l2(
         x: clean inputs in [0, 1]. Shape (N,C,H,W) or (N,C,T,H,W).
         y: labels (N,).
         eps: L2 budget in input units (0.5 is common on CIFAR-10).
-        steps: gradient steps per restart; each moves step_size * eps along grad / ||grad||_2.
-        step_size: step as a fraction of eps.
+        steps: gradient steps per restart; each moves step_size along grad / ||grad||_2.
+        step_size: the absolute step in input units (`PgdL2Settings.arguments` converts the config's fraction of eps).
         random_start: start from a random point of the ball.
         restarts: independent restarts; a sample keeps the first restart that fools the model.
         generator: RNG for the random starts.
@@ -45,10 +45,8 @@ def pgd_l2(
     Returns:
         x_adv, same shape as x, ||x_adv - x||_2 <= eps, in [0, 1].
     """
-    alpha = step_size * eps
-
     def step(x_adv: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-        return project_l2(x_adv + alpha * grad / l2_norms(grad).clamp_min(1e-12), x, eps)
+        return project_l2(x_adv + step_size * grad / l2_norms(grad).clamp_min(1e-12), x, eps)
 
     def attempt() -> torch.Tensor:
         if not random_start:

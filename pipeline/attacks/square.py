@@ -17,8 +17,8 @@ IMPLEMENTATION = "pyautoattack SquareAttack(loss='margin', resc_schedule=False) 
 
 
 def square(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, queries: int = 5000, p_init: float = 0.8,
-    restarts: int = 1, seed: int = 0,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, queries: int, p_init: float,
+    restarts: int, seed: int = 0,
 ) -> torch.Tensor:
     """Random search over square-shaped Linf perturbations at the vertices of the eps-ball.
 

@@ -53,7 +53,8 @@ import torch
 
 from pipeline import runtime
 from pipeline.attacks import ATTACKS
-from pipeline.config import EvaluateConfig, from_json, per_255
+from pipeline.budget import per_255
+from pipeline.config import EvaluateConfig, from_json, to_dict
 from pipeline.data import load_split
 from pipeline.environment import environment
 from pipeline.evaluate.attacking import GROUPS, attack_epsilons, attack_parameters, attack_samples, run_group
@@ -99,10 +100,11 @@ def run(cfg: EvaluateConfig, seed: int, data_dir: Path, model_path: Path, out: P
     results, warnings, _ = run_attacks(ctx, clean, outcomes)
     steps_record, steps_warnings = steps_check(ctx)
     sensitivity = sensitivity_record(ctx)
+    order = [a for a in ATTACKS if a in cfg.attacks]  # the registry's, the cascade's
     report = {"clean_accuracy": float(clean.float().mean()), "samples": n,
               "epsilons_255": [per_255(e) for e in cfg.epsilons], "epsilons_l2": cfg.epsilons_l2,
-              "cascade": cfg.cascade, "cascade_order": [a for a in ATTACKS if a in cfg.attacks], "attacks": results,
-              "attack_settings": cfg.attacks, "attack_parameters": attack_parameters(ctx, [a for a in ATTACKS if a in cfg.attacks]),
+              "cascade": cfg.cascade, "cascade_order": order, "attacks": results,
+              "attack_settings": to_dict(cfg.attacks), "attack_parameters": attack_parameters(ctx, order),
               **run_corruptions(ctx, clean), "checks": {"pgd_steps": steps_record}, "sensitivity": sensitivity,
               "warnings": warnings + steps_warnings,
               "runtime": rt.describe(), "seconds": round(time.perf_counter() - start, 3), "resumed_units": ctx.partials.resumed,

@@ -10,27 +10,29 @@ from pathlib import Path
 
 import torch
 
+from pipeline.attack_settings import AttackSettings
 from pipeline.attacks import ATTACKS
 from pipeline.attacks.adapters import num_classes
 from pipeline.attacks.autoattack import state_robust_flags
-from pipeline.config import eps_key, per_255
+from pipeline.budget import eps_key, per_255
+from pipeline.config import to_dict
 from pipeline.data import batch_indices
 from pipeline.evaluate.units import Context, bits, library_warnings, predict, unit_seed
 
 BOUND_TOLERANCE = 1e-6  # float32 rounding of x + delta (relative for L2)
-STAGE_KEYS = {"max_samples", "epsilons"}  # attack settings the stage consumes; the rest go to the attack
 GROUPS = (("Linf", "any", "epsilons"), ("L2", "any_l2", "epsilons_l2"))  # norm, worst-case key, EvaluateConfig field
 
 
-def call_attack(name: str, model, x, y, eps: float, settings: dict, seed: int, state_path: Path, batch_size: int) -> torch.Tensor:
-    """Registry call, filling the optional arguments an attack declares (see pipeline.attacks)."""
+def call_attack(name: str, model, x, y, eps: float, settings: AttackSettings, seed: int, state_path: Path,
+                batch_size: int) -> torch.Tensor:
+    """Registry call with the settings' arguments at `eps`, filling the optional ones an attack declares (see pipeline.attacks)."""
     fn = ATTACKS[name].fn
     params = inspect.signature(fn).parameters
     offered = {"generator": lambda: torch.Generator(device=x.device).manual_seed(seed), "seed": lambda: seed,
                "state_path": lambda: state_path, "batch_size": lambda: batch_size}
     extra = {k: make() for k, make in offered.items() if k in params}
     torch.manual_seed(seed)  # libraries that draw from the global RNG
-    return fn(model, x, y, eps=eps, **{k: v for k, v in settings.items() if k not in STAGE_KEYS}, **extra)
+    return fn(model, x, y, eps=eps, **settings.arguments(eps), **extra)
 
 
 def delta_norms(x_adv: torch.Tensor, x: torch.Tensor, norm: str) -> torch.Tensor:
@@ -72,7 +74,7 @@ def attack_samples(ctx: Context, name: str, eps: float, idx: torch.Tensor, key: 
 
 
 def attack_limit(ctx: Context, name: str) -> int:
-    return min(ctx.n, ctx.cfg.attacks[name].get("max_samples", ctx.n))
+    return min(ctx.n, ctx.cfg.attacks[name].max_samples)
 
 
 def cascade_step(ctx: Context, name: str, eps: float, eps_key: str, robust: torch.Tensor) -> tuple[dict, torch.Tensor]:
@@ -95,7 +97,7 @@ def cascade_step(ctx: Context, name: str, eps: float, eps_key: str, robust: torc
 
 def attack_epsilons(ctx: Context, name: str, epsilons: list[float]) -> list[float]:
     """The eps an attack runs at: its own `epsilons` (a subset by label, to save time) or all of its norm's."""
-    own = ctx.cfg.attacks[name].get("epsilons") or []
+    own = ctx.cfg.attacks[name].only_at()
     return [e for e in epsilons if per_255(e) in own] if own else list(epsilons)
 
 
@@ -128,5 +130,6 @@ def worst_key_of(names: list[str]) -> str:
 def attack_parameters(ctx: Context, names: list[str]) -> dict:
     classes = num_classes(ctx.model, ctx.data.batch(torch.arange(1, device=ctx.data.y.device)))
     entries = {name: ATTACKS[name] for name in names}
-    return {name: {"implementation": a.implementation, "norm": a.norm, "settings": ctx.cfg.attacks[name],
-                   **(a.describe(classes, **ctx.cfg.attacks[name]) if a.describe else {})} for name, a in entries.items()}
+    settings = {name: to_dict(ctx.cfg.attacks[name]) for name in names}  # as the config wrote them
+    return {name: {"implementation": a.implementation, "norm": a.norm, "settings": settings[name],
+                   **(a.describe(classes, **settings[name]) if a.describe else {})} for name, a in entries.items()}

@@ -8,7 +8,7 @@ from functools import partial
 import torch
 
 from pipeline.attacks import ATTACKS
-from pipeline.config import eps_key, per_255
+from pipeline.budget import eps_key, per_255
 from pipeline.evaluate import attacking  # attack_samples looked up at call time (the resume test replaces it)
 from pipeline.evaluate.units import Context, unit_seed
 
@@ -94,11 +94,12 @@ def steps_check_at(ctx: Context, eps: float) -> dict:
     check, name = ctx.cfg.pgd_steps_check, ctx.cfg.pgd_steps_check.attack
     m = min(ctx.n, check.max_samples)
     label = per_255(eps)  # keys, seed and record use the config's 1/255 value; the attack gets pixels
-    settings = dict(ctx.cfg.attacks[name])
+    settings = ctx.cfg.attacks[name]
     accs = {}
-    for steps in (settings.get("steps", 10), settings.get("steps", 10) * check.factor):
+    for steps in (settings.steps, settings.steps * check.factor):
         key = f"{name}_steps{steps}@{float(label)}"
-        run = dataclasses.replace(ctx, cfg=dataclasses.replace(ctx.cfg, attacks={**ctx.cfg.attacks, name: {**settings, "steps": steps}}))
+        more = dataclasses.replace(settings, steps=steps)
+        run = dataclasses.replace(ctx, cfg=dataclasses.replace(ctx.cfg, attacks={**ctx.cfg.attacks, name: more}))
         seed = unit_seed(ctx.seed, f"{name}_steps_check@{label}")  # the same random start for both
         r = ctx.partials.get_or_run(key, partial(attacking.attack_samples, run, name, float(eps), torch.arange(m), key, seed))
         accs[steps] = sum(r["correct"]) / max(1, m)

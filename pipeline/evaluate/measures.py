@@ -7,7 +7,7 @@ from functools import partial
 
 import torch
 
-from pipeline.config import per_255
+from pipeline.budget import per_255
 from pipeline.corruptions import CORRUPTIONS, applicable
 from pipeline.data import Split, batch_indices
 from pipeline.evaluate.units import Context, bits, predict, unit_seed

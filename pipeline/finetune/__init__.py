@@ -27,6 +27,7 @@ and metrics.json and the checkpoint record it as `bn_branch` (None without dual 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import sys
 import time
@@ -36,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline import runtime
-from pipeline.config import AdversarialConfig, FinetuneConfig, from_dict, from_json
+from pipeline.config import AdversarialConfig, FinetuneConfig, from_json, to_dict
 from pipeline.data import Split, batch_indices, embed, load_split
 from pipeline.environment import environment
 from pipeline.finetune.adversarial import TRAINING
@@ -165,7 +166,7 @@ def clean_start(model: Classifier, train: Split, train_idx: torch.Tensor, cfg: F
 
 def run_adversarial(cfg: FinetuneConfig, name: str, seed: int, data_dir: Path, encoder_path: Path, rt) -> tuple[Classifier, dict]:
     """ALF (frozen encoder) or AFF (everything trained) with the entry's adversarial method."""
-    kind, adv = protocol_kind(name), from_dict(AdversarialConfig, cfg.protocols[name], f"finetune.protocols.{name}")
+    kind, adv = protocol_kind(name), cfg.protocols[name]
     encoder, state = load_encoder(encoder_path, rt.device, cfg.dual_bn_branch)
     before = freeze(encoder) if kind == "alf" else None
     train, test = load_split(data_dir, "train", rt.device), load_split(data_dir, "test", rt.device)
@@ -238,7 +239,7 @@ def run(cfg: FinetuneConfig, protocol: str, seed: int, data_dir: Path, encoder_p
     check_not_diverged(model, metrics, data_dir, protocol)  # before anything is written
     metrics.update(protocol=protocol, kind=kind, seed=seed, seconds=round(time.perf_counter() - start, 3),
                    runtime=rt.describe(), peak_memory_mb=round(runtime.peak_memory_mb(rt), 1),
-                   config={**cfg.__dict__, "protocols": {k: v for k, v in cfg.protocols.items() if k == protocol}})
+                   config=to_dict(dataclasses.replace(cfg, protocols={k: v for k, v in cfg.protocols.items() if k == protocol})))
     save_torch(out_model, checkpoint(model, metrics, protocol))
     metrics["model_sha256"] = sha256_file(out_model)  # evaluate verifies it
     write_json(out_metrics, sealed({**metrics, "environment": environment()}))  # evaluate and the report verify the seal

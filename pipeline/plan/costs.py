@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from pipeline.config import EvaluateConfig, from_dict
 from pipeline.grid import RESULTS, evaluate_slice
 from pipeline.plan.anchors import (
     _H100_BF16,
@@ -203,7 +204,7 @@ def cost_job(job: dict, config: dict, gpu: str, sizes: dict, aa_video_samples: i
         kind = job["protocol"].split("_")[0]
         clean = ACCURACY["clean"]["video" if info["video"] else "image"]
         robust = clean * ACCURACY["robust"][(kind, adversarial)] / 0.8 if info["video"] else ACCURACY["robust"][(kind, adversarial)]
-        ec = evaluate_job_passes(section, info["test"], info["video"], clean, robust)
+        ec = evaluate_job_passes(from_dict(EvaluateConfig, section, "evaluate"), info["test"], info["video"], clean, robust)
         prec = section["precision"]
         s = seconds(ec.passes, info, prec, gpu)
         aa_s = (ec.autoattack_clean * AA_CE_PASSES + ec.autoattack_robust * AA_ROBUST_PASSES) / (rate(info, prec, gpu) * AA_EFFICIENCY)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
+from pipeline.attack_settings import AttackSettings
+from pipeline.budget import per_255
+from pipeline.config import EvaluateConfig
 from pipeline.plan.anchors import L2_ATTACKS, VIDEO_ONLY_CORRUPTIONS
 
 
@@ -137,24 +141,23 @@ def finetune_job_passes(protocol: str, section: dict, n_train: int, n_test: int)
     return training + monitor + forward_passes(n_train + n_test)
 
 
-def attack_passes(name: str, settings: dict, n: int) -> Passes:
+def attack_passes(name: str, settings: AttackSettings, n: int) -> Passes:
     """One attack on n samples, plus the prediction on its output. fgsm and pgd are exact;
     the pyautoattack components (apgd_*, fab_t, square) are their iteration budgets."""
+    s = settings
     if name == "fgsm":
         return grad_passes(n) + forward_passes(n)
     if name in ("pgd", "pgd_l2"):
-        restarts = settings.get("restarts", 1)
-        extra = forward_passes(n * restarts) if restarts > 1 else Passes()
-        return grad_passes(settings.get("steps", 10) * restarts * n) + extra + forward_passes(n)
+        extra = forward_passes(n * s.restarts) if s.restarts > 1 else Passes()
+        return grad_passes(s.steps * s.restarts * n) + extra + forward_passes(n)
     if name == "cw_l2":
-        return grad_passes(settings.get("steps", 50) * n) + forward_passes(n)
+        return grad_passes(s.steps * n) + forward_passes(n)
     if name == "apgd_ce":
-        return grad_passes(settings.get("steps", 100) * settings.get("restarts", 1) * n) + forward_passes(n)
+        return grad_passes(s.steps * s.restarts * n) + forward_passes(n)
     if name in ("apgd_t", "fab_t"):
-        per = settings.get("steps", 100) * settings.get("restarts", 1) * settings.get("n_target_classes", 9)
-        return grad_passes(per * n) + forward_passes(n)
+        return grad_passes(s.steps * s.restarts * s.n_target_classes * n) + forward_passes(n)
     if name == "square":
-        return forward_passes(settings.get("queries", 5000) * settings.get("restarts", 1) * n + n)
+        return forward_passes(s.queries * s.restarts * n + n)
     raise ValueError(f"evaluate.attacks: no pass model for {name!r}")
 
 
@@ -165,45 +168,44 @@ class EvalCost:
     autoattack_robust: float  # samples still robust after APGD-CE (the other three attacks on each)
 
 
-def epsilons_of(name: str, settings: dict, section: dict) -> list[float]:
-    """The eps an attack runs at (its own `epsilons` subset, else all of its norm's)."""
-    every = section["epsilons_l2"] if name in L2_ATTACKS else section["epsilons"]
-    own = settings.get("epsilons") or []
-    return [e for e in every if e in own] if own else list(every)
+def epsilons_of(name: str, settings: AttackSettings, cfg: EvaluateConfig) -> list[float]:
+    """The eps an attack runs at (its own `epsilons` subset by 1/255 label, else all of its norm's)."""
+    every = cfg.epsilons_l2 if name in L2_ATTACKS else cfg.epsilons
+    own = settings.only_at()
+    return [e for e in every if per_255(e) in own] if own else list(every)
 
 
-def evaluate_job_passes(section: dict, n_test: int, is_video: bool, clean: float = 1.0, robust: float = 1.0) -> EvalCost:
-    """A whole `pipeline.evaluate` job on the first min(max_samples, n_test) test samples.
+def evaluate_job_passes(cfg: EvaluateConfig, n_test: int, is_video: bool, clean: float = 1.0, robust: float = 1.0) -> EvalCost:
+    """A whole `pipeline.evaluate` job, given the config it receives, on the first min(max_samples, n_test) test samples.
 
     clean / robust: assumed fractions of clean-correct and AutoAttack-robust samples. Chained
     attacks (cascade: true) are counted on every clean-correct sample, an upper bound; with
     cascade: false every attack runs on all of its samples, and the count is exact.
     """
-    n = min(section["max_samples"], n_test)
+    n = min(cfg.max_samples, n_test)
     total = forward_passes(n) + forward_passes(1)  # clean predictions; one sample to read the class count
     aa_clean = aa_robust = 0.0
-    for name, settings in section["attacks"].items():
-        m = min(n, settings.get("max_samples", n))
-        for _ in epsilons_of(name, settings, section):
+    for name, settings in cfg.attacks.items():
+        m = min(n, settings.max_samples)
+        for _ in epsilons_of(name, settings, cfg):
             if name == "autoattack":
                 total += forward_passes(m) + forward_passes(m)  # its own clean check, then our prediction
                 aa_clean += clean * m
                 aa_robust += robust * m
                 continue
-            attacked = clean * m if section["cascade"] else m
+            attacked = clean * m if cfg.cascade else m
             total += attack_passes(name, settings, attacked)
-    check = section["pgd_steps_check"]
-    name = check.get("attack", "pgd")
-    if check["factor"] >= 2 and name in section["attacks"] and section["epsilons"]:
-        m = min(n, check["max_samples"])
-        base = section["attacks"][name].get("steps", 10)
-        for steps in (base, base * check["factor"]):  # at each check eps (empty list: the largest only)
-            total += attack_passes(name, {**section["attacks"][name], "steps": steps}, m) * max(1, len(check.get("epsilons") or []))
-    radius = section["radius"]
-    m = min(n, radius["max_samples"])
+    check = cfg.pgd_steps_check
+    if check.factor >= 2 and check.attack in cfg.attacks and cfg.epsilons:
+        m = min(n, check.max_samples)
+        settings = cfg.attacks[check.attack]
+        for steps in (settings.steps, settings.steps * check.factor):  # at each check eps (empty list: the largest only)
+            total += attack_passes(check.attack, dataclasses.replace(settings, steps=steps), m) * max(1, len(check.epsilons))
+    radius = cfg.radius
+    m = min(n, radius.max_samples)
     if m:  # logit margin and clean check, then 1 + bisection_steps PGD probes, each with its prediction
-        total += forward_passes(2 * m) + (grad_passes(m * radius["pgd_steps"]) + forward_passes(m)) * (1 + radius["bisection_steps"])
-    spec = section["corruptions"]
-    names = [c for c in spec["names"] if is_video or c not in VIDEO_ONLY_CORRUPTIONS]
-    total += forward_passes(min(n, spec["max_samples"]) * len(names) * len(spec["severities"]))
+        total += forward_passes(2 * m) + (grad_passes(m * radius.pgd_steps) + forward_passes(m)) * (1 + radius.bisection_steps)
+    spec = cfg.corruptions
+    names = [c for c in spec.names if is_video or c not in VIDEO_ONLY_CORRUPTIONS]
+    total += forward_passes(min(n, spec.max_samples) * len(names) * len(spec.severities))
     return EvalCost(total, aa_clean, aa_robust)

@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import grid as grid_paths
-from pipeline.config import ReportConfig, eps_text, from_json
+from pipeline.budget import eps_text
+from pipeline.config import ReportConfig, from_json
 from pipeline.grid import Grid
 from pipeline.io import atomic_path, read_sealed
 from pipeline.logs import stage_cli

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import eps_text
+from pipeline.budget import eps_text
 from pipeline.grid import Grid
 from pipeline.io import read_sealed
 from pipeline.report import claims

@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from pipeline.config import eps_text
+from pipeline.budget import eps_text
 from pipeline.grid import Grid  # noqa: E402
 from pipeline.io import atomic_path  # noqa: E402
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-from pipeline.config import eps_text
+from pipeline.budget import eps_text
 from pipeline.grid import Grid
 
 
