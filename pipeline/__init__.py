@@ -8,8 +8,9 @@ package and the libraries it imports, `pipeline.provenance`):
 
 Libraries the stages share: models (backbones, classifier heads, dual BN), losses, attacks,
 corruptions, datasets (the real formats' readers and writers), data, augment, linf_pgd (the one
-Linf PGD), sensitivity, optim, health, config (the typed config; attack_settings, one class per
-evaluation attack; budget, the Linf budget type with its one key and display format), grid,
+Linf PGD), sensitivity, optim, health, config (the typed config: a class per section, per evaluation
+attack in `config/attacks`, built and written back by `config/build`), budget (the Linf budget
+type with its one key and display format), grid,
 validation, errors, io, logs, runtime, environment, distributed, modalities, provenance.
 
 Tools, no stage: plan (the cost forecast), warm (the warm interpreter jobs run through), compare

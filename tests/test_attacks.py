@@ -12,10 +12,10 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.attack_settings import ATTACK_SETTINGS
 from pipeline.attacks import ATTACKS
 from pipeline.attacks.adapters import VideoAs4D, as_4d
 from pipeline.config import from_dict
+from pipeline.config.attacks import ATTACK_SETTINGS
 from tests.conftest import schema_attack_defaults
 
 

@@ -11,8 +11,8 @@ import yaml
 from pipeline import budget as B
 from pipeline import config as C
 from pipeline import grid
-from pipeline.attack_settings import ATTACK_SETTINGS
 from pipeline.attacks import ATTACKS
+from pipeline.config.attacks import ATTACK_SETTINGS
 from tests.conftest import REPO, SCHEMA, schema_attack_defaults, schema_defaults, validated
 
 
@@ -128,7 +128,7 @@ def test_evaluation_attacks_are_typed_with_an_absolute_step_at_each_eps():
     assert pgd.arguments(B.Eps(4))["step_size"] == 0.25 * (4 / 255)
     assert pgd.only_at() == [8.0] and ev.attacks["fgsm"].only_at() == [] and ev.attacks["fgsm"].arguments(0.1) == {}
     assert C.to_dict(ev.attacks) == raw["attacks"]  # the record reads like the config
-    with pytest.raises(C.ConfigError, match=r"evaluate.attacks: unknown attack\(s\) \['pgdd'\]"):
+    with pytest.raises(C.ConfigError, match=r"evaluate.attacks: unknown name\(s\) \['pgdd'\]"):
         C.from_dict(C.EvaluateConfig, {**raw, "attacks": {"pgdd": {}}}, "evaluate")
     with pytest.raises(C.ConfigError, match=r"evaluate.attacks.pgd: missing key\(s\) \['restarts'\]"):
         C.from_dict(C.EvaluateConfig, {**raw, "attacks": {"pgd": {k: v for k, v in raw["attacks"]["pgd"].items() if k != "restarts"}}},

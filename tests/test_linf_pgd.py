@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.attack_settings import PgdSettings
 from pipeline.attacks import fgsm, pgd
+from pipeline.config.attacks import PgdSettings
 from pipeline.finetune.adversarial.inner import Attack, perturb
 from pipeline.linf_pgd import pgd_linf
 from pipeline.runtime import Runtime

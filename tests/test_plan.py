@@ -225,8 +225,8 @@ def test_wall_time_respects_dependencies_and_bounds():
 
 
 def test_attack_passes_and_accuracy_scaling():
-    from pipeline.attack_settings import PgdSettings
     from pipeline.config import EvaluateConfig, from_dict
+    from pipeline.config.attacks import PgdSettings
 
     pgd = PgdSettings(max_samples=10, steps=20, step_size=0.25, random_start=True, restarts=1, epsilons=[])
     assert plan.attack_passes("pgd", pgd, 10) == plan.Passes(210, 200)

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import torch
 
-from pipeline.attack_settings import AttackSettings
 from pipeline.attacks import ATTACKS
 from pipeline.attacks.adapters import num_classes
 from pipeline.attacks.autoattack import state_robust_flags
 from pipeline.budget import eps_key, per_255
 from pipeline.config import to_dict
+from pipeline.config.attacks import AttackSettings
 from pipeline.data import batch_indices
 from pipeline.evaluate.units import Context, bits, library_warnings, predict, unit_seed
 

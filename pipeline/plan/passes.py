@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from pipeline.attack_settings import AttackSettings
 from pipeline.budget import per_255
 from pipeline.config import EvaluateConfig
+from pipeline.config.attacks import AttackSettings
 from pipeline.plan.anchors import L2_ATTACKS, VIDEO_ONLY_CORRUPTIONS
 
 

@@ -112,7 +112,7 @@ def run_summary(cfg: PretrainConfig, rt: runtime.Runtime, nets: nn.ModuleDict, t
            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     if LOSSES[cfg.method.loss].family == "adversarial":
         a = cfg.method.attack
-        out["inner_attack"] = {"eps": float(a.eps), "steps": a.steps, "step_size": a.step_size * a.eps,
+        out["inner_attack"] = {"eps": float(a.eps), "steps": a.steps, "step_size": a.step,
                                "random_start": a.random_start, "bn_mode": a.bn_mode,
                                "precision": str(rt.dtype).replace("torch.", ""), "channels_last": rt.is_cuda}
     return out

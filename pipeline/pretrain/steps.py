@@ -29,7 +29,7 @@ def attack_mode(ctx: StepContext) -> contextlib.AbstractContextManager[None]:
 def inner_attack(ctx: StepContext, objective: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """x_adv maximising `objective` within the configured Linf ball (runs in the caller's autocast)."""
     a = ctx.cfg.method.attack
-    return pgd_linf(objective, x.detach(), eps=a.eps, steps=a.steps, step_size=a.step_size * a.eps,  # step: fraction of eps -> pixels
+    return pgd_linf(objective, x.detach(), eps=a.eps, steps=a.steps, step_size=a.step,
                     start="uniform_like" if a.random_start else None, generator=ctx.gen)
 
 

@@ -1,5 +1,8 @@
 """Typed mirror of `workflow/schemas/config.schema.yaml`: one frozen dataclass per section.
 
+`attacks` holds one settings class per evaluation attack, `build` turns the validated dicts
+into these classes (`from_dict`) and back (`to_dict`).
+
 The schema is the single source of defaults (Snakemake's `validate` fills them in); these
 dataclasses have no defaults, so a stage run by hand with an incomplete or misspelt config
 fails at once, naming the key. `tests/test_config.py` checks that the fields and the
@@ -9,17 +12,15 @@ schema's properties are the same sets.
 from __future__ import annotations
 
 import dataclasses
-import json
-import types
-import typing
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
-from pipeline.attack_settings import ATTACK_SETTINGS, AttackSettings
-from pipeline.budget import PER_255, Eps
+from pipeline.budget import PER_255
+from pipeline.config.attacks import ATTACK_SETTINGS, AttackSettings
+from pipeline.config.build import from_dict, from_json, parse_entries, to_dict
 from pipeline.errors import ConfigError
 
-T = TypeVar("T")
+__all__ = ["ConfigError", "from_dict", "from_json", "to_dict"]  # the building functions live in `config.build`
 
 
 @dataclass(frozen=True)
@@ -94,9 +95,14 @@ class ModelConfig:
 class InnerAttackConfig:
     eps: float = dataclasses.field(metadata=PER_255)  # config: units of 1/255; here Eps, pixel units
     steps: int
-    step_size: float  # fraction of eps, as in the config (callers pass step_size * eps to the PGD core)
+    step_size: float  # fraction of eps, as in the config; `step` is the absolute one
     random_start: bool
     bn_mode: str  # "eval" or "train": BatchNorm mode during the inner attack
+
+    @property
+    def step(self) -> float:
+        """The absolute step in pixel units (the one place the config's fraction is multiplied out)."""
+        return self.step_size * self.eps
 
 
 @dataclass(frozen=True)
@@ -156,21 +162,13 @@ class MatchConfig:
 
 
 def parse_protocols(data: Any, where: str) -> dict[str, SlfProtocolConfig | AdversarialConfig]:
-    """`finetune.protocols`: `slf` -> SlfProtocolConfig, `alf[_suffix]` / `aff[_suffix]` -> AdversarialConfig."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
-    return {name: from_dict(SlfProtocolConfig if name == "slf" else AdversarialConfig, entry, f"{where}.{name}")
-            for name, entry in data.items()}
+    """`finetune.protocols`: `slf` -> SlfProtocolConfig, `alf[_suffix]` / `aff[_suffix]` (the schema's pattern) -> AdversarialConfig."""
+    return parse_entries(lambda name: SlfProtocolConfig if name == "slf" else AdversarialConfig, data, where)
 
 
 def parse_attacks(data: Any, where: str) -> dict[str, AttackSettings]:
-    """`evaluate.attacks`: each entry into its attack's settings class (`pipeline.attack_settings`)."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
-    unknown = sorted(set(data) - set(ATTACK_SETTINGS))
-    if unknown:
-        raise ConfigError(f"{where}: unknown attack(s) {unknown}; known: {sorted(ATTACK_SETTINGS)}")
-    return {name: from_dict(ATTACK_SETTINGS[name], entry, f"{where}.{name}") for name, entry in data.items()}
+    """`evaluate.attacks`: each entry into its attack's settings class (`pipeline.config.attacks`)."""
+    return parse_entries(ATTACK_SETTINGS.get, data, where)
 
 
 @dataclass(frozen=True)
@@ -279,7 +277,7 @@ class CorruptionsConfig:
 class EvaluateConfig:
     """The `evaluate` section. `epsilons` become Eps (pixel units, label `per_255`); L2 budgets
     are in input units already. `attacks` holds each attack's typed settings
-    (`pipeline.attack_settings`): their `arguments(eps)` turn a relative `step_size` into the
+    (`pipeline.config.attacks`): their `arguments(eps)` turn a relative `step_size` into the
     absolute step, and an attack's own `epsilons` selects values of `evaluate.epsilons` by
     their 1/255 label."""
 
@@ -321,76 +319,3 @@ class ReportConfig:
     plateau_tolerance: float
     supcon_method: str | None = None  # SupCon, for claim C7 against csl_method (None: no such claim)
     adversarial_protocol: str | None = None  # the protocol claim C5 is scored under (None: claims_protocol)
-
-
-def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
-    """Build dataclass `cls` from a dict, rejecting unknown keys, missing keys and wrong types.
-
-    Fields marked PER_255 (Linf budgets, written in units of 1/255) become `Eps` here, the
-    one place where 1/255 units turn into pixel units.
-    """
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
-    missing = sorted(names - set(data))
-    if missing:
-        raise ConfigError(f"{where}: missing key(s) {missing}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    values = {name: fields[name].metadata["parse"](data[name], f"{where}.{name}") if "parse" in fields[name].metadata
-              else _coerce(hints[name], data[name], f"{where}.{name}") for name in names}
-    return cls(**{name: _to_pixels(v) if fields[name].metadata.get("unit") == PER_255["unit"] else v
-                  for name, v in values.items()})
-
-
-def _to_pixels(value: float | list[float]) -> Eps | list[Eps]:
-    """A 1/255 budget (or list of them) as Eps in pixel units; coerced to float already."""
-    return [Eps(v) for v in value] if isinstance(value, list) else Eps(value)
-
-
-def to_dict(obj: Any) -> Any:
-    """The inverse of `from_dict`: plain JSON-ready values, budgets back in the config's 1/255 units.
-
-    For records of the configuration a stage ran with (metrics, robustness.json), which read
-    like the config file. `to_dict(from_dict(cls, d)) == d` for a complete, schema-valid `d`.
-    """
-    if isinstance(obj, Eps):
-        return obj.per_255
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, dict):
-        return {key: to_dict(value) for key, value in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [to_dict(value) for value in obj]
-    return obj
-
-
-def from_json(cls: type[T], text: str, where: str = "config") -> T:
-    return from_dict(cls, json.loads(text), where)
-
-
-def _coerce(hint: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint):
-        return from_dict(hint, value, where)  # type: ignore[arg-type]
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        (item,) = typing.get_args(hint)
-        return [_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
-    if origin in (typing.Union, types.UnionType):
-        return value
-    if hint is Any:
-        return value
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint in (int, float, str, bool) and (type(value) is not hint):
-        raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
-    return value
