@@ -126,7 +126,9 @@ def test_evaluation_attacks_are_typed_with_an_absolute_step_at_each_eps():
     assert isinstance(pgd, ATTACK_SETTINGS["pgd"]) and pgd.step_size == 0.25  # a fraction of eps, as written
     assert pgd.arguments(B.Eps(8))["step_size"] == 0.25 * (8 / 255)  # the absolute step the attack takes, 2/255
     assert pgd.arguments(B.Eps(4))["step_size"] == 0.25 * (4 / 255)
-    assert pgd.only_at() == [8.0] and ev.attacks["fgsm"].only_at() == [] and ev.attacks["fgsm"].arguments(0.1) == {}
+    budgets = [B.Eps(2), B.Eps(8), B.Eps(16)]
+    assert pgd.runs_at(budgets) == [8 / 255] and ev.attacks["fgsm"].runs_at(budgets) == budgets  # by label; none: all
+    assert ev.attacks["fgsm"].arguments(0.1) == {}
     assert C.to_dict(ev.attacks) == raw["attacks"]  # the record reads like the config
     with pytest.raises(C.ConfigError, match=r"evaluate.attacks: unknown name\(s\) \['pgdd'\]"):
         C.from_dict(C.EvaluateConfig, {**raw, "attacks": {"pgdd": {}}}, "evaluate")

@@ -21,6 +21,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.budget import per_255
+
 STAGE_FIELDS = frozenset({"max_samples", "epsilons"})  # consumed by the evaluate stage, not passed to the attack
 
 
@@ -32,9 +34,11 @@ class AttackSettings:
         """Keyword arguments of the attack function at budget `eps` (input units)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in STAGE_FIELDS}
 
-    def only_at(self) -> list[float]:
-        """1/255 labels (L2: values) of the budgets this attack is limited to; empty: all of its norm's."""
-        return list(getattr(self, "epsilons", []))
+    def runs_at(self, epsilons: list[float]) -> list[float]:
+        """The budgets of its norm's `epsilons` the attack runs at: those its own `epsilons` names by 1/255
+        label (L2: by value), to save time on expensive attacks; all of them where it names none."""
+        own = getattr(self, "epsilons", [])  # the attacks without the field run at every budget
+        return [e for e in epsilons if per_255(e) in own] if own else list(epsilons)
 
 
 @dataclass(frozen=True)

@@ -97,8 +97,7 @@ def cascade_step(ctx: Context, name: str, eps: float, eps_key: str, robust: torc
 
 def attack_epsilons(ctx: Context, name: str, epsilons: list[float]) -> list[float]:
     """The eps an attack runs at: its own `epsilons` (a subset by label, to save time) or all of its norm's."""
-    own = ctx.cfg.attacks[name].only_at()
-    return [e for e in epsilons if per_255(e) in own] if own else list(epsilons)
+    return ctx.cfg.attacks[name].runs_at(epsilons)
 
 
 def run_group(ctx: Context, names: list[str], epsilons: list[float], clean: torch.Tensor, outcomes: dict) -> tuple[dict, dict]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from pipeline.budget import per_255
 from pipeline.config import EvaluateConfig
 from pipeline.config.attacks import AttackSettings
 from pipeline.plan.anchors import L2_ATTACKS, VIDEO_ONLY_CORRUPTIONS
@@ -170,9 +169,7 @@ class EvalCost:
 
 def epsilons_of(name: str, settings: AttackSettings, cfg: EvaluateConfig) -> list[float]:
     """The eps an attack runs at (its own `epsilons` subset by 1/255 label, else all of its norm's)."""
-    every = cfg.epsilons_l2 if name in L2_ATTACKS else cfg.epsilons
-    own = settings.only_at()
-    return [e for e in every if per_255(e) in own] if own else list(every)
+    return settings.runs_at(cfg.epsilons_l2 if name in L2_ATTACKS else cfg.epsilons)
 
 
 def evaluate_job_passes(cfg: EvaluateConfig, n_test: int, is_video: bool, clean: float = 1.0, robust: float = 1.0) -> EvalCost:
