@@ -20,7 +20,9 @@ from pipeline.config.attacks import ATTACK_SETTINGS, AttackSettings
 from pipeline.config.build import from_dict, from_json, parse_entries, to_dict
 from pipeline.errors import ConfigError
 
-__all__ = ["ConfigError", "from_dict", "from_json", "to_dict"]  # the building functions live in `config.build`
+# Re-exported, so that stage code imports the whole typed config from one place (they live in
+# `config.build` and `pipeline.errors`); the section classes below are this module's own.
+__all__ = ["ConfigError", "from_dict", "from_json", "to_dict"]
 
 
 @dataclass(frozen=True)
@@ -237,7 +239,7 @@ class AdversarialConfig:
     weight_decay: float
     eps: float = dataclasses.field(metadata=PER_255)  # config: units of 1/255; here Eps, pixel units
     steps: int
-    step_size: float  # fraction of eps, as in the config (the attack builders multiply by eps)
+    step_size: float  # fraction of eps, as in the config (the inner `Attack.step_size` multiplies it out)
     attack_bn: str
     holdout: int
     monitor_steps: int
