@@ -47,15 +47,21 @@ class FgsmSettings(AttackSettings):
 
 
 @dataclass(frozen=True)
-class PgdSettings(AttackSettings):
+class ProjectedStepsSettings(AttackSettings):
+    """PGD's settings in either norm."""
+
     steps: int
     step_size: float  # fraction of eps (0.25 = eps/4); arguments() passes the absolute step
     random_start: bool
     restarts: int
-    epsilons: list[float]
 
     def arguments(self, eps: float) -> dict[str, Any]:
         return {**super().arguments(eps), "step_size": self.step_size * eps}
+
+
+@dataclass(frozen=True)
+class PgdSettings(ProjectedStepsSettings):
+    epsilons: list[float]
 
 
 @dataclass(frozen=True)
@@ -101,14 +107,8 @@ class AutoAttackSettings(AttackSettings):
 
 
 @dataclass(frozen=True)
-class PgdL2Settings(AttackSettings):
-    steps: int
-    step_size: float  # fraction of eps; arguments() passes the absolute step
-    random_start: bool
-    restarts: int
-
-    def arguments(self, eps: float) -> dict[str, Any]:
-        return {**super().arguments(eps), "step_size": self.step_size * eps}
+class PgdL2Settings(ProjectedStepsSettings):
+    pass
 
 
 @dataclass(frozen=True)
