@@ -33,6 +33,9 @@ def encode_decode(frames: np.ndarray, crf: int) -> np.ndarray:
         # one thread: x264's output depends on its thread count (frame threading), so this keeps results
         # machine-independent, and a thread pool per tiny clip only costs time
         stream.options = {"crf": str(crf), "preset": "veryfast", "threads": "1"}
+        # and one thread for the rgb24 -> yuv420p conversion PyAV makes before encoding (its reformatter takes
+        # the codec context's thread count, 0 = one per CPU): threaded swscale made a clip differ between runs
+        stream.codec_context.thread_count = 1
         for i in range(t):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[i]), format="rgb24")
             frame.pts = i
@@ -45,7 +48,7 @@ def encode_decode(frames: np.ndarray, crf: int) -> np.ndarray:
         # (tests/test_reproducible.py), and its thread pool must not be alive in a process that forks
         video.codec_context.thread_count = 1
         video.thread_type = "NONE"
-        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video)]
+        decoded = [f.to_ndarray(format="rgb24", threads=1) for f in container.decode(video)]  # swscale too
     if len(decoded) != t:
         raise RuntimeError(f"H.264 round trip returned {len(decoded)} frames for {t}")
     return np.stack(decoded)

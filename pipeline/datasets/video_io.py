@@ -120,7 +120,7 @@ class PyAVFrames:
                 break
             if number == wanted[len(numbers)]:
                 numbers.append(number)
-                frames.append(frame.to_ndarray(format="rgb24"))
+                frames.append(frame.to_ndarray(format="rgb24", threads=1))  # swscale's pool would be one per CPU
                 if len(frames) == batch or len(numbers) == len(wanted):
                     yield numbers[-len(frames) :], np.stack(frames)
                     frames = []
